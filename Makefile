@@ -1,0 +1,60 @@
+# genie-robot: `make demo` and `make test` set everything up first (idempotent `make setup`).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# The stamp is keyed on everything that decides what gets installed: change one, re-run setup.
+SETUP_HASH := $(shell cat requirements.txt constraints.txt setup.py package.xml Makefile 2>/dev/null | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.setup-stamp-$(SETUP_HASH)
+APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libgles2
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# The Google Robot model: an offline copy beside the checkout if there is one, else the
+# mujoco-menagerie cache that `make setup` fills.
+SHARED_MENAGERIE := $(abspath ../shared/menagerie)
+export MENAGERIE_ROOT ?= $(if $(wildcard $(SHARED_MENAGERIE)/google_robot/robot.xml),$(SHARED_MENAGERIE),)
+export MUJOCO_GL ?= egl
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup demo test lint bench clean
+help:
+	@echo "make demo   - set up, then simulate the RT-1-style dataset, describe it, draw a contact sheet"
+	@echo "make test   - set up, then lint and run the test suite"
+	@echo "make bench  - loader and simulator throughput (JSON lines)"
+
+setup: $(STAMP)
+
+$(STAMP):
+	@echo "== setup: system packages"
+	@if ! ldconfig -p | grep -q 'libEGL_mesa.so.0'; then \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+	@echo "== setup: $(VENV) with pinned Python packages"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@if [ -z "$$MENAGERIE_ROOT" ]; then $(BIN)/python -m mujoco_menagerie prefetch google_robot; fi
+	@rm -f $(VENV)/.setup-stamp-* && touch $@
+	@echo "== setup done"
+
+demo: setup
+	$(BIN)/genie-robot sim
+	$(BIN)/genie-robot data-info
+	$(BIN)/genie-robot contact-sheet
+	@echo "demo outputs: outputs/sim/fractal20220817_data/0.1.0 (dataset), outputs/demo/sim_contact_sheet.png"
+
+lint: setup
+	$(BIN)/ruff check genie_robot tests
+
+test: setup lint
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/genie-robot bench sim
+	$(BIN)/genie-robot bench data
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,82 @@
+"""`genie-robot <command> [hydra overrides]`: the one entry point.
+
+Commands:
+  sim            write the simulated RT-1 dataset (sim.*)
+  data-info      print one JSON object describing data.path
+  contact-sheet  PNG of frames from several episodes of data.path (sheet.*)
+  bench data|sim throughput; the last line printed is one JSON object
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from genie_robot.config import load_config, typed
+
+COMMANDS = ("sim", "data-info", "contact-sheet", "bench")
+BENCH_TARGETS = ("data", "sim")
+
+
+def _usage(msg: str) -> int:
+    print(f"genie-robot: {msg}\n\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        return _usage(f"unknown command '{command}' (commands: {', '.join(COMMANDS)})")
+    target = None
+    if command == "bench":
+        if not rest or rest[0] not in BENCH_TARGETS:
+            return _usage(f"bench needs a target: {', '.join(BENCH_TARGETS)}")
+        target, rest = rest[0], rest[1:]
+    rest = [a for a in rest if a != "--json"]  # JSON is always the last line of bench output
+
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from genie_robot.data.layout import DatasetError
+    from genie_robot.data.reader import DataConfig
+    from genie_robot.sim.writer import SimConfig
+
+    try:
+        cfg = load_config(rest)
+        if command == "sim":
+            from genie_robot.sim.writer import write_sim_dataset
+
+            path = write_sim_dataset(typed(cfg.sim, SimConfig))
+            print(f"wrote simulated RT-1 dataset: {path}")
+        elif command == "data-info":
+            from genie_robot.data.info import describe
+
+            data = typed(cfg.data, DataConfig)
+            print(json.dumps(describe(data.path, data.image_key, clip_span=data.span)))
+        elif command == "contact-sheet":
+            from genie_robot.evaluation.contact_sheet import contact_sheet
+
+            data = typed(cfg.data, DataConfig)
+            out = contact_sheet(data.path, cfg.sheet.out, cfg.sheet.episodes, cfg.sheet.frames, data.image_key)
+            print(f"wrote contact sheet: {out}")
+        elif target == "data":
+            from genie_robot.bench import bench_data
+
+            result = bench_data(typed(cfg.data, DataConfig), cfg.bench.warmup_batches, cfg.bench.batches)
+            print(json.dumps(result))
+        else:
+            from genie_robot.bench import bench_sim
+
+            print(json.dumps(bench_sim(typed(cfg.sim, SimConfig), cfg.bench.sim_episodes)))
+    except (DatasetError, HydraException, OmegaConfBaseException, ValueError, OSError) as e:
+        print(f"genie-robot {command}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

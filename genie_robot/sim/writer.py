@@ -1,0 +1,127 @@
+"""Write simulated episodes as a `fractal20220817_data` 0.1.0 TFDS dataset on disk.
+
+TFDS's own builder machinery does the writing (shards, `dataset_info.json`,
+`features.json`), so the result is the real on-disk format by construction and the RT-1
+reader loads it unchanged. Episodes are simulated in a pool of worker processes and fed
+to the builder in index order, so the output depends on the seed, not on the pool size.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+@dataclass
+class SimConfig:
+    out: str = "outputs/sim"  # the TFDS data_dir; the dataset lands in <out>/fractal20220817_data/0.1.0
+    episodes: int = 256
+    min_steps: int = 26
+    max_steps: int = 34
+    seed: int = 0
+    workers: int = 2
+    num_shards: int = 4
+    jpeg_quality: int = 95
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"sim.episodes must be >= 1, got {self.episodes}")
+        if not 2 <= self.min_steps <= self.max_steps:
+            raise ValueError(
+                f"sim.min_steps/max_steps must satisfy 2 <= min_steps <= max_steps, got "
+                f"{self.min_steps}/{self.max_steps}")
+        if self.workers < 1:
+            raise ValueError(f"sim.workers must be >= 1, got {self.workers}")
+        if not 1 <= self.num_shards <= self.episodes:
+            raise ValueError(f"sim.num_shards must be in [1, episodes={self.episodes}], got {self.num_shards}")
+
+
+def _simulate(args: tuple[int, int, int, int, int]) -> tuple[int, dict]:
+    from genie_robot.sim.episode import simulate_episode
+
+    seed, index, min_steps, max_steps, quality = args
+    return index, simulate_episode(seed, index, min_steps, max_steps, quality)
+
+
+def simulate_episodes(
+    seed: int, indices: list[int], min_steps: int, max_steps: int, jpeg_quality: int = 95, workers: int = 1
+) -> Iterator[tuple[int, dict]]:
+    """Simulate episodes in index order in `workers` spawned processes.
+
+    Always in child processes, even for one worker: Mesa's EGL renderer segfaults in a
+    process that has loaded TensorFlow, and the writer's process has (TFDS writes).
+    """
+    jobs = [(seed, i, min_steps, max_steps, jpeg_quality) for i in indices]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(_simulate, jobs)
+
+
+def write_sim_dataset(cfg: SimConfig, progress: bool = True) -> Path:
+    """Generate the dataset; returns the version directory (what `data.path` points at)."""
+    cfg.validate()
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import tensorflow_datasets as tfds
+
+    from genie_robot.data.rt1_spec import DATASET_NAME, DATASET_VERSION, rt1_features
+
+    data_dir = Path(cfg.out).resolve()
+    version_dir = data_dir / DATASET_NAME / DATASET_VERSION
+    stamp = version_dir / "genie_robot_sim.json"
+    wanted = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers", "overwrite")}
+    if version_dir.exists():
+        old = json.loads(stamp.read_text()) if stamp.exists() else None
+        if old == wanted and not cfg.overwrite:
+            print(f"sim dataset up to date at {version_dir} (same settings); pass sim.overwrite=true to redo")
+            return version_dir
+        if not cfg.overwrite:
+            raise FileExistsError(
+                f"{version_dir} already holds a dataset written with other settings "
+                f"({old or 'not written by genie-robot sim'}); pass sim.overwrite=true to replace it "
+                "or choose another sim.out")
+        shutil.rmtree(version_dir)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create sim output directory {data_dir}: {e.strerror}") from e
+
+    class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        """RT-1's builder shape, filled by the simulator."""
+
+        name = DATASET_NAME
+        VERSION = tfds.core.Version(DATASET_VERSION)
+
+        def _info(self) -> tfds.core.DatasetInfo:
+            return tfds.core.DatasetInfo(
+                builder=self,
+                description=(
+                    "genie-robot simulated RT-1: MuJoCo Google Robot over a randomized tabletop, "
+                    "scripted reach/push/random commands at 3 Hz, head camera 256x320."),
+                features=rt1_features(),
+                homepage="https://github.com/genie-robot/genie-robot",
+            )
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            episodes = simulate_episodes(
+                cfg.seed, list(range(cfg.episodes)), cfg.min_steps, cfg.max_steps, cfg.jpeg_quality, cfg.workers)
+            yield from tqdm(episodes, total=cfg.episodes, desc="simulating episodes", unit="ep",
+                                       disable=not progress)
+
+    tfds.disable_progress_bar()
+    builder = Builder(data_dir=str(data_dir))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(num_shards=cfg.num_shards),
+        file_format="tfrecord",
+    )
+    stamp.write_text(json.dumps(wanted, indent=2))
+    return version_dir

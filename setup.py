@@ -1,0 +1,32 @@
+"""genie-robot: pip-installable Python package and ament_python ROS 2 package in one tree."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "genie_robot"
+ROOT = Path(__file__).parent
+configs = [
+    (f"share/{PACKAGE}/{p.parent.as_posix()}", [p.as_posix()])
+    for p in sorted(Path("configs").rglob("*.yaml"))
+]
+
+setup(
+    name="genie-robot",
+    version="0.1.0",
+    description="Open Genie world model for robots: tokenizer, latent action model, MaskGIT dynamics",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        *configs,
+    ],
+    install_requires=[],  # pinned in requirements.txt; `make setup` installs them
+    extras_require={"gpu": ["onnxruntime-gpu"]},
+    entry_points={"console_scripts": ["genie-robot = genie_robot.cli:main"]},
+    zip_safe=False,
+)

@@ -1,0 +1,156 @@
+"""Shared fixtures: two small datasets on disk in the real TFDS format.
+
+- `spec_dataset`: written by TFDS's own builder machinery from a feature spec typed in
+  here from RT1_FORMAT.md (not from genie_robot's), with content that encodes (episode,
+  step) so clip windowing can be checked exactly from frames and actions.
+- `sim_dataset`: written by `genie-robot`'s simulator writer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+REPO = Path(__file__).resolve().parent.parent
+if not os.environ.get("MENAGERIE_ROOT") and (REPO.parent / "shared/menagerie/google_robot").is_dir():
+    os.environ["MENAGERIE_ROOT"] = str(REPO.parent / "shared/menagerie")
+
+# Episode lengths of the spec dataset: some shorter than the clips the tests cut.
+SPEC_LENGTHS = [3, 10, 16, 17, 20, 33, 40, 5, 25, 16, 31, 12]
+
+
+def spec_features():
+    """RT1_FORMAT.md, transcribed field by field."""
+    import tensorflow_datasets as tfds
+
+    f32 = np.float32
+    T = tfds.features.Tensor
+    return tfds.features.FeaturesDict({
+        "aspects": {k: T(shape=(), dtype=np.bool_) for k in
+                    ["already_success", "feasible", "has_aspects", "success", "undesirable"]},
+        "attributes": {
+            **{k: T(shape=(), dtype=np.int64) for k in
+               ["collection_mode", "data_type", "env", "location", "objects_family", "task_family"]},
+            **{k + "_name": T(shape=(), dtype=np.object_) for k in
+               ["collection_mode", "data_type", "env", "location", "objects_family", "task_family"]},
+        },
+        "steps": tfds.features.Dataset({
+            "action": {
+                "world_vector": T(shape=(3,), dtype=f32),
+                "rotation_delta": T(shape=(3,), dtype=f32),
+                "gripper_closedness_action": T(shape=(1,), dtype=f32),
+                "base_displacement_vector": T(shape=(2,), dtype=f32),
+                "base_displacement_vertical_rotation": T(shape=(1,), dtype=f32),
+                "terminate_episode": T(shape=(3,), dtype=np.int32),
+            },
+            "is_first": T(shape=(), dtype=np.bool_),
+            "is_last": T(shape=(), dtype=np.bool_),
+            "is_terminal": T(shape=(), dtype=np.bool_),
+            "reward": tfds.features.Scalar(dtype=f32),
+            "observation": {
+                "image": tfds.features.Image(shape=(256, 320, 3), encoding_format="jpeg"),
+                "natural_language_instruction": T(shape=(), dtype=np.object_),
+                "natural_language_embedding": T(shape=(512,), dtype=f32),
+                "base_pose_tool_reached": T(shape=(7,), dtype=f32),
+                "gripper_closed": T(shape=(1,), dtype=f32),
+                "gripper_closedness_commanded": T(shape=(1,), dtype=f32),
+                "height_to_bottom": T(shape=(1,), dtype=f32),
+                "orientation_box": T(shape=(2, 3), dtype=f32),
+                "orientation_start": T(shape=(4,), dtype=f32),
+                "robot_orientation_positions_box": T(shape=(3, 3), dtype=f32),
+                "rotation_delta_to_go": T(shape=(3,), dtype=f32),
+                "src_rotation": T(shape=(4,), dtype=f32),
+                "vector_to_go": T(shape=(3,), dtype=f32),
+                "workspace_bounds": T(shape=(3, 3), dtype=f32),
+            },
+        }),
+    })
+
+
+def pixel_value(episode: int, step: int) -> int:
+    """The grey level of frame `step` of episode `episode` in the spec dataset."""
+    return (40 + 37 * episode + 5 * step) % 200 + 20
+
+
+def spec_episode(ep: int, length: int) -> dict:
+    zeros = np.zeros
+    steps = []
+    for t in range(length):
+        steps.append({
+            "action": {
+                # (episode, step, 1): sums over a stride reveal exactly which steps a clip used.
+                "world_vector": np.array([ep, t, 1], np.float32),
+                "rotation_delta": np.array([t, -t, 0], np.float32),
+                "gripper_closedness_action": np.array([t], np.float32),
+                "base_displacement_vector": zeros(2, np.float32),
+                "base_displacement_vertical_rotation": zeros(1, np.float32),
+                "terminate_episode": np.array([int(t == length - 1), int(t < length - 1), 0], np.int32),
+            },
+            "is_first": t == 0, "is_last": t == length - 1, "is_terminal": t == length - 1,
+            "reward": np.float32(0.0),
+            "observation": {
+                "image": np.full((256, 320, 3), pixel_value(ep, t), np.uint8),
+                "natural_language_instruction": f"episode {ep}",
+                "natural_language_embedding": zeros(512, np.float32),
+                "base_pose_tool_reached": zeros(7, np.float32),
+                "gripper_closed": zeros(1, np.float32),
+                "gripper_closedness_commanded": zeros(1, np.float32),
+                "height_to_bottom": zeros(1, np.float32),
+                "orientation_box": zeros((2, 3), np.float32),
+                "orientation_start": zeros(4, np.float32),
+                "robot_orientation_positions_box": zeros((3, 3), np.float32),
+                "rotation_delta_to_go": zeros(3, np.float32),
+                "src_rotation": zeros(4, np.float32),
+                "vector_to_go": zeros(3, np.float32),
+                "workspace_bounds": zeros((3, 3), np.float32),
+            },
+        })
+    return {
+        "steps": steps,
+        "aspects": {k: False for k in ["already_success", "feasible", "has_aspects", "success", "undesirable"]},
+        "attributes": {
+            **{k: ep for k in ["collection_mode", "data_type", "env", "location", "objects_family", "task_family"]},
+            **{k + "_name": "x" for k in
+               ["collection_mode", "data_type", "env", "location", "objects_family", "task_family"]},
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def spec_dataset(tmp_path_factory) -> Path:
+    """A `fractal20220817_data` 0.1.0 directory written by TFDS, not by genie_robot."""
+    import tensorflow_datasets as tfds
+
+    data_dir = tmp_path_factory.mktemp("spec")
+
+    class Fractal20220817Data(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        name = "fractal20220817_data"
+        VERSION = tfds.core.Version("0.1.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=spec_features())
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for ep, n in enumerate(SPEC_LENGTHS):
+                yield ep, spec_episode(ep, n)
+
+    tfds.disable_progress_bar()
+    Fractal20220817Data(data_dir=str(data_dir)).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(num_shards=3))
+    return data_dir / "fractal20220817_data" / "0.1.0"
+
+
+@pytest.fixture(scope="session")
+def sim_dataset(tmp_path_factory) -> Path:
+    from genie_robot.sim.writer import SimConfig, write_sim_dataset
+
+    out = tmp_path_factory.mktemp("sim")
+    return write_sim_dataset(
+        SimConfig(out=str(out), episodes=4, min_steps=6, max_steps=9, workers=2, num_shards=2), progress=False)

@@ -1,0 +1,56 @@
+"""`genie-robot` commands as a user runs them: a real subprocess, JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import SPEC_LENGTHS
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "genie_robot.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_data_info_on_a_dataset_the_project_did_not_write(spec_dataset):
+    r = run("data-info", f"data.path={spec_dataset}", "data.clip_frames=16")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    assert info["episodes"] == len(SPEC_LENGTHS)
+    assert info["steps"] == sum(SPEC_LENGTHS)
+    assert info["image_key"] == "image" and info["image_shape"] == [256, 320, 3]
+    assert {"world_vector", "rotation_delta", "gripper_closedness_action"} <= set(info["action_keys"])
+    assert info["splits"] == {"train": {"episodes": len(SPEC_LENGTHS), "steps": sum(SPEC_LENGTHS), "shards": 3}}
+    assert info["episodes_shorter_than_clip"] == sum(n < 16 for n in SPEC_LENGTHS)
+
+
+def test_bad_path_is_one_clear_line(tmp_path):
+    r = run("data-info", f"data.path={tmp_path}/missing")
+    assert r.returncode == 1
+    assert "error: dataset directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_command_and_bad_override():
+    assert run("frobnicate").returncode == 2
+    r = run("data-info", "data.no_such_key=1")
+    assert r.returncode != 0 and "no_such_key" in r.stderr
+
+
+def test_bench_data_ends_with_json(spec_dataset):
+    r = run("bench", "data", f"data.path={spec_dataset}", "data.val_fraction=0", "data.clip_frames=4",
+            "bench.warmup_batches=1", "bench.batches=2", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["bench"] == "data" and result["frames"] == 2 * 8 * 4 and result["frames_per_s"] > 0
+
+
+def test_contact_sheet_png(sim_dataset, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "sheet.png"
+    r = run("contact-sheet", f"data.path={sim_dataset}", f"sheet.out={out}", "sheet.episodes=2", "sheet.frames=3")
+    assert r.returncode == 0, r.stderr
+    img = Image.open(out)
+    assert img.size == (3 * 320, 2 * (256 + 18))
