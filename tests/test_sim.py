@@ -41,3 +41,26 @@ def test_writer_output_independent_of_worker_count(sim_dataset):
     direct = simulate_episode(0, 0, 6, 9)
     key = (len(direct["steps"]), direct["steps"][0]["observation"]["natural_language_instruction"].encode())
     assert key in written and np.array_equal(written[key], _actions(direct))
+
+
+def test_rerun_with_same_settings_keeps_the_dataset(sim_dataset):
+    from genie_robot.sim.writer import SimConfig, write_sim_dataset
+
+    shards = sorted(sim_dataset.glob("*.tfrecord-*"))
+    before = [p.stat().st_mtime_ns for p in shards]
+    cfg = SimConfig(out=str(sim_dataset.parent.parent), episodes=4, min_steps=6, max_steps=9, workers=1, num_shards=2)
+    assert write_sim_dataset(cfg, progress=False) == sim_dataset
+    assert [p.stat().st_mtime_ns for p in shards] == before
+
+
+def test_never_replaces_a_dataset_it_did_not_write(spec_dataset, tmp_path):
+    import shutil
+
+    import pytest
+
+    from genie_robot.sim.writer import SimConfig, write_sim_dataset
+
+    shutil.copytree(spec_dataset, tmp_path / "fractal20220817_data" / "0.1.0")
+    with pytest.raises(FileExistsError, match="did not write; pass sim.overwrite=true"):
+        write_sim_dataset(SimConfig(out=str(tmp_path), episodes=2, num_shards=1), progress=False)
+    assert len(list((tmp_path / "fractal20220817_data" / "0.1.0").glob("*.tfrecord-*"))) == 3

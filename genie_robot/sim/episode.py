@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from genie_robot.sim.controller import ScriptedController, plan_segments
-from genie_robot.sim.ik import FINGER_JOINTS, ArmIK
+from genie_robot.sim.ik import ELBOW_LOW_POSTURE, FINGER_JOINTS, ArmIK
 from genie_robot.sim.scene import build_model, sample_scene
 
 CONTROL_HZ = 3.0
@@ -79,8 +79,7 @@ def simulate_episode(seed: int, index: int, min_steps: int, max_steps: int, jpeg
     # Start from a random pose above the table.
     target_pos = rng.uniform(bounds[0] + [0.05, 0.05, 0.1], bounds[1] - [0.1, 0.05, 0.05])
     target_rot = HOME_ROT.copy()
-    seed_q, _ = ArmIK(model, rot_weight=0.0).solve(np.zeros(7), target_pos, HOME_ROT, iters=300)
-    q, _ = ik.solve(seed_q, target_pos, target_rot, iters=300)
+    q, _ = ik.solve(ELBOW_LOW_POSTURE, target_pos, target_rot, iters=300)
     closed = 0.0  # episodes start with the gripper open
     data.qpos[ik.qadr] = q
     data.qpos[finger_adr] = FINGER_OPEN

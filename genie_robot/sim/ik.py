@@ -16,12 +16,18 @@ ARM_JOINTS = (
 )
 FINGER_JOINTS = ("joint_finger_right", "joint_finger_left")
 EE_SITE = "gripper"
+# Preferred posture: elbow low and out to the robot's right, so the arm enters the head
+# camera's view from the lower right (as in RT-1) instead of sweeping across the lens.
+ELBOW_LOW_POSTURE = np.array([-0.18, 1.8, -0.67, -1.13, 0.82, 1.79, 0.55])
 
 
 class ArmIK:
     """Solves joint targets that put the gripper site at a pose, staying near the seed."""
 
-    def __init__(self, model: mujoco.MjModel, damping: float = 0.05, rot_weight: float = 0.3):
+    def __init__(
+        self, model: mujoco.MjModel, damping: float = 0.05, rot_weight: float = 0.3,
+        posture: np.ndarray = ELBOW_LOW_POSTURE, posture_gain: float = 0.1,
+    ):
         self.model = model
         self.data = mujoco.MjData(model)
         self.qadr = np.array([model.joint(j).qposadr[0] for j in ARM_JOINTS])
@@ -31,6 +37,8 @@ class ArmIK:
         self.site = model.site(EE_SITE).id
         self.damping = damping
         self.rot_weight = rot_weight
+        self.posture = posture
+        self.posture_gain = posture_gain
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
 
@@ -61,8 +69,10 @@ class ArmIK:
             mujoco.mj_comPos(self.model, self.data)
             mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.site)
             jac = np.vstack([self._jacp[:, self.dadr], self.rot_weight * self._jacr[:, self.dadr]])
-            lhs = jac @ jac.T + self.damping**2 * np.eye(6)
-            dq = jac.T @ np.linalg.solve(lhs, err)
+            pinv = jac.T @ np.linalg.inv(jac @ jac.T + self.damping**2 * np.eye(6))
+            # The 7th DoF is redundant: spend it pulling toward the preferred posture.
+            null = np.eye(len(q)) - pinv @ jac
+            dq = pinv @ err + null @ (self.posture_gain * (self.posture - q))
             q = np.clip(q + np.clip(dq, -0.3, 0.3), self.lo, self.hi)
         cur_pos, _ = self.forward(q)
         return q, float(np.linalg.norm(pos - cur_pos))

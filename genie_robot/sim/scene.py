@@ -9,7 +9,6 @@ instead of patching a shared one.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -132,19 +131,28 @@ def sample_scene(rng: np.random.Generator, min_objects: int = 1, max_objects: in
 
 
 def menagerie_robot_xml() -> Path:
-    """Path of the Google Robot's robot.xml, honouring MENAGERIE_ROOT (offline copies)."""
-    root = os.environ.get("MENAGERIE_ROOT")
-    if root:
-        path = Path(root) / "google_robot" / "robot.xml"
-    else:
-        import mujoco_menagerie
+    """Path of the Google Robot's robot.xml, without ever downloading it.
 
-        path = Path(mujoco_menagerie.get("google_robot").path()) / "robot.xml"
-    if not path.is_file():
+    MENAGERIE_ROOT (an offline Menagerie copy) wins; otherwise the model must already be in
+    mujoco-menagerie's cache, which `make setup` fills. Run time never touches the network.
+    """
+    import mujoco_menagerie
+
+    cache = mujoco_menagerie.Cache()  # honours MENAGERIE_ROOT and MENAGERIE_CACHE_DIR
+    robot = mujoco_menagerie.get("google_robot")
+    if cache.root:
+        path = cache.root / "google_robot" / "robot.xml"
+        where = f"MENAGERIE_ROOT={cache.root}"
+    elif cache.is_cached(robot):
+        path = cache.model_path(robot) / "robot.xml"
+        where = f"the mujoco-menagerie cache {cache.dir}"
+    else:
         raise FileNotFoundError(
-            f"Google Robot model not found at {path}; set MENAGERIE_ROOT to a MuJoCo Menagerie "
-            "checkout that contains google_robot/robot.xml"
-        )
+            f"the Google Robot model is not in the mujoco-menagerie cache ({cache.dir}) and MENAGERIE_ROOT "
+            "is unset; run `make setup` (it prefetches the model) or `python -m mujoco_menagerie prefetch "
+            "google_robot`, or set MENAGERIE_ROOT to an offline MuJoCo Menagerie copy")
+    if not path.is_file():
+        raise FileNotFoundError(f"Google Robot model not found at {path} (from {where})")
     return path
 
 

@@ -8,6 +8,7 @@ to the builder in index order, so the output depends on the seed, not on the poo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -64,10 +65,20 @@ def simulate_episodes(
         yield from pool.imap(_simulate, jobs)
 
 
+def _sim_code_digest() -> str:
+    digest = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def write_sim_dataset(cfg: SimConfig, progress: bool = True) -> Path:
     """Generate the dataset; returns the version directory (what `data.path` points at)."""
     cfg.validate()
     os.environ.setdefault("MUJOCO_GL", "egl")
+    from genie_robot.sim.scene import menagerie_robot_xml
+
+    menagerie_robot_xml()  # fail here, naming the fix, rather than inside every worker
     import tensorflow_datasets as tfds
 
     from genie_robot.data.rt1_spec import DATASET_NAME, DATASET_VERSION, rt1_features
@@ -75,17 +86,20 @@ def write_sim_dataset(cfg: SimConfig, progress: bool = True) -> Path:
     data_dir = Path(cfg.out).resolve()
     version_dir = data_dir / DATASET_NAME / DATASET_VERSION
     stamp = version_dir / "genie_robot_sim.json"
+    # Settings plus a digest of the simulator's code: either changing means new data.
     wanted = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers", "overwrite")}
+    wanted["sim_code"] = _sim_code_digest()
     if version_dir.exists():
         old = json.loads(stamp.read_text()) if stamp.exists() else None
         if old == wanted and not cfg.overwrite:
             print(f"sim dataset up to date at {version_dir} (same settings); pass sim.overwrite=true to redo")
             return version_dir
-        if not cfg.overwrite:
+        if old is None and not cfg.overwrite:
             raise FileExistsError(
-                f"{version_dir} already holds a dataset written with other settings "
-                f"({old or 'not written by genie-robot sim'}); pass sim.overwrite=true to replace it "
-                "or choose another sim.out")
+                f"{version_dir} holds a dataset genie-robot sim did not write; pass sim.overwrite=true to "
+                "replace it or choose another sim.out")
+        # Ours, from other settings or older simulator code: derived data, so regenerate.
+        print(f"replacing {version_dir}: written with {old}, now {wanted}")
         shutil.rmtree(version_dir)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
