@@ -6,7 +6,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 # The stamp is keyed on everything that decides what gets installed: change one, re-run setup.
-SETUP_HASH := $(shell cat requirements.txt constraints.txt setup.py package.xml Makefile 2>/dev/null | sha256sum | cut -c1-16)
+# ORT=gpu swaps onnxruntime for onnxruntime-gpu (same module; never both installed).
+ORT ?= cpu
+ORT_GPU := onnxruntime-gpu==1.31.1
+SETUP_HASH := $(shell (cat requirements.txt constraints.txt setup.py package.xml Makefile; echo $(ORT)) 2>/dev/null | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.setup-stamp-$(SETUP_HASH)
 APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libgles2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -23,6 +26,7 @@ help:
 	@echo "make demo   - set up, then simulate the RT-1-style dataset, describe it, draw a contact sheet"
 	@echo "make test   - set up, then lint and run the test suite"
 	@echo "make bench  - loader and simulator throughput (JSON lines)"
+	@echo "ORT=gpu     - with any target: onnxruntime-gpu instead of onnxruntime (GPU robots)"
 
 setup: $(STAMP)
 
@@ -35,6 +39,11 @@ $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
+	@if [ "$(ORT)" = gpu ]; then \
+		$(BIN)/python -m pip uninstall -q -y onnxruntime && $(BIN)/python -m pip install -q $(ORT_GPU); \
+	elif $(BIN)/python -m pip show -q onnxruntime-gpu 2>/dev/null; then \
+		$(BIN)/python -m pip uninstall -q -y onnxruntime-gpu && $(BIN)/python -m pip install -q --force-reinstall --no-deps -c constraints.txt onnxruntime; \
+	fi
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@if [ -z "$$MENAGERIE_ROOT" ]; then $(BIN)/python -m mujoco_menagerie prefetch google_robot; fi
 	@rm -f $(VENV)/.setup-stamp-* && touch $@

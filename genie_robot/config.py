@@ -20,9 +20,12 @@ T = TypeVar("T")
 
 def config_dir() -> Path:
     """configs/ of a source checkout, else the copy `setup.py` installs under share/."""
+    here = Path(__file__).resolve()
     candidates = [
         os.environ.get("GENIE_ROBOT_CONFIG_DIR"),
-        Path(__file__).resolve().parent.parent / "configs",
+        here.parent.parent / "configs",  # source checkout / editable install
+        # <prefix>/lib/pythonX.Y/site-packages/genie_robot: colcon and pip --prefix installs
+        here.parents[4] / "share" / "genie_robot" / "configs" if len(here.parents) > 4 else None,
         Path(sys.prefix) / "share" / "genie_robot" / "configs",
     ]
     for c in candidates:
