@@ -17,7 +17,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_data_info_on_a_dataset_the_project_did_not_write(spec_dataset):
     r = run("data-info", f"data.path={spec_dataset}", "data.clip_frames=16")
     assert r.returncode == 0, r.stderr
-    info = json.loads(r.stdout.strip().splitlines()[-1])
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1  # exactly one JSON object on stdout; progress goes to stderr
+    info = json.loads(lines[0])
     assert info["episodes"] == len(SPEC_LENGTHS)
     assert info["steps"] == sum(SPEC_LENGTHS)
     assert info["image_key"] == "image" and info["image_shape"] == [256, 320, 3]

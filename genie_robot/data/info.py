@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
-from genie_robot.data.layout import DatasetError, check_shards_exist, read_layout
+from genie_robot.data.layout import check_shards_exist, read_layout
+from genie_robot.data.validate import open_builder, read_error
 
 
 def describe(path: str, image_key: str = "image", clip_span: int | None = None, progress: bool = True) -> dict:
@@ -20,8 +21,7 @@ def describe(path: str, image_key: str = "image", clip_span: int | None = None, 
     import tensorflow_datasets as tfds
 
     tf.get_logger().setLevel("ERROR")
-    tfds.disable_progress_bar()
-    builder = tfds.builder_from_directory(layout.path)
+    builder = open_builder(layout.path)
     splits, lengths_all = {}, []
     for split, shard_lengths in layout.splits.items():
         ds = builder.as_dataset(
@@ -33,12 +33,8 @@ def describe(path: str, image_key: str = "image", clip_span: int | None = None, 
             for n in tqdm(ds.as_numpy_iterator(), total=sum(shard_lengths), desc=f"scanning {split}",
                           unit="ep", disable=not progress):
                 lengths.append(int(n))
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
-            from genie_robot.data.validate import find_corrupt_shard
-
-            bad = find_corrupt_shard(layout.shard_files[split])
-            where = f"corrupt or truncated shard {bad[0]}: {bad[1]}" if bad else f"split '{split}' of {path}"
-            raise DatasetError(f"cannot read {where}") from None
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            raise read_error(e, layout.shard_files[split], f"split '{split}' of {path}") from None
         splits[split] = {"episodes": len(lengths), "steps": sum(lengths), "shards": len(shard_lengths)}
         lengths_all += lengths
     out = {

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from genie_robot.data.layout import DatasetError, DatasetLayout, check_shards_exist, read_layout
+from genie_robot.data.validate import open_builder, read_error
 
 DEFAULT_ACTION_KEYS = ("world_vector", "rotation_delta", "gripper_closedness_action")
 _SUMMED_ACTIONS = ("world_vector", "rotation_delta")
@@ -170,11 +171,7 @@ class ClipDataset(IterableDataset):
         if end <= start:
             return
         cfg = self.cfg
-        tfds.disable_progress_bar()
-        try:
-            builder = tfds.builder_from_directory(cfg.path)
-        except Exception as e:  # noqa: BLE001 - TFDS raises many types; name the directory
-            raise DatasetError(f"TFDS cannot open {cfg.path}: {type(e).__name__}: {e}") from e
+        builder = open_builder(cfg.path)
         seed = cfg.seed * 100_003 + epoch
         read_config = tfds.ReadConfig(shuffle_seed=seed, add_tfds_id=True, try_autocache=False)
         ds = builder.as_dataset(
@@ -204,7 +201,7 @@ class ClipDataset(IterableDataset):
                     "start": torch.from_numpy(np.array(batch["start"])),
                 }
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            raise DatasetError(self._explain_corruption(e)) from None
+            raise read_error(e, self.layout.shard_files[cfg.source_split], cfg.path) from None
 
     def _episode_tensors(self, ep: dict, seed: int) -> dict:
         """One episode's steps as tensors, cut into clips of frame indices."""
@@ -268,14 +265,3 @@ class ClipDataset(IterableDataset):
             "episode": clip["episode"],
             "start": clip["start"],
         }
-
-    def _explain_corruption(self, err: Exception) -> str:
-        """Find which shard is damaged (TF's message often does not say) and name it."""
-        from genie_robot.data.validate import find_corrupt_shard
-
-        bad = find_corrupt_shard(self.layout.shard_files[self.cfg.source_split])
-        first = str(err).strip().splitlines()[0][:300]
-        if bad:
-            path, why = bad
-            return f"corrupt or truncated shard {path}: {why} (TensorFlow: {first})"
-        return f"cannot decode an episode in {self.cfg.path}: {first}"

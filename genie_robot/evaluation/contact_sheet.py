@@ -8,16 +8,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from genie_robot.data.layout import read_layout
+from genie_robot.data.validate import open_builder
 
 
 def contact_sheet(path: str, out: str, episodes: int = 6, frames: int = 6, image_key: str = "image") -> Path:
     """Full-resolution frames from the first `episodes` episodes of `path`'s train split."""
-    import tensorflow_datasets as tfds
-
     layout = read_layout(path)
     h, w, _ = layout.image_spec(image_key).shape
-    tfds.disable_progress_bar()
-    ds = tfds.builder_from_directory(layout.path).as_dataset(split=f"train[:{episodes}]", shuffle_files=False)
+    ds = open_builder(layout.path).as_dataset(split=f"train[:{episodes}]", shuffle_files=False)
     label_h = 18
     rows = []
     for ep in ds:
