@@ -19,6 +19,7 @@ contiguous, disjoint ranges that together cover the split exactly.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from genie_robot.data.layout import DatasetError, DatasetLayout, check_shards_exist, read_layout
 from genie_robot.data.validate import open_builder, read_error
 
+log = logging.getLogger(__name__)
 DEFAULT_ACTION_KEYS = ("world_vector", "rotation_delta", "gripper_closedness_action")
 _SUMMED_ACTIONS = ("world_vector", "rotation_delta")
 
@@ -202,6 +204,9 @@ class ClipDataset(IterableDataset):
                 }
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
             raise read_error(e, self.layout.shard_files[cfg.source_split], cfg.path) from None
+        if self.stats["skipped_short"]:
+            log.info("%s %s: %d of %d episodes read so far were shorter than a clip (%d steps) and skipped",
+                     cfg.path, self.split, self.stats["skipped_short"], self.stats["episodes"], cfg.span)
 
     def _episode_tensors(self, ep: dict, seed: int) -> dict:
         """One episode's steps as tensors, cut into clips of frame indices."""
