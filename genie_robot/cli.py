@@ -2,6 +2,7 @@
 
 Commands:
   sim            write the simulated RT-1 dataset (sim.*)
+  train          train one stage: stage=tokenizer|lam|dynamics model=<size> train=<recipe>
   data-info      print one JSON object describing data.path
   contact-sheet  PNG of frames from several episodes of data.path (sheet.*)
   bench data|sim throughput; the last line printed is one JSON object
@@ -14,7 +15,7 @@ import sys
 
 from genie_robot.config import load_config, typed
 
-COMMANDS = ("sim", "data-info", "contact-sheet", "bench")
+COMMANDS = ("sim", "train", "data-info", "contact-sheet", "bench")
 BENCH_TARGETS = ("data", "sim")
 
 
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
 
             path = write_sim_dataset(typed(cfg.sim, SimConfig))
             print(f"wrote simulated RT-1 dataset: {path}")
+        elif command == "train":
+            from genie_robot.training.trainer import Trainer
+
+            result = Trainer(cfg).fit()
+            print(json.dumps({"stage": cfg.stage, **result}))
         elif command == "data-info":
             from genie_robot.data.info import describe
 
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             from genie_robot.bench import bench_sim
 
             print(json.dumps(bench_sim(typed(cfg.sim, SimConfig), cfg.bench.sim_episodes)))
-    except (DatasetError, HydraException, OmegaConfBaseException, ValueError, OSError) as e:
+    except (DatasetError, HydraException, OmegaConfBaseException, ValueError, OSError, RuntimeError) as e:
         print(f"genie-robot {command}: error: {e}", file=sys.stderr)
         return 1
     return 0

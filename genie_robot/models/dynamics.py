@@ -1,0 +1,47 @@
+"""Dynamics model: a decoder-only MaskGIT transformer over video tokens and latent actions.
+
+Input: tokens z_1..z_T (masked ones replaced by a learned mask token) with the latent
+action a_t's embedding added to every token of frame t+1 (added, not concatenated, as in
+the paper). The causal ST-transformer lets frame t see frames <= t, so one forward predicts
+every masked token of every frame from the past and the actions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from genie_robot.models.config import DynamicsConfig
+from genie_robot.models.st_transformer import PositionEmbedding, STTransformer
+
+
+class DynamicsModel(nn.Module):
+    def __init__(self, cfg: DynamicsConfig, frames: int, tokens_per_frame: int, vocab: int, num_actions: int):
+        super().__init__()
+        d = cfg.transformer.d_model
+        self.vocab, self.mask_id = vocab, vocab
+        self.embed = nn.Embedding(vocab + 1, d)  # the extra id is MASK
+        self.action_embed = nn.Embedding(num_actions, d)
+        self.pos = PositionEmbedding(frames, tokens_per_frame, d)
+        self.transformer = STTransformer(cfg.transformer)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, tokens_BTS: torch.Tensor, actions_BT1: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, S, vocab]; actions_BT1[:, t] is the action from frame t to t+1."""
+        x = self.embed(tokens_BTS)
+        act = self.action_embed(actions_BT1)[:, :, None, :]  # [B, T-1, 1, D]
+        x = torch.cat([x[:, :1], x[:, 1:] + act], dim=1)
+        return self.head(self.transformer(self.pos(x)))
+
+
+def mask_tokens(tokens_BTS: torch.Tensor, mask_id: int, rate_min: float, rate_max: float,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Genie's training mask: frames 2..T masked with a per-sample rate ~ U[rate_min, rate_max].
+
+    Returns (masked tokens, boolean mask of the positions to predict).
+    """
+    b = tokens_BTS.shape[0]
+    rate = torch.empty(b, 1, 1, device=tokens_BTS.device).uniform_(rate_min, rate_max, generator=generator)
+    mask = torch.rand(tokens_BTS.shape, device=tokens_BTS.device, generator=generator) < rate
+    mask[:, 0] = False  # the first frame is always context
+    return tokens_BTS.masked_fill(mask, mask_id), mask

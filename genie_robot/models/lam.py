@@ -1,0 +1,83 @@
+"""Latent action model: infers one of 8 discrete actions between consecutive frames, unsupervised.
+
+Encoder: frames x_1..x_T (patches plus one learned action token per frame) through a
+causal ST-transformer; the action token of frame t+1 has seen x_1..x_{t+1} and becomes the
+continuous latent of transition t, quantized to one of `num_actions` codes. Decoder:
+frames x_1..x_{T-1} with the quantized action of each transition added to every token,
+causal again, reconstructs x_2..x_T. With so few codes the only way to reconstruct well is
+to put in them what changes between frames and cannot be predicted from the past: the
+action. `input=tokens` runs the same model over tokenizer tokens (the paper's ablation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from genie_robot.models.config import LAMConfig
+from genie_robot.models.st_transformer import PositionEmbedding, STTransformer, patchify, unpatchify
+from genie_robot.models.vq import VectorQuantizer, VQOutput
+
+
+@dataclass
+class LAMOutput:
+    recon: torch.Tensor  # pixels: [B, T-1, C, H, W] in (0, 1); tokens: logits [B, T-1, S, V]
+    actions: torch.Tensor  # [B, T-1] action ids
+    vq: VQOutput
+
+
+class LatentActionModel(nn.Module):
+    def __init__(self, cfg: LAMConfig, frames: int, resolution: list[int], channels: int = 3,
+                 token_vocab: int = 0, token_patch: int = 4):
+        super().__init__()
+        self.input, self.channels, self.hw = cfg.input, channels, (resolution[0], resolution[1])
+        enc, dec = cfg.encoder, cfg.decoder
+        if cfg.input == "pixels":
+            self.patch = cfg.patch
+            tokens = (resolution[0] // cfg.patch) * (resolution[1] // cfg.patch)
+            patch_dim = channels * cfg.patch**2
+            self.embed = nn.Linear(patch_dim, enc.d_model)
+            self.dec_embed = nn.Linear(patch_dim, dec.d_model)
+            self.head = nn.Linear(dec.d_model, patch_dim)
+        else:
+            tokens = (resolution[0] // token_patch) * (resolution[1] // token_patch)
+            self.embed = nn.Embedding(token_vocab, enc.d_model)
+            self.dec_embed = nn.Embedding(token_vocab, dec.d_model)
+            self.head = nn.Linear(dec.d_model, token_vocab)
+        # --- encoder ---
+        self.action_token = nn.Parameter(torch.randn(1, 1, 1, enc.d_model) * 0.02)
+        self.enc_pos = PositionEmbedding(frames, tokens + 1, enc.d_model)
+        self.encoder = STTransformer(enc)
+        self.to_code = nn.Linear(enc.d_model, cfg.code_dim)
+        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim)
+        # --- decoder ---
+        self.action_in = nn.Linear(cfg.code_dim, dec.d_model)
+        self.dec_pos = PositionEmbedding(frames, tokens, dec.d_model)
+        self.decoder = STTransformer(dec)
+
+    def _inputs(self, x: torch.Tensor, embed: nn.Module) -> torch.Tensor:
+        """[B, T, S, D] embeddings of pixels in [0, 1] ([B,T,C,H,W]) or token ids ([B,T,S])."""
+        return embed(patchify(x, self.patch)) if self.input == "pixels" else embed(x)
+
+    def _encode(self, x: torch.Tensor) -> VQOutput:
+        e = self._inputs(x, self.embed)
+        b, t, _, d = e.shape
+        e = torch.cat([self.action_token.expand(b, t, 1, d), e], dim=2)
+        h = self.encoder(self.enc_pos(e))
+        return self.vq(self.to_code(h[:, 1:, 0]))  # action token of frames 2..T: [B, T-1, code]
+
+    def forward(self, x: torch.Tensor) -> LAMOutput:
+        vq = self._encode(x)
+        e = self._inputs(x[:, :-1], self.dec_embed)
+        e = self.dec_pos(e) + self.action_in(vq.z_q)[:, :, None, :]
+        out = self.head(self.decoder(e))
+        if self.input == "pixels":
+            out = torch.sigmoid(unpatchify(out, self.patch, self.channels, self.hw))
+        return LAMOutput(out, vq.indices, vq)
+
+    @torch.no_grad()
+    def infer_actions(self, x: torch.Tensor) -> torch.Tensor:
+        """Action ids [B, T-1] for the transitions of x (pixels in [0, 1] or token ids)."""
+        return self._encode(x).indices

@@ -1,0 +1,164 @@
+"""The one ST-transformer every Genie component is built on.
+
+Genie's block (arXiv 2402.15391, Sec. 2.1): spatial attention over the H*W tokens of one
+frame, then causal temporal attention over the T positions of one spatial location, then
+ONE feed-forward layer. Memory grows linearly in T instead of quadratically in T*H*W.
+Pre-norm, QK-norm (RMSNorm on queries and keys per head, which keeps large bf16 models
+stable), and `F.scaled_dot_product_attention`, so GPUs take the flash-attention path.
+
+Tensors carry their axes in their names: x_BTSD is [batch, time, space, width].
+Two ablation layouts share the block: `spatial` (ViT: no temporal mixing) and `full`
+(C-ViViT: one attention over all T*S tokens, causal across frames).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class STConfig:
+    """Width and depth of one ST-transformer."""
+
+    d_model: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    head_dim: int | None = None  # None: d_model // num_heads
+    ffn_mult: float = 4.0
+    attention: str = "st"  # st | spatial | full
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_heads * (self.head_dim or self.d_model // self.num_heads)
+
+    @property
+    def ffn_dim(self) -> int:
+        return max(8, int(round(self.ffn_mult * self.d_model / 8)) * 8)
+
+    def validate(self, where: str) -> None:
+        if self.attention not in ("st", "spatial", "full"):
+            raise ValueError(f"{where}.attention must be st, spatial or full, got '{self.attention}'")
+        if self.head_dim is None and self.d_model % self.num_heads:
+            raise ValueError(
+                f"{where}: d_model {self.d_model} is not divisible by num_heads {self.num_heads}; set head_dim")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with QK-norm over the second-to-last axis of [N, L, D]."""
+
+    def __init__(self, d_model: int, num_heads: int, inner_dim: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = inner_dim // num_heads
+        self.qkv = nn.Linear(d_model, 3 * inner_dim, bias=False)
+        self.q_norm = nn.RMSNorm(self.head_dim)
+        self.k_norm = nn.RMSNorm(self.head_dim)
+        self.out = nn.Linear(inner_dim, d_model, bias=False)
+
+    def forward(self, x_NLD: torch.Tensor, causal: bool = False, mask_LL: torch.Tensor | None = None) -> torch.Tensor:
+        n, length, _ = x_NLD.shape
+        q, k, v = self.qkv(x_NLD).view(n, length, 3, self.num_heads, self.head_dim).unbind(2)
+        q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [N, heads, L, head_dim]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_LL, is_causal=causal and mask_LL is None)
+        return self.out(y.transpose(1, 2).reshape(n, length, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.up = nn.Linear(d_model, hidden)
+        self.down = nn.Linear(hidden, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class STBlock(nn.Module):
+    """Spatial attention, causal temporal attention, one FFN; each pre-normed and residual."""
+
+    def __init__(self, cfg: STConfig):
+        super().__init__()
+        self.layout = cfg.attention
+        self.norm_s = nn.LayerNorm(cfg.d_model)
+        self.attn_s = Attention(cfg.d_model, cfg.num_heads, cfg.inner_dim)
+        if self.layout == "st":
+            self.norm_t = nn.LayerNorm(cfg.d_model)
+            self.attn_t = Attention(cfg.d_model, cfg.num_heads, cfg.inner_dim)
+        self.norm_f = nn.LayerNorm(cfg.d_model)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim)
+
+    def forward(self, x_BTSD: torch.Tensor) -> torch.Tensor:
+        b, t, s, d = x_BTSD.shape
+        if self.layout == "full":
+            # One attention over all frames' tokens; frame t sees frames <= t.
+            frame = torch.arange(t, device=x_BTSD.device).repeat_interleave(s)
+            mask = frame[:, None] >= frame[None, :]
+            x = x_BTSD.reshape(b, t * s, d)
+            x = x + self.attn_s(self.norm_s(x), mask_LL=mask)
+            x_BTSD = x.view(b, t, s, d)
+        else:
+            # --- spatial: tokens of one frame attend to each other ---
+            x = x_BTSD.reshape(b * t, s, d)
+            x = x + self.attn_s(self.norm_s(x))
+            x_BTSD = x.view(b, t, s, d)
+            if self.layout == "st":
+                # --- temporal: one spatial location across frames, causal ---
+                x = x_BTSD.transpose(1, 2).reshape(b * s, t, d)
+                x = x + self.attn_t(self.norm_t(x), causal=True)
+                x_BTSD = x.view(b, s, t, d).transpose(1, 2)
+        return x_BTSD + self.ffn(self.norm_f(x_BTSD))
+
+
+class STTransformer(nn.Module):
+    """A stack of STBlocks with a final norm; input and output are [B, T, S, D]."""
+
+    def __init__(self, cfg: STConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(STBlock(cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.checkpointing = False  # set by training.parallel.apply_activation_checkpointing
+
+    def forward(self, x_BTSD: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            if self.checkpointing and self.training:
+                x_BTSD = torch.utils.checkpoint.checkpoint(block, x_BTSD, use_reentrant=False)
+            else:
+                x_BTSD = block(x_BTSD)
+        return self.norm(x_BTSD)
+
+
+class PositionEmbedding(nn.Module):
+    """Learned, factorized (time + space) additive position embeddings."""
+
+    def __init__(self, max_frames: int, tokens_per_frame: int, d_model: int):
+        super().__init__()
+        self.time = nn.Parameter(torch.zeros(max_frames, 1, d_model))
+        self.space = nn.Parameter(torch.zeros(1, tokens_per_frame, d_model))
+        nn.init.normal_(self.time, std=0.02)
+        nn.init.normal_(self.space, std=0.02)
+
+    def forward(self, x_BTSD: torch.Tensor) -> torch.Tensor:
+        t = x_BTSD.shape[1]
+        if t > self.time.shape[0]:
+            raise ValueError(f"{t} frames exceed the model's {self.time.shape[0]}-frame window")
+        return x_BTSD + self.time[:t] + self.space
+
+
+def patchify(frames_BTCHW: torch.Tensor, patch: int) -> torch.Tensor:
+    """[B, T, C, H, W] -> [B, T, S, C*p*p] with S = (H/p)*(W/p), row-major patches."""
+    b, t, c, h, w = frames_BTCHW.shape
+    x = frames_BTCHW.reshape(b, t, c, h // patch, patch, w // patch, patch)
+    return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, t, (h // patch) * (w // patch), c * patch * patch)
+
+
+def unpatchify(x_BTSP: torch.Tensor, patch: int, channels: int, hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `patchify`."""
+    b, t, _, _ = x_BTSP.shape
+    h, w = hw
+    x = x_BTSP.reshape(b, t, h // patch, w // patch, channels, patch, patch)
+    return x.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, t, channels, h, w)

@@ -1,0 +1,75 @@
+"""Vector quantization with a straight-through estimator, usage tracking and dead-code restarts.
+
+Codes collapsing onto a few entries is the usual way a VQ-VAE (and a latent action model
+with 8 codes) fails silently, so every forward reports perplexity and the fraction of the
+codebook in use, and codes unused for a while are re-seeded from the current batch's
+encoder outputs. Vectors are L2-normalised before lookup (cosine similarity), which keeps
+codebook and encoder on one scale and makes collapse rarer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class VQOutput:
+    z_q: torch.Tensor  # quantized, straight-through: gradients flow to the encoder
+    indices: torch.Tensor  # [...] code ids
+    loss: torch.Tensor  # codebook + beta * commitment
+    perplexity: torch.Tensor  # exp(entropy) of this batch's code histogram
+    usage: torch.Tensor  # fraction of codes used recently (EMA)
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, usage_decay: float = 0.99,
+                 dead_fraction: float = 0.03):
+        """`dead_fraction`: a code is dead when its EMA share falls below this fraction of uniform use."""
+        super().__init__()
+        self.num_codes, self.code_dim, self.beta = num_codes, code_dim, beta
+        self.usage_decay, self.dead_fraction = usage_decay, dead_fraction
+        self.codebook = nn.Parameter(F.normalize(torch.randn(num_codes, code_dim), dim=-1))
+        self.register_buffer("ema_usage", torch.full((num_codes,), 1.0 / num_codes))
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.codebook, dim=-1)[indices]
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """Nearest code ids for vectors z [..., D] (no losses, no state changes)."""
+        flat = F.normalize(z.reshape(-1, self.code_dim).float(), dim=-1)
+        return (flat @ F.normalize(self.codebook.float(), dim=-1).T).argmax(-1).view(z.shape[:-1])
+
+    def forward(self, z: torch.Tensor) -> VQOutput:
+        z = F.normalize(z, dim=-1)
+        indices = self.quantize(z)
+        z_q = self.lookup(indices).to(z.dtype)
+        loss = F.mse_loss(z_q, z.detach()) + self.beta * F.mse_loss(z, z_q.detach())
+        counts = torch.bincount(indices.flatten(), minlength=self.num_codes).float()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)  # every rank sees the same histogram, so buffers stay equal
+        probs = counts / counts.sum().clamp(min=1)
+        perplexity = torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum())
+        if self.training:
+            with torch.no_grad():
+                self.ema_usage.mul_(self.usage_decay).add_(probs, alpha=1 - self.usage_decay)
+                self._restart_dead_codes(z.detach().reshape(-1, self.code_dim))
+        usage = (self.ema_usage > self.dead_fraction / self.num_codes).float().mean()
+        z_q = z + (z_q - z).detach()  # straight-through estimator
+        return VQOutput(z_q, indices, loss, perplexity, usage)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, z_flat: torch.Tensor) -> None:
+        dead = (self.ema_usage < self.dead_fraction / self.num_codes).nonzero().flatten()
+        if dead.numel() == 0 or self.dead_fraction <= 0:
+            return
+        pick = torch.randint(0, z_flat.shape[0], (dead.numel(),), device=z_flat.device)
+        new = z_flat[pick] + 0.01 * torch.randn_like(z_flat[pick])
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(new, src=0)  # identical restarts on every rank
+        self.codebook.data[dead] = F.normalize(new, dim=-1).to(self.codebook.dtype)
+        self.ema_usage[dead] = 1.0 / self.num_codes

@@ -1,0 +1,145 @@
+"""Checkpoints: a directory per step, written atomically, readable without unpickling anything.
+
+    step_000100/
+      model.safetensors       weights (full, unsharded)
+      optimizer.safetensors   optimizer tensors, keys "<param fqn>/<name>"
+      trainer.json            step, data position, RNG states, optimizer hyper-parameters, metrics
+      config.yaml             the resolved config that produced it
+
+A checkpoint is first written to a hidden temp directory and then renamed into place, so a
+crash leaves either the whole checkpoint or none of it. Only the last `keep` are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+STEP_PREFIX = "step_"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, incomplete or does not fit the model being built."""
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _full_options(load: bool = False) -> StateDictOptions:
+    return StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=load and _distributed())
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob(f"{STEP_PREFIX}*") if p.is_dir() and (p / "trainer.json").is_file())
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    trainer_state: dict, config: DictConfig, keep: int) -> Path | None:
+    """Every rank must call this (sharded state is gathered); rank 0 writes. Returns the path on rank 0."""
+    model_sd = get_model_state_dict(model, options=_full_options())
+    optim_sd = get_optimizer_state_dict(model, optimizer, options=_full_options())
+    if _distributed() and dist.get_rank() != 0:
+        return None
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{STEP_PREFIX}{step:07d}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.contiguous() for k, v in model_sd.items()}, tmp / "model.safetensors")
+    tensors, groups = {}, []
+    for fqn, state in optim_sd["state"].items():
+        for name, value in state.items():
+            tensors[f"{fqn}/{name}"] = torch.as_tensor(value).contiguous()
+    for g in optim_sd["param_groups"]:
+        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()})
+    save_file(tensors, tmp / "optimizer.safetensors")
+    rng = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng |= {f"torch_cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    save_file(rng, tmp / "rng.safetensors")
+    (tmp / "trainer.json").write_text(json.dumps({**trainer_state, "param_groups": groups,
+                                                  "saved_at": time.time()}, indent=2))
+    (tmp / "config.yaml").write_text(OmegaConf.to_yaml(config, resolve=True))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Restore weights (and optimizer and RNG when given an optimizer); returns trainer.json."""
+    for name in ("model.safetensors", "trainer.json", "config.yaml"):
+        if not (path / name).is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
+    state = json.loads((path / "trainer.json").read_text())
+    load_weights(path, model)
+    if optimizer is not None:
+        flat = load_file(path / "optimizer.safetensors")
+        optim_state: dict[str, dict] = {}
+        for key, value in flat.items():
+            fqn, name = key.rsplit("/", 1)
+            optim_state.setdefault(fqn, {})[name] = value
+        set_optimizer_state_dict(model, optimizer, {"state": optim_state, "param_groups": state["param_groups"]},
+                                 options=_full_options(load=True))
+        rng = load_file(path / "rng.safetensors")
+        torch.set_rng_state(rng["torch_cpu"])
+        if torch.cuda.is_available():
+            cuda = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda")]
+            if len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
+    return state
+
+
+def load_weights(path: Path, model: nn.Module) -> None:
+    """Load model.safetensors, naming every missing, unexpected or mis-shaped tensor on failure."""
+    file = path / "model.safetensors"
+    if not file.is_file():
+        raise CheckpointError(f"no weights at {file}")
+    sd = load_file(file)
+    own = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)) \
+        if not _distributed() else {k: v for k, v in model.state_dict().items()}
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"weights in {file} do not fit this model (was it trained with another model config?): "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
+            f"shape mismatches {shapes[:5]}")
+    set_model_state_dict(model, sd, options=_full_options(load=True))
+
+
+def weights_digest(path: Path) -> str:
+    """sha256 of a checkpoint's weights: ties a dynamics model to the exact tokenizer and LAM."""
+    digest = hashlib.sha256()
+    with open(path / "model.safetensors", "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,198 @@
+"""The three training stages, in Genie's order: tokenizer, then LAM, then dynamics.
+
+A stage owns its trainable model, any frozen models it needs (the dynamics stage tokenizes
+frames and infers latent actions with the frozen tokenizer and LAM), its loss, and its
+evaluation. The training loop is the same for all three.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from genie_robot.config import typed
+from genie_robot.models import ModelConfig, build, mask_tokens
+from genie_robot.training.checkpoint import CheckpointError, load_weights, weights_digest
+
+STAGES = ("tokenizer", "lam", "dynamics")
+
+
+def to_unit(frames_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [B, T, C, H, W] -> float in [0, 1] on `device`."""
+    return frames_u8.to(device, non_blocking=True).float().div_(255.0)
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean PSNR (dB) over samples, for images in [0, 1]."""
+    mse = (pred.clamp(0, 1) - target).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(1.0 / mse.clamp(min=1e-10))).mean()
+
+
+def load_frozen(
+    ckpt: str | None, component: str, model_cfg: ModelConfig, device: torch.device
+) -> tuple[nn.Module, str]:
+    """A trained component for a later stage, checked against this run's model config."""
+    if not ckpt:
+        raise CheckpointError(f"this stage needs a trained {component}: set train.{component}_ckpt=<checkpoint dir>")
+    path = Path(ckpt)
+    if not (path / "config.yaml").is_file():
+        raise CheckpointError(f"train.{component}_ckpt={ckpt} is not a checkpoint directory (no config.yaml)")
+    saved = typed(OmegaConf.load(path / "config.yaml").model, ModelConfig)
+    ours = getattr(model_cfg, component)
+    theirs = getattr(saved, component)
+    if ours != theirs or saved.resolution != model_cfg.resolution or saved.frames != model_cfg.frames:
+        raise CheckpointError(
+            f"{component} checkpoint {path} was trained with a different model config "
+            f"(resolution {saved.resolution}, frames {saved.frames}, {component}={theirs}) than this run "
+            f"(resolution {model_cfg.resolution}, frames {model_cfg.frames}, {component}={ours})")
+    model = build(model_cfg, component)
+    load_weights(path, model)
+    model.to(device).eval().requires_grad_(False)
+    return model, weights_digest(path)
+
+
+class Stage:
+    """Interface: `model` to train, `loss` per micro-batch, `evaluate` on a fixed batch."""
+
+    name: str
+    model: nn.Module
+    tokens_per_clip: int
+    lineage: dict[str, str]  # digests of the frozen checkpoints this stage depends on
+
+    def loss(self, model: nn.Module, frames_u8: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, frames_u8: torch.Tensor) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+
+class TokenizerStage(Stage):
+    name = "tokenizer"
+
+    def __init__(self, cfg: ModelConfig, device: torch.device, train_cfg):
+        self.device, self.model, self.lineage = device, build(cfg, "tokenizer"), {}
+        self.tokens_per_clip = cfg.frames * cfg.tokens_per_frame()
+
+    def loss(self, model, frames_u8):
+        x = to_unit(frames_u8, self.device)
+        out = model(x)
+        mse = F.mse_loss(out.recon, x)
+        return mse + out.vq.loss, {"mse": mse.item(), "vq_loss": out.vq.loss.item(),
+                                   "perplexity": out.vq.perplexity.item(), "codebook_usage": out.vq.usage.item()}
+
+    @torch.no_grad()
+    def evaluate(self, model, frames_u8):
+        x = to_unit(frames_u8, self.device)
+        out = model(x)
+        used = out.vq.indices.unique().numel()
+        return ({"psnr": psnr(out.recon, x).item(), "codes_used": float(used),
+                 "perplexity": out.vq.perplexity.item()},
+                {"reconstruction": torch.cat([x[0], out.recon[0].clamp(0, 1)], dim=-1)})
+
+
+class LAMStage(Stage):
+    name = "lam"
+
+    def __init__(self, cfg: ModelConfig, device: torch.device, train_cfg):
+        self.device, self.cfg, self.model, self.lineage = device, cfg, build(cfg, "lam"), {}
+        self.tokens_per_clip = cfg.frames * cfg.tokens_per_frame()
+        self.tokenizer = None
+        if cfg.lam.input == "tokens":
+            self.tokenizer, digest = load_frozen(train_cfg.tokenizer_ckpt, "tokenizer", cfg, device)
+            self.lineage["tokenizer"] = digest
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tokenizer.encode(x) if self.tokenizer is not None else x
+
+    def loss(self, model, frames_u8):
+        x = to_unit(frames_u8, self.device)
+        inp = self._input(x)
+        out = model(inp)
+        if self.tokenizer is None:
+            rec = F.mse_loss(out.recon, x[:, 1:])
+        else:
+            rec = F.cross_entropy(out.recon.flatten(0, 2), inp[:, 1:].flatten())
+        return rec + out.vq.loss, {"recon_loss": rec.item(), "vq_loss": out.vq.loss.item(),
+                                   "perplexity": out.vq.perplexity.item(), "codebook_usage": out.vq.usage.item()}
+
+    @torch.no_grad()
+    def evaluate(self, model, frames_u8):
+        x = to_unit(frames_u8, self.device)
+        inp = self._input(x)
+        out = model(inp)
+        metrics = {"actions_used": float(out.actions.unique().numel()), "perplexity": out.vq.perplexity.item()}
+        images = {}
+        if self.tokenizer is None:
+            metrics["psnr"] = psnr(out.recon, x[:, 1:]).item()
+            images["next_frame"] = torch.cat([x[0, 1:], out.recon[0]], dim=-1)
+        else:
+            metrics["token_accuracy"] = (out.recon.argmax(-1) == inp[:, 1:]).float().mean().item()
+        return metrics, images
+
+
+class DynamicsStage(Stage):
+    name = "dynamics"
+
+    def __init__(self, cfg: ModelConfig, device: torch.device, train_cfg):
+        self.device, self.cfg = device, cfg
+        self.model = build(cfg, "dynamics")
+        self.tokens_per_clip = cfg.frames * cfg.tokens_per_frame()
+        self.tokenizer, tok_digest = load_frozen(train_cfg.tokenizer_ckpt, "tokenizer", cfg, device)
+        self.lam, lam_digest = load_frozen(train_cfg.lam_ckpt, "lam", cfg, device)
+        self.lineage = {"tokenizer": tok_digest, "lam": lam_digest}
+        if cfg.lam.input == "tokens":
+            lam_meta = json.loads((Path(train_cfg.lam_ckpt) / "trainer.json").read_text())
+            if lam_meta.get("lineage", {}).get("tokenizer") != tok_digest:
+                raise CheckpointError(
+                    f"LAM checkpoint {train_cfg.lam_ckpt} was trained on another tokenizer than "
+                    f"{train_cfg.tokenizer_ckpt}")
+
+    @torch.no_grad()
+    def _targets(self, frames_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_unit(frames_u8, self.device)
+        tokens = self.tokenizer.encode(x)
+        actions = self.lam.infer_actions(tokens if self.cfg.lam.input == "tokens" else x)
+        return tokens, actions
+
+    def loss(self, model, frames_u8):
+        tokens, actions = self._targets(frames_u8)
+        d = self.cfg.dynamics
+        inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max)
+        logits = model(inp, actions)
+        loss = F.cross_entropy(logits[mask], tokens[mask])
+        acc = (logits[mask].argmax(-1) == tokens[mask]).float().mean()
+        return loss, {"masked_accuracy": acc.item()}
+
+    @torch.no_grad()
+    def evaluate(self, model, frames_u8):
+        tokens, actions = self._targets(frames_u8)
+        d = self.cfg.dynamics
+        gen = torch.Generator(device=tokens.device).manual_seed(0)  # the same masks at every evaluation
+        inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max, generator=gen)
+        logits = model(inp, actions)
+        acc = (logits[mask].argmax(-1) == tokens[mask]).float().mean().item()
+        # Next frame from the past and the action alone: the last frame fully masked, one pass.
+        last = tokens.clone()
+        last[:, -1] = self.model.mask_id
+        pred = tokens.clone()
+        pred[:, -1] = model(last, actions)[:, -1].argmax(-1)
+        next_acc = (pred[:, -1] == tokens[:, -1]).float().mean().item()
+        x = to_unit(frames_u8, self.device)
+        frames = self.tokenizer.decode(pred[:1, -2:])[0]
+        truth = self.tokenizer.decode(tokens[:1, -2:])[0]
+        image = torch.cat([x[0, -2:], truth, frames], dim=-1)  # [2, C, H, 3W]: real | tokenized | predicted
+        return ({"masked_accuracy": acc, "next_frame_token_accuracy": next_acc,
+                 "next_frame_psnr": psnr(frames[-1:], x[0, -1:]).item()},
+                {"next_frame": image})
+
+
+def make_stage(name: str, cfg: ModelConfig, device: torch.device, train_cfg) -> Stage:
+    if name not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got '{name}'")
+    return {"tokenizer": TokenizerStage, "lam": LAMStage, "dynamics": DynamicsStage}[name](cfg, device, train_cfg)

@@ -1,0 +1,290 @@
+"""One training loop for all three Genie stages.
+
+`genie-robot train stage=<tokenizer|lam|dynamics> model=<size> train=<recipe> data=<source>`.
+AdamW with per-stage defaults, linear warmup then cosine decay, gradient clipping and
+accumulation, bf16 autocast on CUDA (fp32 on CPU), optional torch.compile and activation
+checkpointing, DDP or FSDP2 under torchrun, atomic checkpoints with exact resume,
+TensorBoard scalars and images, a progress bar with ETA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import resource
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from genie_robot.config import typed
+from genie_robot.data.reader import ClipDataset, DataConfig
+from genie_robot.models import ModelConfig
+from genie_robot.training import parallel
+from genie_robot.training.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from genie_robot.training.stages import make_stage
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, unusable output directory, ...)."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.9])
+    weight_decay: float = 1e-4
+    warmup_steps: int = 1000
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    grad_accum: int = 1
+    clip_grad: float = 1.0
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    compile: bool = False
+    activation_checkpointing: bool = False
+    parallel: str = "auto"  # auto (ddp under torchrun) | none | ddp | fsdp
+    out_dir: str = "outputs/train"
+    log_every: int = 10
+    eval_every: int = 200
+    ckpt_every: int = 500
+    keep_last: int = 3
+    resume: bool = False
+    seed: int = 0
+    num_workers: int = 0
+    tokenizer_ckpt: str | None = None
+    lam_ckpt: str | None = None
+    progress: bool = True
+    optim: dict[str, OptimConfig] = field(default_factory=dict)  # per stage
+
+
+def lr_at(step: int, opt: OptimConfig, total: int) -> float:
+    """Linear warmup to `lr`, then cosine decay to `min_lr` at `total` steps."""
+    if step < opt.warmup_steps:
+        return opt.lr * (step + 1) / opt.warmup_steps
+    progress = min(1.0, (step - opt.warmup_steps) / max(1, total - opt.warmup_steps))
+    return opt.min_lr + 0.5 * (opt.lr - opt.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: norms, biases, embeddings of positions and codebooks stay undecayed."""
+    decay, keep = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and "pos" not in name and "codebook" not in name else keep).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.stage_name = str(cfg.stage)
+        self.tcfg = typed(cfg.train, TrainConfig)
+        self.mcfg = typed(cfg.model, ModelConfig)
+        self.dcfg = typed(cfg.data, DataConfig)
+        self.mcfg.validate()
+        if list(self.dcfg.resolution) != list(self.mcfg.resolution) or self.dcfg.clip_frames != self.mcfg.frames:
+            raise ValueError(
+                f"data clips ({self.dcfg.clip_frames} frames at {self.dcfg.resolution}) do not match the model "
+                f"({self.mcfg.frames} frames at {self.mcfg.resolution}); set data.clip_frames/data.resolution")
+        if self.stage_name not in self.tcfg.optim:
+            raise ValueError(f"train.optim has no settings for stage '{self.stage_name}'")
+        self.opt_cfg = self.tcfg.optim[self.stage_name]
+
+        self.rank, self.world, self.device = parallel.init_distributed()
+        self.is_main = self.rank == 0
+        torch.manual_seed(self.tcfg.seed)
+        self.out = Path(self.tcfg.out_dir) / self.stage_name
+        self._check_writable()
+        precision = self.tcfg.precision
+        self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+
+        self.stage = make_stage(self.stage_name, self.mcfg, self.device, self.tcfg)
+        model = self.stage.model.to(self.device)
+        if self.tcfg.activation_checkpointing:
+            parallel.apply_activation_checkpointing(model)
+        if self.tcfg.compile:
+            parallel.apply_compile(model)
+        mode = self.tcfg.parallel if self.tcfg.parallel != "auto" else ("ddp" if self.world > 1 else "none")
+        if mode == "ddp":
+            model = parallel.apply_ddp(model, self.device)
+        elif mode == "fsdp":
+            model = parallel.apply_fsdp(model, self.bf16)
+        self.model = model
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(model, self.opt_cfg.weight_decay), lr=self.opt_cfg.lr, betas=tuple(self.opt_cfg.betas),
+            fused=self.device.type == "cuda")
+        self.step = 0
+        self.data_pos = {"epoch": 0, "batch": 0}
+        self.last_ckpt: Path | None = None
+        if self.tcfg.resume:
+            self._resume()
+
+    # --- setup ------------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / f".write-probe-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise TrainingError(f"output directory {self.out} is not writable: {e.strerror or e}") from e
+
+    def _resume(self) -> None:
+        ckpt = latest_checkpoint(self.out / "checkpoints")
+        if ckpt is None:
+            raise CheckpointError(f"train.resume=true but {self.out / 'checkpoints'} holds no checkpoint")
+        state = load_checkpoint(ckpt, self.model, self.optimizer)
+        if state.get("lineage", {}) != self.stage.lineage:
+            raise CheckpointError(
+                f"{ckpt} was trained against other frozen checkpoints ({state.get('lineage')}) than this run "
+                f"({self.stage.lineage}); point train.tokenizer_ckpt/lam_ckpt at the ones it used")
+        self.step, self.data_pos, self.last_ckpt = state["step"], state["data_position"], ckpt
+        if self.is_main:
+            print(f"resumed {self.stage_name} from {ckpt} at step {self.step}")
+
+    def _loader(self, split: str) -> torch.utils.data.DataLoader:
+        ds = ClipDataset(self.dcfg, split, self.rank, self.world)
+        kwargs = {"multiprocessing_context": "spawn"} if self.tcfg.num_workers > 0 else {}
+        return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=self.tcfg.num_workers, **kwargs)
+
+    def _batches(self) -> Iterator[torch.Tensor]:
+        """Frames from the saved data position onwards, epoch after epoch."""
+        loader = self._loader("train")
+        epoch, skip = self.data_pos["epoch"], self.data_pos["batch"]
+        while True:
+            loader.dataset.set_epoch(epoch)
+            n = 0
+            for i, batch in enumerate(loader):
+                n += 1
+                if i < skip:
+                    continue
+                self.data_pos = {"epoch": epoch, "batch": i + 1}
+                yield batch["frames"]
+            if n == 0:
+                raise TrainingError(f"no training clips in {self.dcfg.path} for rank {self.rank} (episodes too short "
+                                    f"for {self.dcfg.clip_frames} frames, or too few episodes for the split/shards)")
+            epoch, skip = epoch + 1, 0
+
+    # --- one optimizer step ---------------------------------------------------------
+    def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
+        """Forward/backward over the micro-batches, clip, step; returns averaged metrics."""
+        lr = lr_at(self.step, self.opt_cfg, self.tcfg.steps)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.model.train()
+        totals: dict[str, float] = {}
+        n = len(micro_batches)
+        for i, frames in enumerate(micro_batches):
+            sync = i == n - 1 or not hasattr(self.model, "no_sync")
+            with (contextlib.nullcontext() if sync else self.model.no_sync()):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    loss, metrics = self.stage.loss(self.model, frames)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"non-finite loss ({loss.item()}) at step {self.step} of stage {self.stage_name}; "
+                        f"nothing was saved for this step; last good checkpoint: {self.last_ckpt or 'none yet'}")
+                (loss / n).backward()
+            for k, v in {"loss": loss.item(), **metrics}.items():
+                totals[k] = totals.get(k, 0.0) + v / n
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.clip_grad)
+        if not torch.isfinite(grad_norm):
+            raise TrainingError(f"non-finite gradient norm at step {self.step}; last good checkpoint: "
+                                f"{self.last_ckpt or 'none yet'}")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {**totals, "grad_norm": float(grad_norm), "lr": lr}
+
+    # --- the loop ---------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        """Train to `train.steps`; returns the last evaluation's metrics."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(self.out / "tb")) if self.is_main else None
+        history = (self.out / "metrics.jsonl").open("a") if self.is_main else None
+        val = next(iter(self._loader_val()))["frames"]
+        batches = self._batches()
+        bar = tqdm(total=self.tcfg.steps, initial=self.step, desc=f"train {self.stage_name}",
+                   disable=not (self.is_main and self.tcfg.progress), dynamic_ncols=True)
+        evaluation: dict[str, float] = {}
+        t0, tokens = time.perf_counter(), 0
+        try:
+            while self.step < self.tcfg.steps:
+                micro = [next(batches) for _ in range(self.tcfg.grad_accum)]
+                metrics = self.train_step(micro)
+                tokens += sum(m.shape[0] for m in micro) * self.stage.tokens_per_clip * self.world
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                if self.is_main and (self.step % self.tcfg.log_every == 0 or self.step == self.tcfg.steps):
+                    metrics["tokens_per_s"] = tokens / (time.perf_counter() - t0)
+                    metrics["peak_memory_gb"] = self._peak_memory_gb()
+                    self._log(writer, history, "train", metrics)
+                    t0, tokens = time.perf_counter(), 0
+                if self.step % self.tcfg.eval_every == 0 or self.step == self.tcfg.steps:
+                    evaluation = self.evaluate(val, writer, history)
+                if self.step % self.tcfg.ckpt_every == 0 or self.step == self.tcfg.steps:
+                    self.save()
+        finally:
+            bar.close()
+            if writer:
+                writer.close()
+            if history:
+                history.close()
+        return evaluation
+
+    def _loader_val(self) -> torch.utils.data.DataLoader:
+        val_cfg = replace(self.dcfg, shuffle=False, repeat=False, drop_remainder=False)
+        ds = ClipDataset(val_cfg, "val" if self.dcfg.val_fraction > 0 else "train")
+        return torch.utils.data.DataLoader(ds, batch_size=None)
+
+    def evaluate(self, frames: torch.Tensor, writer=None, history=None) -> dict[str, float]:
+        model = parallel.unwrap(self.model)
+        model.eval()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            metrics, images = self.stage.evaluate(self.model, frames)
+        if self.is_main:
+            self._log(writer, history, "val", metrics)
+            if writer:
+                for name, img in images.items():  # [T, C, H, W'] -> one row of frames
+                    writer.add_image(f"val/{name}", torch.cat(list(img.float().clamp(0, 1)), dim=-2), self.step)
+        return metrics
+
+    def save(self) -> Path | None:
+        state = {"step": self.step, "stage": self.stage_name, "data_position": self.data_pos,
+                 "lineage": self.stage.lineage}
+        path = save_checkpoint(self.out / "checkpoints", self.step, self.model, self.optimizer, state, self.cfg,
+                               self.tcfg.keep_last)
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        self.last_ckpt = path or self.out / "checkpoints" / f"step_{self.step:07d}"
+        return path
+
+    def _log(self, writer, history, split: str, metrics: dict[str, float]) -> None:
+        if writer:
+            for k, v in metrics.items():
+                writer.add_scalar(f"{split}/{k}", v, self.step)
+        if history:
+            history.write(json.dumps({"split": split, "step": self.step, **metrics}) + "\n")
+            history.flush()
+
+    def _peak_memory_gb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**30
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
