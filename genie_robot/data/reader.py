@@ -202,6 +202,8 @@ class ClipDataset(IterableDataset):
                     "episode": [e.decode() for e in batch["episode"]],
                     "start": torch.from_numpy(np.array(batch["start"])),
                 }
+        except GeneratorExit:  # closed early (also at interpreter exit, when `tf` may be gone)
+            raise
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
             raise read_error(e, self.layout.shard_files[cfg.source_split], cfg.path) from None
         if self.stats["skipped_short"]:

@@ -65,6 +65,7 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_last: int = 3
     resume: bool = False
+    stop_at: int | None = None  # end this run early at this step, checkpointed (job time limits); resume later
     seed: int = 0
     num_workers: int = 0
     tokenizer_ckpt: str | None = None
@@ -226,7 +227,8 @@ class Trainer:
         evaluation: dict[str, float] = {}
         t0, tokens = time.perf_counter(), 0
         try:
-            while self.step < self.tcfg.steps:
+            end = min(self.tcfg.steps, self.tcfg.stop_at or self.tcfg.steps)
+            while self.step < end:
                 micro = [next(batches) for _ in range(self.tcfg.grad_accum)]
                 metrics = self.train_step(micro)
                 tokens += sum(m.shape[0] for m in micro) * self.stage.tokens_per_clip * self.world
@@ -237,9 +239,9 @@ class Trainer:
                     metrics["peak_memory_gb"] = self._peak_memory_gb()
                     self._log(writer, history, "train", metrics)
                     t0, tokens = time.perf_counter(), 0
-                if self.step % self.tcfg.eval_every == 0 or self.step == self.tcfg.steps:
+                if self.step % self.tcfg.eval_every == 0 or self.step == end:
                     evaluation = self.evaluate(val, writer, history)
-                if self.step % self.tcfg.ckpt_every == 0 or self.step == self.tcfg.steps:
+                if self.step % self.tcfg.ckpt_every == 0 or self.step == end:
                     self.save()
         finally:
             bar.close()

@@ -1,0 +1,173 @@
+"""The one training loop: every stage learns, resume is exact, DDP/FSDP match one process, bad input is named."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from genie_robot.config import load_config
+from genie_robot.training.checkpoint import CheckpointError, list_checkpoints
+from genie_robot.training.trainer import Trainer, TrainingError
+
+
+def make_cfg(data: Path, out: Path, *overrides: str):
+    return load_config([
+        "model=tiny", "train=tiny", f"data.path={data}", f"output_dir={out}", "data.batch_size=2",
+        "data.clip_hop=1", "data.val_fraction=0.25", *overrides,
+    ])
+
+
+def losses(out: Path, model: str, stage: str) -> list[float]:
+    rows = [json.loads(x) for x in (out / "train" / model / stage / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r["split"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def trained(sim_dataset, tmp_path_factory) -> Path:
+    """Tiny tokenizer and LAM trained for 30 steps each; dynamics on top of them."""
+    out = tmp_path_factory.mktemp("train")
+    ckpt = out / "train" / "tiny"
+    for stage in ("tokenizer", "lam"):
+        Trainer(make_cfg(sim_dataset, out, f"stage={stage}", "train.steps=30", "train.ckpt_every=30",
+                         "train.eval_every=30")).fit()
+    Trainer(make_cfg(sim_dataset, out, "stage=dynamics", "train.steps=30", "train.ckpt_every=30",
+                     "train.eval_every=30", f"train.tokenizer_ckpt={ckpt}/tokenizer/checkpoints/step_0000030",
+                     f"train.lam_ckpt={ckpt}/lam/checkpoints/step_0000030")).fit()
+    return out
+
+
+@pytest.mark.parametrize("stage", ["tokenizer", "lam", "dynamics"])
+def test_each_stage_lowers_its_loss(trained, stage):
+    seq = losses(trained, "tiny", stage)
+    assert len(seq) == 30
+    assert sum(seq[-5:]) / 5 < 0.8 * sum(seq[:5]) / 5, seq
+
+
+def test_checkpoint_layout_and_lineage(trained):
+    ckpt = trained / "train/tiny/dynamics/checkpoints/step_0000030"
+    assert {p.name for p in ckpt.iterdir()} == {
+        "model.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer.json", "config.yaml"}
+    state = json.loads((ckpt / "trainer.json").read_text())
+    assert state["step"] == 30 and set(state["lineage"]) == {"tokenizer", "lam"}
+    assert not list(ckpt.parent.glob(".tmp-*"))  # no half-written checkpoints left behind
+    tb = list((trained / "train/tiny/dynamics/tb").glob("events.out.tfevents.*"))
+    assert tb
+
+
+def test_resume_continues_the_exact_loss_sequence(sim_dataset, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    Trainer(make_cfg(sim_dataset, straight, "stage=tokenizer", "train.steps=8", "train.ckpt_every=4")).fit()
+    Trainer(make_cfg(sim_dataset, split, "stage=tokenizer", "train.steps=8", "train.stop_at=5")).fit()
+    Trainer(make_cfg(sim_dataset, split, "stage=tokenizer", "train.steps=8", "train.ckpt_every=4",
+                     "train.resume=true")).fit()
+    assert losses(split, "tiny", "tokenizer") == losses(straight, "tiny", "tokenizer")
+
+
+def test_keeps_only_the_last_k_checkpoints(sim_dataset, tmp_path):
+    Trainer(make_cfg(sim_dataset, tmp_path, "stage=tokenizer", "train.steps=8", "train.ckpt_every=2",
+                     "train.keep_last=2")).fit()
+    names = [p.name for p in list_checkpoints(tmp_path / "train/tiny/tokenizer/checkpoints")]
+    assert names == ["step_0000006", "step_0000008"]
+
+
+def test_nan_loss_stops_without_a_poisoned_checkpoint(sim_dataset, tmp_path):
+    trainer = Trainer(make_cfg(sim_dataset, tmp_path, "stage=tokenizer", "train.steps=4"))
+    frames = next(trainer._batches())
+    trainer.train_step([frames])
+    good = trainer.save()
+    with torch.no_grad():
+        trainer.model.to_pixels.weight.fill_(float("nan"))
+    with pytest.raises(TrainingError, match=rf"non-finite loss .* at step 1 .*last good checkpoint: {good}"):
+        trainer.train_step([frames])
+    assert [p.name for p in list_checkpoints(good.parent)] == [good.name]
+
+
+def test_unwritable_output_directory(sim_dataset, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(TrainingError, match=r"output directory .*file/train/tiny/tokenizer is not writable"):
+        Trainer(make_cfg(sim_dataset, blocker, "stage=tokenizer"))
+
+
+def test_dynamics_refuses_a_tokenizer_from_another_config(trained, sim_dataset, tmp_path):
+    ckpt = trained / "train/tiny"
+    with pytest.raises(CheckpointError, match=r"tokenizer checkpoint .* different model config"):
+        Trainer(make_cfg(sim_dataset, tmp_path, "stage=dynamics", "model.tokenizer.num_codes=32",
+                         f"train.tokenizer_ckpt={ckpt}/tokenizer/checkpoints/step_0000030",
+                         f"train.lam_ckpt={ckpt}/lam/checkpoints/step_0000030"))
+    with pytest.raises(CheckpointError, match=r"needs a trained tokenizer"):
+        Trainer(make_cfg(sim_dataset, tmp_path, "stage=dynamics"))
+
+
+def test_weights_of_the_wrong_shape_are_named(trained, sim_dataset, tmp_path):
+    import shutil
+
+    src = trained / "train/tiny/tokenizer/checkpoints/step_0000030"
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    sd = load_file(bad / "model.safetensors")
+    sd["to_code.weight"] = torch.zeros(3, 3)
+    save_file(sd, bad / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"to_code.weight: checkpoint \(3, 3\) vs model"):
+        Trainer(make_cfg(sim_dataset, tmp_path / "o", "stage=dynamics", f"train.tokenizer_ckpt={bad}",
+                         f"train.lam_ckpt={trained}/train/tiny/lam/checkpoints/step_0000030"))
+
+
+def test_model_and_data_resolution_must_agree(sim_dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"do not match the model"):
+        Trainer(make_cfg(sim_dataset, tmp_path, "stage=tokenizer", "data.resolution=[32,40]"))
+
+
+# --- distributed: 2 gloo processes vs one process with the same global batch -----------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, cfg_args: list[str], batches_file: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from genie_robot.config import load_config
+
+    trainer = Trainer(load_config(cfg_args))
+    batches = load_file(batches_file)
+    for i in range(len(batches)):
+        full = batches[f"b{i}"]
+        per = full.shape[0] // world
+        trainer.train_step([full[rank * per : (rank + 1) * per]])
+    trainer.save()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_match_one_with_the_same_global_batch(sim_dataset, tmp_path, mode):
+    import torch.multiprocessing as mp
+
+    torch.set_num_threads(1)
+    common = ["model=tiny", "train=tiny", f"data.path={sim_dataset}", "data.val_fraction=0", "data.clip_hop=1",
+              "stage=tokenizer",
+              "train.progress=false"]
+    single = Trainer(load_config([*common, f"output_dir={tmp_path / 'one'}", "train.parallel=none"]))
+    frames = next(iter(single._loader("train")))["frames"]
+    assert frames.shape[0] == 8
+    batches = {f"b{i}": frames.roll(i, dims=0).contiguous() for i in range(3)}
+    save_file(batches, tmp_path / "batches.safetensors")
+    for i in range(3):
+        single.train_step([batches[f"b{i}"]])
+    single_path = single.save()
+
+    args = [*common, f"output_dir={tmp_path / 'two'}", f"train.parallel={mode}"]
+    mp.spawn(_worker, args=(2, _free_port(), args, str(tmp_path / "batches.safetensors")), nprocs=2)
+    one = load_file(single_path / "model.safetensors")
+    two = load_file(tmp_path / "two/train/tiny/tokenizer/checkpoints/step_0000003/model.safetensors")
+    assert one.keys() == two.keys()
+    for k in one:
+        assert torch.allclose(one[k], two[k], atol=1e-5, rtol=1e-4), k
