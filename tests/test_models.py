@@ -123,3 +123,22 @@ def test_resolution_not_divisible_by_patch_is_a_clear_error(tiny):
     with pytest.raises(ValueError, match=r"18x20 is not divisible by tokenizer.patch=4"):
         build(bad, "tokenizer")
 
+
+
+def test_flop_formula_matches_torch_flop_counter(tiny):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from genie_robot.models.flops import dynamics_forward_flops, generated_frame_flops
+
+    dyn = build(tiny, "dynamics").eval()
+    tokens = torch.randint(0, tiny.tokenizer.num_codes, (1, tiny.frames, tiny.tokens_per_frame()))
+    actions = torch.zeros(1, tiny.frames - 1, dtype=torch.long)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # The math backend runs attention as plain matmuls, which the counter sees on a CPU.
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        dyn(tokens, actions)
+    assert counter.get_total_flops() == pytest.approx(dynamics_forward_flops(tiny, tiny.frames, skip_masked=False),
+                                                      rel=0.01)
+    gen = generated_frame_flops(tiny, maskgit_steps=8)
+    assert gen["cached"] < gen["uncached"]

@@ -27,7 +27,7 @@ class VQOutput:
 
 
 class VectorQuantizer(nn.Module):
-    def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, usage_decay: float = 0.99,
+    def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, usage_decay: float = 0.95,
                  dead_fraction: float = 0.03):
         """`dead_fraction`: a code is dead when its EMA share falls below this fraction of uniform use."""
         super().__init__()
@@ -35,6 +35,9 @@ class VectorQuantizer(nn.Module):
         self.usage_decay, self.dead_fraction = usage_decay, dead_fraction
         self.codebook = nn.Parameter(F.normalize(torch.randn(num_codes, code_dim), dim=-1))
         self.register_buffer("ema_usage", torch.full((num_codes,), 1.0 / num_codes))
+        # Codes start as random encoder outputs of the first training batch, not random vectors:
+        # at initialization the encoder's outputs occupy a small cone, which random codes miss.
+        self.register_buffer("initialized", torch.tensor(False))
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.codebook, dim=-1)[indices]
@@ -46,6 +49,8 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> VQOutput:
         z = F.normalize(z, dim=-1)
+        if self.training and not bool(self.initialized):
+            self._init_from(z.detach().reshape(-1, self.code_dim))
         indices = self.quantize(z)
         z_q = self.lookup(indices).to(z.dtype)
         loss = F.mse_loss(z_q, z.detach()) + self.beta * F.mse_loss(z, z_q.detach())
@@ -62,14 +67,35 @@ class VectorQuantizer(nn.Module):
         z_q = z + (z_q - z).detach()  # straight-through estimator
         return VQOutput(z_q, indices, loss, perplexity, usage)
 
+    @staticmethod
+    def _gathered(z_flat: torch.Tensor) -> torch.Tensor:
+        """All ranks' vectors in rank order: restarts draw from the global batch, as one process would."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return z_flat
+        parts = [torch.empty_like(z_flat) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, z_flat.contiguous())
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def _init_from(self, z_flat: torch.Tensor) -> None:
+        z_flat = self._gathered(z_flat)
+        pick = torch.randint(0, z_flat.shape[0], (self.num_codes,), device=z_flat.device)
+        self._reseed(torch.arange(self.num_codes, device=z_flat.device), z_flat[pick])
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _reseed(self, codes: torch.Tensor, vectors: torch.Tensor) -> None:
+        new = vectors + 0.01 * torch.randn_like(vectors)
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(new, src=0)  # identical codebooks on every rank
+        self.codebook.data[codes] = F.normalize(new, dim=-1).to(self.codebook.dtype)
+        self.ema_usage[codes] = 1.0 / self.num_codes
+
     @torch.no_grad()
     def _restart_dead_codes(self, z_flat: torch.Tensor) -> None:
         dead = (self.ema_usage < self.dead_fraction / self.num_codes).nonzero().flatten()
         if dead.numel() == 0 or self.dead_fraction <= 0:
             return
+        z_flat = self._gathered(z_flat)
         pick = torch.randint(0, z_flat.shape[0], (dead.numel(),), device=z_flat.device)
-        new = z_flat[pick] + 0.01 * torch.randn_like(z_flat[pick])
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast(new, src=0)  # identical restarts on every rank
-        self.codebook.data[dead] = F.normalize(new, dim=-1).to(self.codebook.dtype)
-        self.ema_usage[dead] = 1.0 / self.num_codes
+        self._reseed(dead, z_flat[pick])

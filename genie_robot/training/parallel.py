@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch import nn
 
 from genie_robot.models.st_transformer import STBlock, STTransformer
+from genie_robot.models.vq import VectorQuantizer
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -53,17 +54,49 @@ def apply_ddp(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def apply_fsdp(model: nn.Module, bf16: bool) -> nn.Module:
-    """FSDP2: shard each ST block, then the rest; parameters gathered per block on use."""
+    """FSDP2: shard each ST block, then the rest; parameters gathered per block on use.
+
+    VQ codebooks stay whole on every rank: data-dependent initialization and dead-code
+    restarts rewrite codebook rows inside the forward pass, which a sharded parameter would
+    not keep. Their (small) gradients are averaged across ranks by a hook instead.
+    """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
     kwargs = {"mp_policy": mp} if mp else {}
+    codebooks = {m.codebook for m in model.modules() if isinstance(m, VectorQuantizer)}
+    for p in codebooks:
+        p.register_post_accumulate_grad_hook(_average_grad)
     for m in model.modules():
         if isinstance(m, STBlock):
             fully_shard(m, **kwargs)
-    fully_shard(model, **kwargs)
+    fully_shard(model, ignored_params=codebooks, **kwargs)
     return model
+
+
+def _average_grad(p: torch.Tensor) -> None:
+    dist.all_reduce(p.grad)  # SUM: gloo has no AVG
+    p.grad.div_(dist.get_world_size())
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
+
+
+def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """Global gradient-norm clipping that also works when FSDP2 shards some parameters (DTensor)
+    and leaves others whole (the VQ codebooks)."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for p in model.parameters() if p.grad is not None]
+    sharded = [p for p in params if isinstance(p.grad, DTensor)]
+    if not sharded:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    whole = [p for p in params if not isinstance(p.grad, DTensor)]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in sharded]).full_tensor()
+    if whole:
+        norm = torch.linalg.vector_norm(torch.stack([norm, torch.nn.utils.get_total_norm([p.grad for p in whole])]))
+    torch.nn.utils.clip_grads_with_norm_(sharded, max_norm, norm)
+    if whole:
+        torch.nn.utils.clip_grads_with_norm_(whole, max_norm, norm)
+    return norm

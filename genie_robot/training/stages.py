@@ -17,14 +17,14 @@ from torch import nn
 
 from genie_robot.config import typed
 from genie_robot.models import ModelConfig, build, mask_tokens
-from genie_robot.training.checkpoint import CheckpointError, load_weights, weights_digest
+from genie_robot.training.checkpoint import CheckpointError, latest_checkpoint, load_weights, weights_digest
 
 STAGES = ("tokenizer", "lam", "dynamics")
 
 
 def to_unit(frames_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 [B, T, C, H, W] -> float in [0, 1] on `device`."""
-    return frames_u8.to(device, non_blocking=True).float().div_(255.0)
+    return frames_u8.to(device, non_blocking=True).to(torch.get_default_dtype()).div_(255.0)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -35,11 +35,13 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def load_frozen(
     ckpt: str | None, component: str, model_cfg: ModelConfig, device: torch.device
-) -> tuple[nn.Module, str]:
+) -> tuple[nn.Module, str, Path]:
     """A trained component for a later stage, checked against this run's model config."""
     if not ckpt:
         raise CheckpointError(f"this stage needs a trained {component}: set train.{component}_ckpt=<checkpoint dir>")
     path = Path(ckpt)
+    if not (path / "config.yaml").is_file() and (path / "checkpoints").is_dir():
+        path = latest_checkpoint(path / "checkpoints") or path  # a stage's run directory: its latest checkpoint
     if not (path / "config.yaml").is_file():
         raise CheckpointError(f"train.{component}_ckpt={ckpt} is not a checkpoint directory (no config.yaml)")
     saved = typed(OmegaConf.load(path / "config.yaml").model, ModelConfig)
@@ -53,7 +55,7 @@ def load_frozen(
     model = build(model_cfg, component)
     load_weights(path, model)
     model.to(device).eval().requires_grad_(False)
-    return model, weights_digest(path)
+    return model, weights_digest(path), path
 
 
 class Stage:
@@ -68,7 +70,9 @@ class Stage:
         raise NotImplementedError
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, frames_u8: torch.Tensor) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    def evaluate(self, model: nn.Module, frames_u8: torch.Tensor) -> tuple[dict[str, float], dict[str, torch.Tensor],
+                                                                          torch.Tensor]:
+        """Metrics, pictures, and the code ids used (for codebook usage over a whole split)."""
         raise NotImplementedError
 
 
@@ -93,7 +97,7 @@ class TokenizerStage(Stage):
         used = out.vq.indices.unique().numel()
         return ({"psnr": psnr(out.recon, x).item(), "codes_used": float(used),
                  "perplexity": out.vq.perplexity.item()},
-                {"reconstruction": torch.cat([x[0], out.recon[0].clamp(0, 1)], dim=-1)})
+                {"reconstruction": torch.cat([x[0], out.recon[0].clamp(0, 1)], dim=-1)}, out.vq.indices)
 
 
 class LAMStage(Stage):
@@ -104,7 +108,7 @@ class LAMStage(Stage):
         self.tokens_per_clip = cfg.frames * cfg.tokens_per_frame()
         self.tokenizer = None
         if cfg.lam.input == "tokens":
-            self.tokenizer, digest = load_frozen(train_cfg.tokenizer_ckpt, "tokenizer", cfg, device)
+            self.tokenizer, digest, _ = load_frozen(train_cfg.tokenizer_ckpt, "tokenizer", cfg, device)
             self.lineage["tokenizer"] = digest
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +137,7 @@ class LAMStage(Stage):
             images["next_frame"] = torch.cat([x[0, 1:], out.recon[0]], dim=-1)
         else:
             metrics["token_accuracy"] = (out.recon.argmax(-1) == inp[:, 1:]).float().mean().item()
-        return metrics, images
+        return metrics, images, out.actions
 
 
 class DynamicsStage(Stage):
@@ -143,11 +147,11 @@ class DynamicsStage(Stage):
         self.device, self.cfg = device, cfg
         self.model = build(cfg, "dynamics")
         self.tokens_per_clip = cfg.frames * cfg.tokens_per_frame()
-        self.tokenizer, tok_digest = load_frozen(train_cfg.tokenizer_ckpt, "tokenizer", cfg, device)
-        self.lam, lam_digest = load_frozen(train_cfg.lam_ckpt, "lam", cfg, device)
+        self.tokenizer, tok_digest, _ = load_frozen(train_cfg.tokenizer_ckpt, "tokenizer", cfg, device)
+        self.lam, lam_digest, self.lam_path = load_frozen(train_cfg.lam_ckpt, "lam", cfg, device)
         self.lineage = {"tokenizer": tok_digest, "lam": lam_digest}
         if cfg.lam.input == "tokens":
-            lam_meta = json.loads((Path(train_cfg.lam_ckpt) / "trainer.json").read_text())
+            lam_meta = json.loads((self.lam_path / "trainer.json").read_text())
             if lam_meta.get("lineage", {}).get("tokenizer") != tok_digest:
                 raise CheckpointError(
                     f"LAM checkpoint {train_cfg.lam_ckpt} was trained on another tokenizer than "
@@ -189,7 +193,7 @@ class DynamicsStage(Stage):
         image = torch.cat([x[0, -2:], truth, frames], dim=-1)  # [2, C, H, 3W]: real | tokenized | predicted
         return ({"masked_accuracy": acc, "next_frame_token_accuracy": next_acc,
                  "next_frame_psnr": psnr(frames[-1:], x[0, -1:]).item()},
-                {"next_frame": image})
+                {"next_frame": image}, actions)
 
 
 def make_stage(name: str, cfg: ModelConfig, device: torch.device, train_cfg) -> Stage:

@@ -37,6 +37,14 @@ from genie_robot.training.checkpoint import (
 from genie_robot.training.stages import make_stage
 
 
+def save_png(image_CHW: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = (image_CHW.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(array).save(path)
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, unusable output directory, ...)."""
 
@@ -163,7 +171,10 @@ class Trainer:
     def _loader(self, split: str) -> torch.utils.data.DataLoader:
         ds = ClipDataset(self.dcfg, split, self.rank, self.world)
         kwargs = {"multiprocessing_context": "spawn"} if self.tcfg.num_workers > 0 else {}
-        return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=self.tcfg.num_workers, **kwargs)
+        # A private generator: making an iterator draws a seed from it, never from the global RNG
+        # that masking and VQ restarts use (or resumed runs would draw different masks).
+        return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=self.tcfg.num_workers,
+                                           generator=torch.Generator().manual_seed(self.tcfg.seed), **kwargs)
 
     def _batches(self) -> Iterator[torch.Tensor]:
         """Frames from the saved data position onwards, epoch after epoch."""
@@ -204,7 +215,7 @@ class Trainer:
                 (loss / n).backward()
             for k, v in {"loss": loss.item(), **metrics}.items():
                 totals[k] = totals.get(k, 0.0) + v / n
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.clip_grad)
+        grad_norm = parallel.clip_grad_norm(self.model, self.tcfg.clip_grad)
         if not torch.isfinite(grad_norm):
             raise TrainingError(f"non-finite gradient norm at step {self.step}; last good checkpoint: "
                                 f"{self.last_ckpt or 'none yet'}")
@@ -243,6 +254,8 @@ class Trainer:
                     evaluation = self.evaluate(val, writer, history)
                 if self.step % self.tcfg.ckpt_every == 0 or self.step == end:
                     self.save()
+            if self.step == self.tcfg.steps:
+                evaluation = self.evaluate_split()
         finally:
             bar.close()
             if writer:
@@ -254,19 +267,42 @@ class Trainer:
     def _loader_val(self) -> torch.utils.data.DataLoader:
         val_cfg = replace(self.dcfg, shuffle=False, repeat=False, drop_remainder=False)
         ds = ClipDataset(val_cfg, "val" if self.dcfg.val_fraction > 0 else "train")
-        return torch.utils.data.DataLoader(ds, batch_size=None)
+        return torch.utils.data.DataLoader(ds, batch_size=None, generator=torch.Generator().manual_seed(0))
 
     def evaluate(self, frames: torch.Tensor, writer=None, history=None) -> dict[str, float]:
-        model = parallel.unwrap(self.model)
-        model.eval()
+        """Metrics and pictures on the fixed validation batch (TensorBoard and samples/*.png)."""
+        parallel.unwrap(self.model).eval()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            metrics, images = self.stage.evaluate(self.model, frames)
+            metrics, images, _ = self.stage.evaluate(self.model, frames)
         if self.is_main:
             self._log(writer, history, "val", metrics)
-            if writer:
-                for name, img in images.items():  # [T, C, H, W'] -> one row of frames
-                    writer.add_image(f"val/{name}", torch.cat(list(img.float().clamp(0, 1)), dim=-2), self.step)
+            for name, img in images.items():
+                grid = torch.cat(list(img.float().clamp(0, 1)), dim=-2)  # [T, C, H, W'] -> frames stacked
+                if writer:
+                    writer.add_image(f"val/{name}", grid, self.step)
+                save_png(grid, self.out / "samples" / f"{name}_step{self.step:07d}.png")
         return metrics
+
+    def evaluate_split(self) -> dict[str, float]:
+        """Metrics over every held-out clip; written to <out>/eval.json. `*_used` count distinct codes."""
+        parallel.unwrap(self.model).eval()
+        sums: dict[str, float] = {}
+        ids, n = [], 0
+        for batch in self._loader_val():
+            frames = batch["frames"]
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                metrics, _, used = self.stage.evaluate(self.model, frames)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v * frames.shape[0]
+            ids.append(used.flatten().cpu())
+            n += frames.shape[0]
+        result = {k: v / max(n, 1) for k, v in sums.items() if not k.endswith("_used")}
+        used_key = "codes_used" if self.stage_name == "tokenizer" else "actions_used"
+        result[used_key] = float(torch.cat(ids).unique().numel())
+        result.update(clips=float(n), step=float(self.step))
+        if self.is_main:
+            (self.out / "eval.json").write_text(json.dumps(result, indent=2))
+        return result
 
     def save(self) -> Path | None:
         state = {"step": self.step, "stage": self.stage_name, "data_position": self.data_pos,
