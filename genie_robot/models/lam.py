@@ -51,6 +51,10 @@ class LatentActionModel(nn.Module):
         self.enc_pos = PositionEmbedding(frames, tokens + 1, enc.d_model)
         self.encoder = STTransformer(enc)
         self.to_code = nn.Linear(enc.d_model, cfg.code_dim)
+        # Standardize latents across the batch before quantizing: an untrained encoder's action
+        # latents share one large common component, and without this every transition lands on
+        # the same code, the decoder learns to ignore it, and the LAM never recovers (collapse).
+        self.pre_vq = nn.BatchNorm1d(cfg.code_dim, affine=False)
         self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim)
         # --- decoder ---
         self.action_in = nn.Linear(cfg.code_dim, dec.d_model)
@@ -66,7 +70,8 @@ class LatentActionModel(nn.Module):
         b, t, _, d = e.shape
         e = torch.cat([self.action_token.expand(b, t, 1, d), e], dim=2)
         h = self.encoder(self.enc_pos(e))
-        return self.vq(self.to_code(h[:, 1:, 0]))  # action token of frames 2..T: [B, T-1, code]
+        z = self.to_code(h[:, 1:, 0])  # action token of frames 2..T: [B, T-1, code]
+        return self.vq(self.pre_vq(z.flatten(0, 1)).view_as(z))
 
     def forward(self, x: torch.Tensor) -> LAMOutput:
         vq = self._encode(x)
@@ -74,7 +79,10 @@ class LatentActionModel(nn.Module):
         e = self.dec_pos(e) + self.action_in(vq.z_q)[:, :, None, :]
         out = self.head(self.decoder(e))
         if self.input == "pixels":
-            out = torch.sigmoid(unpatchify(out, self.patch, self.channels, self.hw))
+            # Sigmoid output around the previous frame (in logit space): copying x_t costs nothing,
+            # so what the decoder must learn, and the action must carry, is the change.
+            prev = torch.logit(x[:, :-1].clamp(1e-3, 1 - 1e-3))
+            out = torch.sigmoid(prev + unpatchify(out, self.patch, self.channels, self.hw))
         return LAMOutput(out, vq.indices, vq)
 
     @torch.no_grad()

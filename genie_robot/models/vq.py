@@ -79,13 +79,21 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _init_from(self, z_flat: torch.Tensor) -> None:
         z_flat = self._gathered(z_flat)
-        pick = torch.randint(0, z_flat.shape[0], (self.num_codes,), device=z_flat.device)
-        self._reseed(torch.arange(self.num_codes, device=z_flat.device), z_flat[pick])
+        self._reseed(torch.arange(self.num_codes, device=z_flat.device), self._sample(z_flat, self.num_codes))
         self.initialized.fill_(True)
+
+    @staticmethod
+    def _sample(z_flat: torch.Tensor, n: int) -> torch.Tensor:
+        """n distinct batch vectors when the batch has that many (distinct codes, no ties)."""
+        if z_flat.shape[0] >= n:
+            return z_flat[torch.randperm(z_flat.shape[0], device=z_flat.device)[:n]]
+        return z_flat[torch.randint(0, z_flat.shape[0], (n,), device=z_flat.device)]
 
     @torch.no_grad()
     def _reseed(self, codes: torch.Tensor, vectors: torch.Tensor) -> None:
-        new = vectors + 0.01 * torch.randn_like(vectors)
+        # Tiny jitter only separates duplicates: larger noise would swamp the small spread of an
+        # untrained encoder's outputs and make every vector pick the same code.
+        new = vectors + 1e-4 * torch.randn_like(vectors)
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(new, src=0)  # identical codebooks on every rank
         self.codebook.data[codes] = F.normalize(new, dim=-1).to(self.codebook.dtype)
@@ -96,6 +104,4 @@ class VectorQuantizer(nn.Module):
         dead = (self.ema_usage < self.dead_fraction / self.num_codes).nonzero().flatten()
         if dead.numel() == 0 or self.dead_fraction <= 0:
             return
-        z_flat = self._gathered(z_flat)
-        pick = torch.randint(0, z_flat.shape[0], (dead.numel(),), device=z_flat.device)
-        self._reseed(dead, z_flat[pick])
+        self._reseed(dead, self._sample(self._gathered(z_flat), dead.numel()))

@@ -49,8 +49,10 @@ def apply_compile(model: nn.Module) -> None:
 def apply_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
-    ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    if device.type == "cuda":  # batch statistics over the global batch (the LAM's pre-VQ norm)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DistributedDataParallel(model, device_ids=[device.index])
+    return DistributedDataParallel(model)  # CPU: SyncBatchNorm needs CUDA; batch statistics stay per rank
 
 
 def apply_fsdp(model: nn.Module, bf16: bool) -> nn.Module:
