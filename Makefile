@@ -56,13 +56,13 @@ demo: setup
 	$(BIN)/genie-robot sim
 	$(BIN)/genie-robot data-info
 	$(BIN)/genie-robot contact-sheet
-	$(DEMO_TRAIN) stage=tokenizer train.steps=450 data.batch_size=4
-	$(DEMO_TRAIN) stage=lam train.steps=500 data.batch_size=8
-	$(DEMO_TRAIN) stage=dynamics train.steps=400 data.batch_size=4
+	$(DEMO_TRAIN) stage=tokenizer train.steps=400 data.batch_size=4
+	$(DEMO_TRAIN) stage=lam train.steps=400 data.batch_size=8
+	$(DEMO_TRAIN) stage=dynamics train.steps=300 data.batch_size=4
 	@mkdir -p outputs/demo
-	@cp $(DEMO_RUN)/tokenizer/samples/reconstruction_step0000450.png outputs/demo/tokenizer_reconstruction.png
-	@cp $(DEMO_RUN)/lam/samples/next_frame_step0000500.png outputs/demo/lam_next_frame.png
-	@cp $(DEMO_RUN)/dynamics/samples/next_frame_step0000400.png outputs/demo/dynamics_next_frame.png
+	@cp $(DEMO_RUN)/tokenizer/samples/reconstruction_step0000400.png outputs/demo/tokenizer_reconstruction.png
+	@cp $(DEMO_RUN)/lam/samples/next_frame_step0000400.png outputs/demo/lam_next_frame.png
+	@cp $(DEMO_RUN)/dynamics/samples/next_frame_step0000300.png outputs/demo/dynamics_next_frame.png
 	@echo "== held-out evaluation (sim validation episodes):"
 	@for s in tokenizer lam dynamics; do printf '%s: ' $$s; tr -d '\n ' < $(DEMO_RUN)/$$s/eval.json; echo; done
 	@echo "demo outputs: outputs/sim/fractal20220817_data/0.1.0 (dataset), outputs/demo/*.png (contact sheet,"
