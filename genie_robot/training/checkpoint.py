@@ -43,8 +43,14 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _full_options(load: bool = False) -> StateDictOptions:
-    return StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=load and _distributed())
+def _full_options() -> StateDictOptions:
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """DDP's inner module (same parameters). Every rank reads the checkpoint files itself, so
+    loading needs no broadcast, and FSDP2 shards a full state dict locally."""
+    return model.module if hasattr(model, "module") else model
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -104,8 +110,9 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         for key, value in flat.items():
             fqn, name = key.rsplit("/", 1)
             optim_state.setdefault(fqn, {})[name] = value
-        set_optimizer_state_dict(model, optimizer, {"state": optim_state, "param_groups": state["param_groups"]},
-                                 options=_full_options(load=True))
+        set_optimizer_state_dict(_unwrapped(model), optimizer,
+                                 {"state": optim_state, "param_groups": state["param_groups"]},
+                                 options=StateDictOptions(full_state_dict=True))
         rng = load_file(path / "rng.safetensors")
         torch.set_rng_state(rng["torch_cpu"])
         if torch.cuda.is_available():
@@ -121,8 +128,8 @@ def load_weights(path: Path, model: nn.Module) -> None:
     if not file.is_file():
         raise CheckpointError(f"no weights at {file}")
     sd = load_file(file)
-    own = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)) \
-        if not _distributed() else {k: v for k, v in model.state_dict().items()}
+    # Unwrapped names (no DDP "module." prefix) and global shapes (FSDP DTensors), on every rank.
+    own = get_model_state_dict(_unwrapped(model))
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
@@ -133,7 +140,7 @@ def load_weights(path: Path, model: nn.Module) -> None:
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
             f"shape mismatches {shapes[:5]}")
-    set_model_state_dict(model, sd, options=_full_options(load=True))
+    set_model_state_dict(_unwrapped(model), sd, options=StateDictOptions(full_state_dict=True))
 
 
 def weights_digest(path: Path) -> str:
