@@ -32,6 +32,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from genie_robot.training.parallel import unwrap
+
 STEP_PREFIX = "step_"
 
 
@@ -46,11 +48,6 @@ def _distributed() -> bool:
 def _full_options() -> StateDictOptions:
     return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
-
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """DDP's inner module (same parameters). Every rank reads the checkpoint files itself, so
-    loading needs no broadcast, and FSDP2 shards a full state dict locally."""
-    return model.module if hasattr(model, "module") else model
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -110,7 +107,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         for key, value in flat.items():
             fqn, name = key.rsplit("/", 1)
             optim_state.setdefault(fqn, {})[name] = value
-        set_optimizer_state_dict(_unwrapped(model), optimizer,
+        set_optimizer_state_dict(unwrap(model), optimizer,
                                  {"state": optim_state, "param_groups": state["param_groups"]},
                                  options=StateDictOptions(full_state_dict=True))
         rng = load_file(path / "rng.safetensors")
@@ -129,7 +126,7 @@ def load_weights(path: Path, model: nn.Module) -> None:
         raise CheckpointError(f"no weights at {file}")
     sd = load_file(file)
     # Unwrapped names (no DDP "module." prefix) and global shapes (FSDP DTensors), on every rank.
-    own = get_model_state_dict(_unwrapped(model))
+    own = get_model_state_dict(unwrap(model))
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
@@ -140,7 +137,9 @@ def load_weights(path: Path, model: nn.Module) -> None:
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
             f"shape mismatches {shapes[:5]}")
-    set_model_state_dict(_unwrapped(model), sd, options=StateDictOptions(full_state_dict=True))
+    # Into DDP's inner module (same parameters); every rank reads the files itself, so no
+    # broadcast is needed, and FSDP2 shards the full state dict locally.
+    set_model_state_dict(unwrap(model), sd, options=StateDictOptions(full_state_dict=True))
 
 
 def weights_digest(path: Path) -> str:

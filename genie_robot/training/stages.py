@@ -158,14 +158,15 @@ class DynamicsStage(Stage):
                     f"{train_cfg.tokenizer_ckpt}")
 
     @torch.no_grad()
-    def _targets(self, frames_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _targets(self, frames_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(frames in [0, 1], their tokens, the latent actions between them)."""
         x = to_unit(frames_u8, self.device)
         tokens = self.tokenizer.encode(x)
         actions = self.lam.infer_actions(tokens if self.cfg.lam.input == "tokens" else x)
-        return tokens, actions
+        return x, tokens, actions
 
     def loss(self, model, frames_u8):
-        tokens, actions = self._targets(frames_u8)
+        _, tokens, actions = self._targets(frames_u8)
         d = self.cfg.dynamics
         inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max)
         logits = model(inp, actions)
@@ -175,7 +176,7 @@ class DynamicsStage(Stage):
 
     @torch.no_grad()
     def evaluate(self, model, frames_u8):
-        tokens, actions = self._targets(frames_u8)
+        x, tokens, actions = self._targets(frames_u8)
         d = self.cfg.dynamics
         gen = torch.Generator(device=tokens.device).manual_seed(0)  # the same masks at every evaluation
         inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max, generator=gen)
@@ -187,7 +188,6 @@ class DynamicsStage(Stage):
         pred = tokens.clone()
         pred[:, -1] = model(last, actions)[:, -1].argmax(-1)
         next_acc = (pred[:, -1] == tokens[:, -1]).float().mean().item()
-        x = to_unit(frames_u8, self.device)
         frames = self.tokenizer.decode(pred[:1, -2:])[0]
         truth = self.tokenizer.decode(tokens[:1, -2:])[0]
         image = torch.cat([x[0, -2:], truth, frames], dim=-1)  # [2, C, H, 3W]: real | tokenized | predicted
