@@ -84,6 +84,21 @@ def test_dynamics_logits_are_causal(tiny):
             assert not torch.allclose(base[:, k + 1], changed[:, k + 1])
 
 
+def test_lam_actions_of_a_shorter_clip_match_the_full_window(tiny):
+    torch.manual_seed(0)
+    lam = build(tiny, "lam")
+    x = torch.rand(6, tiny.frames, 3, *tiny.resolution)
+    lam(x)  # one training forward: per-transition batch statistics reach the running averages
+    lam.eval()
+    with torch.no_grad():
+        lam.pre_vq.bn.running_mean.add_(torch.randn_like(lam.pre_vq.bn.running_mean))  # index-specific stats
+        full = lam.infer_actions(x)
+        for k in range(2, tiny.frames):
+            assert torch.equal(lam.infer_actions(x[:, :k]), full[:, : k - 1])
+    with pytest.raises(ValueError, match="training needs clips of"):
+        lam.train()(x[:, :3])
+
+
 def test_straight_through_gradients_reach_the_encoders(tiny):
     x = torch.rand(2, tiny.frames, 3, *tiny.resolution)
     tok = build(tiny, "tokenizer")
@@ -117,6 +132,33 @@ def test_vq_reports_usage_and_restarts_dead_codes():
     assert (vq.ema_usage >= vq.dead_fraction / 16).all()
 
 
+def test_vq_entropy_penalty_spreads_a_collapsed_codebook():
+    from genie_robot.models.vq import VectorQuantizer
+
+    torch.manual_seed(0)
+    # 8 clusters of inputs inside one cone around u; code 0 sits at u, the other codes far off,
+    # so every input picks code 0 and the unused codes get no codebook-loss gradient at all.
+    u = torch.nn.functional.normalize(torch.randn(16), dim=0)
+    centers = torch.nn.functional.normalize(u + 0.25 * torch.randn(8, 16), dim=-1)
+    z = centers.repeat_interleave(32, 0) + 0.02 * torch.randn(256, 16)
+    used = {}
+    for weight in (0.0, 1.0):
+        vq = VectorQuantizer(8, 16, entropy_weight=weight, dead_fraction=0.0)
+        vq.initialized.fill_(True)
+        with torch.no_grad():
+            vq.codebook.copy_(torch.nn.functional.normalize(torch.randn(8, 16), dim=-1))
+            vq.codebook[0] = u
+        opt = torch.optim.Adam(vq.parameters(), lr=0.05)
+        for _ in range(100):
+            opt.zero_grad()
+            vq(z).loss.backward()
+            opt.step()
+        used[weight] = vq.eval()(z).indices.unique().numel()
+    # Codebook/commitment losses alone keep everything on code 0; the entropy penalty pulls the
+    # idle codes in until each cluster has its own.
+    assert used[0.0] == 1 and used[1.0] >= 7, used
+
+
 def test_resolution_not_divisible_by_patch_is_a_clear_error(tiny):
     bad = model_config("tiny")
     bad.resolution = [18, 20]
@@ -142,3 +184,41 @@ def test_flop_formula_matches_torch_flop_counter(tiny):
                                                       rel=0.01)
     gen = generated_frame_flops(tiny, maskgit_steps=8)
     assert gen["cached"] < gen["uncached"]
+
+
+def _entropy_worker(rank: int, port: int, z: torch.Tensor, codebook: torch.Tensor, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from genie_robot.models.vq import VectorQuantizer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    vq = VectorQuantizer(8, 16, entropy_weight=1.0)
+    vq.codebook.data.copy_(codebook)
+    vq._entropy_penalty(z.chunk(2)[rank]).backward()
+    dist.all_reduce(vq.codebook.grad)  # what DDP does: average the ranks' gradients
+    if rank == 0:
+        torch.save(vq.codebook.grad / 2, out)
+    dist.destroy_process_group()
+
+
+def test_vq_entropy_penalty_under_two_processes_matches_one(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from genie_robot.models.vq import VectorQuantizer
+
+    torch.manual_seed(0)
+    z, codebook = torch.randn(64, 16), torch.randn(8, 16)
+    vq = VectorQuantizer(8, 16, entropy_weight=1.0)
+    vq.codebook.data.copy_(codebook)
+    vq._entropy_penalty(z).backward()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_entropy_worker, args=(port, z, codebook, str(tmp_path / "grad.pt")), nprocs=2)
+    # The batch-mean assignment is all-reduced with autograd, so the halves see the global batch.
+    assert torch.allclose(torch.load(tmp_path / "grad.pt", weights_only=True), vq.codebook.grad, atol=1e-6)

@@ -25,6 +25,8 @@ class LAMConfig:
     patch: int = 16
     num_actions: int = 8
     code_dim: int = 32
+    # Weight of the VQ's entropy penalty (genie_robot.models.vq): keeps all actions in use.
+    entropy_weight: float = 0.0
     encoder: STConfig = field(default_factory=STConfig)
     decoder: STConfig = field(default_factory=STConfig)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genie_robot.models.config import LAMConfig
@@ -26,6 +27,36 @@ class LAMOutput:
     recon: torch.Tensor  # pixels: [B, T-1, C, H, W] in (0, 1); tokens: logits [B, T-1, S, V]
     actions: torch.Tensor  # [B, T-1] action ids
     vq: VQOutput
+
+
+class StepwiseBatchNorm(nn.Module):
+    """Standardizes the action latents over the batch, separately for each transition index.
+
+    An untrained encoder's latents share one large common component; without standardizing,
+    every transition lands on the same code, the decoder learns to ignore it, and the LAM never
+    recovers (collapse). Pooling the statistics over all transitions is not enough: the latent
+    of transition t carries the encoder's time embedding, so codes end up naming the time step
+    (which the decoder already knows) instead of the motion. Per-index statistics remove that.
+    Clips shorter than the window use the first indices' running statistics (the encoder is
+    causal, so transition t's latent does not depend on later frames).
+    """
+
+    def __init__(self, steps: int, dim: int):
+        super().__init__()
+        self.steps, self.dim = steps, dim
+        self.bn = nn.BatchNorm1d(steps * dim, affine=False)
+
+    def forward(self, z_BTC: torch.Tensor) -> torch.Tensor:
+        b, t, c = z_BTC.shape
+        flat = z_BTC.reshape(b, t * c)
+        if t == self.steps:
+            return self.bn(flat).view_as(z_BTC)
+        if self.training or t > self.steps:
+            raise ValueError(f"training needs clips of {self.steps + 1} frames and inference at most that, "
+                             f"got {t + 1}")
+        n = t * c
+        return F.batch_norm(flat, self.bn.running_mean[:n], self.bn.running_var[:n], training=False,
+                            eps=self.bn.eps).view_as(z_BTC)
 
 
 class LatentActionModel(nn.Module):
@@ -51,11 +82,8 @@ class LatentActionModel(nn.Module):
         self.enc_pos = PositionEmbedding(frames, tokens + 1, enc.d_model)
         self.encoder = STTransformer(enc)
         self.to_code = nn.Linear(enc.d_model, cfg.code_dim)
-        # Standardize latents across the batch before quantizing: an untrained encoder's action
-        # latents share one large common component, and without this every transition lands on
-        # the same code, the decoder learns to ignore it, and the LAM never recovers (collapse).
-        self.pre_vq = nn.BatchNorm1d(cfg.code_dim, affine=False)
-        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim)
+        self.pre_vq = StepwiseBatchNorm(frames - 1, cfg.code_dim)
+        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, entropy_weight=cfg.entropy_weight)
         # --- decoder ---
         self.action_in = nn.Linear(cfg.code_dim, dec.d_model)
         self.dec_pos = PositionEmbedding(frames, tokens, dec.d_model)
@@ -71,7 +99,7 @@ class LatentActionModel(nn.Module):
         e = torch.cat([self.action_token.expand(b, t, 1, d), e], dim=2)
         h = self.encoder(self.enc_pos(e))
         z = self.to_code(h[:, 1:, 0])  # action token of frames 2..T: [B, T-1, code]
-        return self.vq(self.pre_vq(z.flatten(0, 1)).view_as(z))
+        return self.vq(self.pre_vq(z))
 
     def forward(self, x: torch.Tensor) -> LAMOutput:
         vq = self._encode(x)

@@ -5,6 +5,13 @@ with 8 codes) fails silently, so every forward reports perplexity and the fracti
 codebook in use, and codes unused for a while are re-seeded from the current batch's
 encoder outputs. Vectors are L2-normalised before lookup (cosine similarity), which keeps
 codebook and encoder on one scale and makes collapse rarer.
+
+A tiny codebook (the LAM's 8 actions) can still settle on a few codes that restarts do not
+dislodge: restarted codes are abandoned again within steps. For that case `entropy_weight`
+adds MAGVIT-v2's entropy penalty on soft assignments: each vector should be confidently one
+code (low per-sample entropy) while the batch as a whole spreads over all codes (high entropy
+of the mean assignment). Under DDP the mean is taken over the global batch, so two processes
+optimise the same objective as one.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import nn
 
@@ -21,17 +29,19 @@ from torch import nn
 class VQOutput:
     z_q: torch.Tensor  # quantized, straight-through: gradients flow to the encoder
     indices: torch.Tensor  # [...] code ids
-    loss: torch.Tensor  # codebook + beta * commitment
+    loss: torch.Tensor  # codebook + beta * commitment (+ entropy_weight * entropy penalty)
     perplexity: torch.Tensor  # exp(entropy) of this batch's code histogram
     usage: torch.Tensor  # fraction of codes used recently (EMA)
 
 
 class VectorQuantizer(nn.Module):
     def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, usage_decay: float = 0.95,
-                 dead_fraction: float = 0.03):
-        """`dead_fraction`: a code is dead when its EMA share falls below this fraction of uniform use."""
+                 dead_fraction: float = 0.03, entropy_weight: float = 0.0, entropy_temperature: float = 0.1):
+        """`dead_fraction`: a code is dead when its EMA share falls below this fraction of uniform use.
+        `entropy_temperature`: softmax temperature on cosine similarities for the entropy penalty."""
         super().__init__()
         self.num_codes, self.code_dim, self.beta = num_codes, code_dim, beta
+        self.entropy_weight, self.entropy_temperature = entropy_weight, entropy_temperature
         self.usage_decay, self.dead_fraction = usage_decay, dead_fraction
         self.codebook = nn.Parameter(F.normalize(torch.randn(num_codes, code_dim), dim=-1))
         self.register_buffer("ema_usage", torch.full((num_codes,), 1.0 / num_codes))
@@ -54,6 +64,8 @@ class VectorQuantizer(nn.Module):
         indices = self.quantize(z)
         z_q = self.lookup(indices).to(z.dtype)
         loss = F.mse_loss(z_q, z.detach()) + self.beta * F.mse_loss(z, z_q.detach())
+        if self.training and self.entropy_weight > 0:
+            loss = loss + self.entropy_weight * self._entropy_penalty(z)
         counts = torch.bincount(indices.flatten(), minlength=self.num_codes).float()
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)  # every rank sees the same histogram, so buffers stay equal
@@ -66,6 +78,20 @@ class VectorQuantizer(nn.Module):
         usage = (self.ema_usage > self.dead_fraction / self.num_codes).float().mean()
         z_q = z + (z_q - z).detach()  # straight-through estimator
         return VQOutput(z_q, indices, loss, perplexity, usage)
+
+    def _entropy_penalty(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean per-sample assignment entropy minus the entropy of the batch's mean assignment."""
+        flat = F.normalize(z.reshape(-1, self.code_dim).float(), dim=-1)
+        logits = flat @ F.normalize(self.codebook.float(), dim=-1).T
+        log_p = F.log_softmax(logits / self.entropy_temperature, dim=-1)
+        per_sample = -(log_p.exp() * log_p).sum(-1).mean()
+        mean_p = log_p.exp().sum(0)
+        count = torch.tensor(float(log_p.shape[0]), device=z.device)
+        if dist.is_available() and dist.is_initialized():
+            mean_p = dist_nn.all_reduce(mean_p)  # differentiable: the global batch's assignment
+            dist.all_reduce(count)
+        mean_p = mean_p / count
+        return per_sample + (mean_p * torch.log(mean_p.clamp(min=1e-10))).sum()
 
     @staticmethod
     def _gathered(z_flat: torch.Tensor) -> torch.Tensor:
