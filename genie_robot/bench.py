@@ -6,6 +6,7 @@ the command; ratios are taken within one run.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import tempfile
@@ -53,3 +54,47 @@ def bench_sim(cfg: SimConfig, episodes: int) -> dict:
         "bench": "sim", "frames_per_s": round(steps / elapsed, 1), "frames": steps, "episodes": episodes,
         "workers": cfg.workers, "seconds": round(elapsed, 2), **_machine(),
     }
+
+
+def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: int, steps: int,
+                  temperature: float, repeats: int, ckpt: str | None = None) -> dict:
+    """Imagined frames/s with and without the KV cache, same engine, context and random draws.
+
+    Random weights unless `ckpt` names a trained run: the cost of a rollout does not depend on
+    the weights. Timings cover the whole `imagine` call (encode, LAM, sampling, decode).
+    """
+    import numpy as np
+    import torch
+
+    from genie_robot.inference.world_model import Limits, WorldModel
+    from genie_robot.models import build
+
+    torch.manual_seed(0)
+    limits = Limits(max_batch=max(batches), max_horizon=horizon)
+    if ckpt:
+        engine = WorldModel.load(ckpt, limits=limits)
+        model_cfg = engine.cfg
+    else:
+        parts = {c: build(model_cfg, c) for c in ("tokenizer", "lam", "dynamics")}
+        engine = WorldModel(model_cfg, parts["tokenizer"], parts["dynamics"], lam=parts["lam"], limits=limits)
+    rng = np.random.default_rng(0)
+    h, w = model_cfg.resolution
+    context = rng.integers(0, 256, (context_frames, 3, h, w), dtype=np.uint8)
+    rows = []
+    for b in batches:
+        actions = rng.integers(0, model_cfg.lam.num_actions, (b, horizon))
+        row = {"batch": b}
+        for cached in (True, False):
+            engine.imagine(context, actions[:, :1], steps=2, temperature=temperature, seed=0, cached=cached)  # warm-up
+            start = time.perf_counter()
+            for r in range(repeats):
+                engine.imagine(context, actions, steps=steps, temperature=temperature, seed=r, cached=cached)
+            elapsed = time.perf_counter() - start
+            key = "cached_frames_per_s" if cached else "uncached_frames_per_s"
+            row[key] = round(b * horizon * repeats / elapsed, 3)
+        row["cached_speedup"] = round(row["cached_frames_per_s"] / row["uncached_frames_per_s"], 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"bench": "rollout", "model": model_cfg.name, "weights": ckpt or "random", "context_frames": context_frames,
+            "window": model_cfg.frames, "horizon": horizon, "maskgit_steps": steps, "rows": rows,
+            "torch_threads": __import__("torch").get_num_threads(), **_machine()}

@@ -3,9 +3,11 @@
 Commands:
   sim            write the simulated RT-1 dataset (sim.*)
   train          train one stage: stage=tokenizer|lam|dynamics model=<size> train=<recipe>
+  eval           ckpt=<run dir> data=<dataset>: Genie's metrics + pictures on validation clips (eval.*)
+  imagine        prompt=<image> actions=0,3,3,5 [ckpt=<run dir>]: a GIF of the imagined future
   data-info      print one JSON object describing data.path
   contact-sheet  PNG of frames from several episodes of data.path (sheet.*)
-  bench data|sim throughput; the last line printed is one JSON object
+  bench data|sim|rollout  throughput; the last line printed is one JSON object
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import sys
 
 from genie_robot.config import load_config, typed
 
-COMMANDS = ("sim", "train", "data-info", "contact-sheet", "bench")
-BENCH_TARGETS = ("data", "sim")
+COMMANDS = ("sim", "train", "eval", "imagine", "data-info", "contact-sheet", "bench")
+BENCH_TARGETS = ("data", "sim", "rollout")
 
 
 def _usage(msg: str) -> int:
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             return _usage(f"bench needs a target: {', '.join(BENCH_TARGETS)}")
         target, rest = rest[0], rest[1:]
     rest = [a for a in rest if a != "--json"]  # JSON is always the last line of bench output
+    # `actions=0,3,3,5` would be a Hydra sweep; quote it into one string.
+    rest = [f"actions='{a[8:]}'" if a.startswith("actions=") and "'" not in a else a for a in rest]
 
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -58,6 +62,21 @@ def main(argv: list[str] | None = None) -> int:
 
             result = Trainer(cfg).fit()
             print(json.dumps({"stage": cfg.stage, **result}))
+        elif command == "eval":
+            from dataclasses import replace
+
+            from genie_robot.evaluation.report import EvalConfig, evaluate
+            from genie_robot.inference.world_model import WorldModel
+
+            engine = WorldModel.load(cfg.ckpt)
+            data = replace(typed(cfg.data, DataConfig), resolution=list(engine.cfg.resolution),
+                           clip_frames=engine.cfg.frames)
+            result = evaluate(engine, data, typed(cfg.eval, EvalConfig))
+            print(json.dumps(result))
+        elif command == "imagine":
+            from genie_robot.inference.prompt import imagine_from_image
+
+            print(f"wrote {imagine_from_image(cfg)}")
         elif command == "data-info":
             from genie_robot.data.info import describe
 
@@ -69,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
             data = typed(cfg.data, DataConfig)
             out = contact_sheet(data.path, cfg.sheet.out, cfg.sheet.episodes, cfg.sheet.frames, data.image_key)
             print(f"wrote contact sheet: {out}")
+        elif target == "rollout":
+            from genie_robot.bench import bench_rollout
+            from genie_robot.models import ModelConfig
+
+            r = cfg.bench.rollout
+            print(json.dumps(bench_rollout(typed(cfg.model, ModelConfig), list(r.batches), r.context_frames, r.horizon,
+                                           r.steps, r.temperature, r.repeats, r.ckpt)))
         elif target == "data":
             from genie_robot.bench import bench_data
 

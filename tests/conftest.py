@@ -1,4 +1,4 @@
-"""Shared fixtures: two small datasets on disk in the real TFDS format.
+"""Shared fixtures: two small datasets on disk in the real TFDS format, and a trained tiny run.
 
 - `spec_dataset`: written by TFDS's own builder machinery from a feature spec typed in
   here from RT1_FORMAT.md (not from genie_robot's), with content that encodes (episode,
@@ -154,3 +154,30 @@ def sim_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim")
     return write_sim_dataset(
         SimConfig(out=str(out), episodes=4, min_steps=6, max_steps=9, workers=2, num_shards=2), progress=False)
+
+
+def make_cfg(data: Path, out: Path, *overrides: str):
+    """The tiny model's training config over a test dataset."""
+    from genie_robot.config import load_config
+
+    return load_config([
+        "model=tiny", "train=tiny", f"data.path={data}", f"output_dir={out}", "data.batch_size=2",
+        "data.clip_hop=1", "data.val_fraction=0.25", *overrides,
+    ])
+
+
+@pytest.fixture(scope="session")
+def trained(sim_dataset, tmp_path_factory) -> Path:
+    """Tiny tokenizer and LAM trained for 30 steps each; dynamics on top of them (train/tiny/<stage>)."""
+    from genie_robot.training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("train")
+    ckpt = out / "train" / "tiny"
+    for stage in ("tokenizer", "lam"):
+        Trainer(make_cfg(sim_dataset, out, f"stage={stage}", "train.steps=30", "train.ckpt_every=30",
+                         "train.eval_every=30")).fit()
+    # A stage's run directory stands for its latest checkpoint.
+    Trainer(make_cfg(sim_dataset, out, "stage=dynamics", "train.steps=30", "train.ckpt_every=30",
+                     "train.eval_every=30", f"train.tokenizer_ckpt={ckpt}/tokenizer",
+                     f"train.lam_ckpt={ckpt}/lam")).fit()
+    return out

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_cfg
 from safetensors.torch import load_file, save_file
 
 from genie_robot.config import load_config
@@ -16,31 +17,11 @@ from genie_robot.training.checkpoint import CheckpointError, list_checkpoints
 from genie_robot.training.trainer import Trainer, TrainingError
 
 
-def make_cfg(data: Path, out: Path, *overrides: str):
-    return load_config([
-        "model=tiny", "train=tiny", f"data.path={data}", f"output_dir={out}", "data.batch_size=2",
-        "data.clip_hop=1", "data.val_fraction=0.25", *overrides,
-    ])
-
-
 def losses(out: Path, model: str, stage: str) -> list[float]:
     rows = [json.loads(x) for x in (out / "train" / model / stage / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in rows if r["split"] == "train"]
 
 
-@pytest.fixture(scope="module")
-def trained(sim_dataset, tmp_path_factory) -> Path:
-    """Tiny tokenizer and LAM trained for 30 steps each; dynamics on top of them."""
-    out = tmp_path_factory.mktemp("train")
-    ckpt = out / "train" / "tiny"
-    for stage in ("tokenizer", "lam"):
-        Trainer(make_cfg(sim_dataset, out, f"stage={stage}", "train.steps=30", "train.ckpt_every=30",
-                         "train.eval_every=30")).fit()
-    # A stage's run directory stands for its latest checkpoint.
-    Trainer(make_cfg(sim_dataset, out, "stage=dynamics", "train.steps=30", "train.ckpt_every=30",
-                     "train.eval_every=30", f"train.tokenizer_ckpt={ckpt}/tokenizer",
-                     f"train.lam_ckpt={ckpt}/lam")).fit()
-    return out
 
 
 @pytest.mark.parametrize("stage", ["tokenizer", "lam", "dynamics"])

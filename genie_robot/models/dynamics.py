@@ -20,6 +20,7 @@ class DynamicsModel(nn.Module):
         super().__init__()
         d = cfg.transformer.d_model
         self.vocab, self.mask_id = vocab, vocab
+        self.frames, self.tokens_per_frame, self.num_actions = frames, tokens_per_frame, num_actions
         self.embed = nn.Embedding(vocab + 1, d)  # the extra id is MASK
         self.action_embed = nn.Embedding(num_actions, d)
         self.pos = PositionEmbedding(frames, tokens_per_frame, d)
@@ -32,6 +33,29 @@ class DynamicsModel(nn.Module):
         act = self.action_embed(actions_BT1)[:, :, None, :]  # [B, T-1, 1, D]
         x = torch.cat([x[:, :1], x[:, 1:] + act], dim=1)
         return self.head(self.transformer(self.pos(x)))
+
+    def step(self, tokens_BS: torch.Tensor, action_B: torch.Tensor | None, t: int, past_k: torch.Tensor,
+             past_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits [B, S, vocab] of one frame at window position t, given the earlier frames' cache.
+
+        `action_B` is the action that leads into this frame (None for the window's first frame).
+        The cache (`empty_cache`, grown by the returned keys/values along dim 3) holds every
+        layer's temporal keys/values of frames 0..t-1, so a MaskGIT step costs one frame, not t+1.
+        """
+        x = self.embed(tokens_BS)
+        if action_B is not None:
+            x = x + self.action_embed(action_B)[:, None, :]
+        h, k, v = self.transformer.step(self.pos.at(x, t), past_k, past_v)
+        return self.head(h), k, v
+
+    def empty_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of zero past frames: [layers, batch*S, heads, 0, head_dim] each."""
+        cfg = self.transformer.cfg
+        if cfg.attention != "st":
+            raise ValueError(f"cached sampling needs the 'st' layout, this model uses '{cfg.attention}'")
+        heads = cfg.num_heads
+        shape = (cfg.num_layers, batch * self.tokens_per_frame, heads, 0, cfg.inner_dim // heads)
+        return torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
 
 
 def mask_tokens(tokens_BTS: torch.Tensor, mask_id: int, rate_min: float, rate_max: float,

@@ -59,13 +59,20 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(self.head_dim)
         self.out = nn.Linear(inner_dim, d_model, bias=False)
 
-    def forward(self, x_NLD: torch.Tensor, causal: bool = False, mask_LL: torch.Tensor | None = None) -> torch.Tensor:
+    def project(self, x_NLD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normed queries and keys, and values: each [N, heads, L, head_dim]."""
         n, length, _ = x_NLD.shape
         q, k, v = self.qkv(x_NLD).view(n, length, 3, self.num_heads, self.head_dim).unbind(2)
         q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [N, heads, L, head_dim]
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+               mask_LL: torch.Tensor | None = None) -> torch.Tensor:
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_LL, is_causal=causal and mask_LL is None)
-        return self.out(y.transpose(1, 2).reshape(n, length, -1))
+        return self.out(y.transpose(1, 2).flatten(2))
+
+    def forward(self, x_NLD: torch.Tensor, causal: bool = False, mask_LL: torch.Tensor | None = None) -> torch.Tensor:
+        return self.attend(*self.project(x_NLD), causal=causal, mask_LL=mask_LL)
 
 
 class FeedForward(nn.Module):
@@ -113,12 +120,29 @@ class STBlock(nn.Module):
                 x_BTSD = x.view(b, s, t, d).transpose(1, 2)
         return x_BTSD + self.ffn(self.norm_f(x_BTSD))
 
+    def step(self, x_BSD: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One new frame after cached past frames (layout `st` only).
+
+        x_BSD: the new frame's tokens; past_k/past_v: this layer's temporal keys/values of the
+        earlier frames, [B*S, heads, T_past, head_dim] (T_past may be 0). Returns the frame's
+        output and its own temporal key/value ([B*S, heads, 1, head_dim]) for the cache. Equals
+        `forward` on the whole sequence at the last frame, since temporal attention is causal.
+        """
+        b, s, d = x_BSD.shape
+        x = x_BSD + self.attn_s(self.norm_s(x_BSD))
+        q, k, v = self.attn_t.project(self.norm_t(x).reshape(b * s, 1, d))
+        y = self.attn_t.attend(q, torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2))
+        x = x + y.view(b, s, d)
+        return x + self.ffn(self.norm_f(x)), k, v
+
 
 class STTransformer(nn.Module):
     """A stack of STBlocks with a final norm; input and output are [B, T, S, D]."""
 
     def __init__(self, cfg: STConfig):
         super().__init__()
+        self.cfg = cfg
         self.blocks = nn.ModuleList(STBlock(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
         self.checkpointing = False  # set by training.parallel.apply_activation_checkpointing
@@ -130,6 +154,19 @@ class STTransformer(nn.Module):
             else:
                 x_BTSD = block(x_BTSD)
         return self.norm(x_BTSD)
+
+    def step(self, x_BSD: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`STBlock.step` through every layer; past_k/past_v are [layers, B*S, heads, T_past, head_dim].
+
+        Returns the new frame's output and its keys/values [layers, B*S, heads, 1, head_dim].
+        """
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            x_BSD, k, v = block.step(x_BSD, past_k[i], past_v[i])
+            ks.append(k)
+            vs.append(v)
+        return self.norm(x_BSD), torch.stack(ks), torch.stack(vs)
 
 
 class PositionEmbedding(nn.Module):
@@ -147,6 +184,10 @@ class PositionEmbedding(nn.Module):
         if t > self.time.shape[0]:
             raise ValueError(f"{t} frames exceed the model's {self.time.shape[0]}-frame window")
         return x_BTSD + self.time[:t] + self.space
+
+    def at(self, x_BSD: torch.Tensor, t: int) -> torch.Tensor:
+        """Embeddings for one frame at window position t."""
+        return x_BSD + self.time[t] + self.space[0]
 
 
 def patchify(frames_BTCHW: torch.Tensor, patch: int) -> torch.Tensor:

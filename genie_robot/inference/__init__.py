@@ -1,0 +1,1 @@
+"""Inference: the torch `WorldModel` engine and the numpy MaskGIT sampler both engines share."""

@@ -1,0 +1,62 @@
+"""Evaluation: metric formulas on known cases, and `genie-robot eval` on a trained tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from genie_robot.evaluation.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr
+
+
+def test_nmi_is_one_for_a_relabelling_and_near_zero_for_independent_labels():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 8, 5000)
+    assert nmi(a, (a + 3) % 8) == pytest.approx(1.0)
+    assert nmi(a, rng.integers(0, 8, 5000)) < 0.01
+
+
+def test_frechet_distance_matches_the_closed_form_for_gaussians():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 1.0, (200000, 2))
+    y = rng.normal(1.0, 2.0, (200000, 2))
+    # Per dimension: (mu1 - mu2)^2 + s1^2 + s2^2 - 2 s1 s2 = 1 + 1 + 4 - 4 = 2.
+    assert frechet_distance(x, y) == pytest.approx(4.0, abs=0.05)
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kmeans_and_knn_recover_separated_clusters():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0], [10, 0], [0, 10]])
+    labels = np.repeat(np.arange(3), 50)
+    x = centers[labels] + rng.normal(0, 0.5, (150, 2))
+    assert nmi(kmeans(x, 3), labels) == pytest.approx(1.0)
+    acc, majority = knn_accuracy(x, labels)
+    assert acc == 1.0 and majority < 0.5
+
+
+def test_psnr_of_identical_and_off_by_one_images():
+    a = np.full((2, 3, 4, 4), 100, np.uint8)
+    assert psnr(a, a).min() >= 99
+    assert psnr(a + 1, a) == pytest.approx(np.full(2, 20 * np.log10(255)), abs=1e-6)
+
+
+def test_eval_command_writes_json_markdown_and_pictures(trained, sim_dataset, tmp_path):
+    from genie_robot.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["eval", "model=tiny", f"ckpt={trained / 'train/tiny'}", f"data.path={sim_dataset}",
+                 "data.val_fraction=0.25", "eval.t=2", "eval.steps=2", "eval.max_clips=3", f"eval.out={out}",
+                 "eval.grid_contexts=1", "eval.grid_horizon=2"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    for key in ("tokenizer_psnr", "delta_psnr_t2", "psnr_t2_inferred_actions", "psnr_t2_random_actions",
+                "nmi_latent_vs_world_vector_clusters", "knn_accuracy_latent_from_real_action"):
+        assert np.isfinite(result[key]), key
+    assert result["fvd"] is None and "no I3D network given" in result["fvd_note"]
+    assert sum(result["latent_action_histogram"]) == result["clips"] * (result["frames_per_clip"] - 1)
+    assert "ΔtPSNR at t=2" in (out / "eval.md").read_text()
+    assert (out / "actions_context0.png").is_file() and (out / "actions_context0.gif").is_file()
+    # t must leave a frame to compare with.
+    assert main(["eval", "model=tiny", f"ckpt={trained / 'train/tiny'}", f"data.path={sim_dataset}",
+                 "data.val_fraction=0.25", "eval.t=4", f"eval.out={out}"]) == 1

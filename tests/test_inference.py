@@ -1,0 +1,167 @@
+"""The torch imagination engine: cached MaskGIT equals the plain recompute, seeded, with clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from genie_robot.config import config_dir, typed
+from genie_robot.inference.maskgit import MASK, sample_step, still_masked
+from genie_robot.inference.world_model import Limits, WorldModel
+from genie_robot.models import ModelConfig, build
+
+
+@pytest.fixture(scope="module")
+def engine() -> WorldModel:
+    """The tiny config with random weights in float64 (sampling equality must not hinge on rounding)."""
+    with initialize_config_dir(config_dir=str(config_dir() / "model"), version_base="1.3"):
+        cfg = typed(compose(config_name="tiny"), ModelConfig)
+    torch.manual_seed(0)
+    parts = {c: build(cfg, c).double() for c in ("tokenizer", "lam", "dynamics")}
+    return WorldModel(cfg, parts["tokenizer"], parts["dynamics"], lam=parts["lam"], limits=Limits(8, 12))
+
+
+def frames(engine: WorldModel, t: int, seed: int = 0) -> np.ndarray:
+    h, w = engine.cfg.resolution
+    return np.random.default_rng(seed).integers(0, 256, (t, 3, h, w), dtype=np.uint8)
+
+
+def test_cosine_schedule_unmasks_everything_by_the_last_step():
+    counts = [still_masked(i, 25, 320) for i in range(25)]
+    assert counts[-1] == 0 and all(a >= b for a, b in zip(counts, counts[1:], strict=False)) and counts[0] < 320
+
+
+def test_sample_step_keeps_known_tokens_and_follows_the_schedule():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 10, 7)).astype(np.float32)
+    cur = np.full((2, 10), MASK)
+    for i in range(4):
+        nxt = sample_step(logits, cur, i, 4, 1.0, rng)
+        assert ((cur == MASK) | (nxt == cur)).all()  # decided tokens never change
+        assert (nxt == MASK).sum(1).tolist() == [still_masked(i, 4, 10)] * 2
+        cur = nxt
+    assert ((cur >= 0) & (cur < 7)).all()
+
+
+@pytest.mark.parametrize(("batch", "horizon", "context"), [(1, 2, 1), (3, 3, 2), (2, 6, 4), (4, 5, 7)])
+def test_cached_sampling_gives_the_plain_paths_tokens(engine, batch, horizon, context):
+    ctx = frames(engine, context)
+    actions = np.random.default_rng(1).integers(0, engine.cfg.lam.num_actions, (batch, horizon))
+    cached = engine.imagine(ctx, actions, steps=6, temperature=2.0, seed=7)
+    plain = engine.imagine(ctx, actions, steps=6, temperature=2.0, seed=7, cached=False)
+    assert cached.tokens.shape == (batch, horizon, engine.cfg.tokens_per_frame())
+    assert cached.frames.shape == (batch, horizon, 3, *engine.cfg.resolution) and cached.frames.dtype == np.uint8
+    np.testing.assert_array_equal(cached.tokens, plain.tokens)
+    np.testing.assert_array_equal(cached.frames, plain.frames)
+
+
+def test_the_same_seed_repeats_and_another_seed_differs(engine):
+    ctx, actions = frames(engine, 3), np.array([[0, 1, 2], [3, 4, 5]])
+    a = engine.imagine(ctx, actions, steps=4, seed=3)
+    b = engine.imagine(ctx, actions, steps=4, rng=np.random.default_rng(3))
+    c = engine.imagine(ctx, actions, steps=4, seed=4)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert not np.array_equal(a.tokens, c.tokens)
+
+
+def test_actions_tokens_and_frames_round_trip_shapes(engine):
+    video = frames(engine, 9)
+    acts = engine.infer_actions(video)
+    assert acts.shape == (8,) and acts.dtype == np.int64 and acts.max() < engine.cfg.lam.num_actions
+    # Overlapping windows: the first window's actions are the ones a single window gives.
+    np.testing.assert_array_equal(acts[:3], engine.infer_actions(video[:4]))
+    tokens = engine.encode(video)
+    assert tokens.shape == (9, engine.cfg.tokens_per_frame())
+    assert engine.decode(tokens).shape == video.shape
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"context": np.zeros((2, 3, 8, 8), np.uint8)}, r"context must be \[T, 3, 16, 20\]"),
+    ({"context": np.zeros((2, 1, 16, 20), np.uint8)}, r"context must be"),
+    ({"context": np.full((2, 3, 16, 20), 2.0, np.float32)}, r"float context must be finite and in \[0, 1\]"),
+    ({"latent_actions": [[0, 8]]}, r"ids must be in \[0, 8\)"),
+    ({"latent_actions": [[0.5, 1.0]]}, r"latent_actions must be integer ids"),
+    ({"latent_actions": np.zeros((9, 2), int)}, r"exceed the limits \(8 candidates, 12 steps\)"),
+    ({"latent_actions": np.zeros((1, 13), int)}, r"exceed the limits"),
+    ({"temperature": 0.0}, r"temperature must be a finite number > 0"),
+    ({"temperature": float("nan")}, r"temperature must be a finite number > 0"),
+    ({"steps": 0}, r"maskgit steps must be a positive integer"),
+    ({"context_actions": [1]}, r"context_actions has 1 ids; the context needs 2"),
+])
+def test_bad_requests_are_clear_errors(engine, kwargs, message):
+    call = {"context": frames(engine, 3), "latent_actions": [[0, 1]], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        engine.imagine(call.pop("context"), call.pop("latent_actions"), **call)
+
+
+def test_a_model_without_a_lam_says_so_when_a_call_needs_it(engine):
+    no_lam = WorldModel(engine.cfg, engine.tokenizer, engine.dynamics, lam=None, source="/runs/x")
+    with pytest.raises(Exception, match=r"needs the latent action model, and /runs/x has no LAM"):
+        no_lam.infer_actions(frames(engine, 3))
+    # A single context frame or given context actions need no LAM.
+    no_lam.imagine(frames(engine, 1), [[1, 2]], steps=2, seed=0)
+    no_lam.imagine(frames(engine, 3), [[1, 2]], steps=2, seed=0, context_actions=[4, 5])
+
+
+def test_fit_image_crops_the_centre_and_resizes(tmp_path):
+    from PIL import Image
+
+    from genie_robot.inference.image import fit_image
+
+    # A 100x300 picture: the centred 100x125 crop (aspect 4:5) is red, the sides blue.
+    img = np.zeros((100, 300, 3), np.uint8)
+    img[:, :, 2] = 255
+    img[:, 87:212] = [255, 0, 0]
+    Image.fromarray(img).save(tmp_path / "p.png")
+    out = fit_image(tmp_path / "p.png", (16, 20))
+    assert out.shape == (3, 16, 20) and out.dtype == np.uint8
+    assert out[0].min() >= 250 and out[2].max() <= 5  # only the red centre survives
+    assert fit_image(img[:, :, 0], (16, 20)).shape == (3, 16, 20)  # greyscale too
+    with pytest.raises(ValueError, match="not a readable image"):
+        (tmp_path / "bad.png").write_bytes(b"nope")
+        fit_image(tmp_path / "bad.png", (16, 20))
+    with pytest.raises(ValueError, match="uint8 HxW, HxWx3 or HxWx4"):
+        fit_image(np.zeros((4, 4, 2), np.uint8), (16, 20))
+
+
+def test_world_model_loads_a_trained_run_and_the_imagine_cli_writes_a_gif(trained, tmp_path):
+    import imageio.v3 as iio
+    from PIL import Image
+
+    from genie_robot.cli import main
+
+    run = trained / "train/tiny"
+    engine = WorldModel.load(run)
+    assert engine.lam is not None and engine.cfg.name == "tiny"
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (123, 77, 3), dtype=np.uint8)).save(photo)
+    gif = tmp_path / "out.gif"
+    assert main(["imagine", "model=tiny", f"ckpt={run}", f"prompt={photo}", "actions=0,3,3,5",
+                 "imagine.steps=3", f"imagine.out={gif}", "imagine.scale=2"]) == 0
+    frames = iio.imread(gif, index=None)
+    assert frames.shape == (5, 32, 40, 3)  # the prompt, then one frame per action
+    assert main(["imagine", "model=tiny", f"ckpt={run}", f"prompt={photo}", "actions=0,9"]) == 1
+
+
+def test_loading_names_what_is_missing_or_mismatched(trained, tmp_path):
+    import shutil
+
+    from genie_robot.training.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="holds no dynamics checkpoint"):
+        WorldModel.load(trained / "train/tiny/tokenizer")
+    run = tmp_path / "run"
+    shutil.copytree(trained / "train/tiny", run)
+    shutil.rmtree(run / "lam")
+    with pytest.raises(CheckpointError, match="has no LAM checkpoint"):
+        WorldModel.load(run).infer_actions(np.zeros((3, 3, 16, 20), np.uint8))
+    # A tokenizer with other weights than the one the dynamics model was trained on.
+    tok = next((run / "tokenizer/checkpoints").iterdir())
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(tok / "model.safetensors")
+    save_file({k: v + 1 for k, v in weights.items()}, tok / "model.safetensors")
+    with pytest.raises(CheckpointError, match="trained on another tokenizer"):
+        WorldModel.load(run)
