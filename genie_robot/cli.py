@@ -4,6 +4,7 @@ Commands:
   sim            write the simulated RT-1 dataset (sim.*)
   train          train one stage: stage=tokenizer|lam|dynamics model=<size> train=<recipe>
   eval           ckpt=<run dir> data=<dataset>: Genie's metrics + pictures on validation clips (eval.*)
+  fit-adapter    ckpt=<run dir> [data=...] [adapter.*]: latent -> RT-1 action adapter, saved beside the model
   imagine        prompt=<image> actions=0,3,3,5 [ckpt=<run dir>]: a GIF of the imagined future
   data-info      print one JSON object describing data.path
   contact-sheet  PNG of frames from several episodes of data.path (sheet.*)
@@ -17,7 +18,7 @@ import sys
 
 from genie_robot.config import load_config, typed
 
-COMMANDS = ("sim", "train", "eval", "imagine", "data-info", "contact-sheet", "bench")
+COMMANDS = ("sim", "train", "eval", "fit-adapter", "imagine", "data-info", "contact-sheet", "bench")
 BENCH_TARGETS = ("data", "sim", "rollout")
 
 
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                            clip_frames=engine.cfg.frames)
             result = evaluate(engine, data, typed(cfg.eval, EvalConfig))
             print(json.dumps(result))
+        elif command == "fit-adapter":
+            from genie_robot.planning.fit_adapter import AdapterConfig, fit_adapter
+
+            print(json.dumps(fit_adapter(cfg.ckpt, typed(cfg.data, DataConfig), typed(cfg.adapter, AdapterConfig))))
         elif command == "imagine":
             from genie_robot.inference.prompt import imagine_from_image
 

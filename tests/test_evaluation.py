@@ -48,7 +48,8 @@ def test_eval_command_writes_json_markdown_and_pictures(trained, sim_dataset, tm
     out = tmp_path / "eval"
     assert main(["eval", "model=tiny", f"ckpt={trained / 'train/tiny'}", f"data.path={sim_dataset}",
                  "data.val_fraction=0.25", "eval.t=2", "eval.steps=2", "eval.max_clips=3", f"eval.out={out}",
-                 "eval.grid_contexts=1", "eval.grid_horizon=2"]) == 0
+                 "eval.grid_contexts=1", "eval.grid_horizon=2", "eval.plan_episodes=2", "eval.plan_horizon=2",
+                 "eval.plan_samples=4", "eval.plan_iterations=2", "eval.plan_steps=2"]) == 0
     result = json.loads((out / "eval.json").read_text())
     for key in ("tokenizer_psnr", "delta_psnr_t2", "psnr_t2_inferred_actions", "psnr_t2_random_actions",
                 "nmi_latent_vs_world_vector_clusters", "knn_accuracy_latent_from_real_action"):
@@ -57,6 +58,9 @@ def test_eval_command_writes_json_markdown_and_pictures(trained, sim_dataset, tm
     assert sum(result["latent_action_histogram"]) == result["clips"] * (result["frames_per_clip"] - 1)
     assert "ΔtPSNR at t=2" in (out / "eval.md").read_text()
     assert (out / "actions_context0.png").is_file() and (out / "actions_context0.gif").is_file()
+    assert result["plan_episodes"] == min(2, result["clips"]) and result["plan_budget"] == 8
+    assert (out / "plan.gif").is_file()
+    assert np.isfinite(result["plan_cem_cost_mean"]) and np.isfinite(result["plan_random_cost_mean"])
     # t must leave a frame to compare with.
     assert main(["eval", "model=tiny", f"ckpt={trained / 'train/tiny'}", f"data.path={sim_dataset}",
                  "data.val_fraction=0.25", "eval.t=4", f"eval.out={out}"]) == 1

@@ -165,3 +165,41 @@ def test_loading_names_what_is_missing_or_mismatched(trained, tmp_path):
     save_file({k: v + 1 for k, v in weights.items()}, tok / "model.safetensors")
     with pytest.raises(CheckpointError, match="trained on another tokenizer"):
         WorldModel.load(run)
+
+
+def test_cem_plan_shapes_progress_and_determinism(engine):
+    from genie_robot.planning.cem import goal_cost, plan, random_search
+
+    ctx = frames(engine, 2)
+    goal = frames(engine, 1, seed=5)[0]
+    seen = []
+    result = plan(engine, ctx, goal, horizon=3, num_samples=8, iterations=3, seed=1, steps=3,
+                  progress=lambda it, c: seen.append((it, c)))
+    assert result.actions.shape == (3,) and result.frames.shape == (3, 3, *engine.cfg.resolution)
+    assert [it for it, _ in seen] == [1, 2, 3]
+    best = [c for _, c in seen]
+    assert all(a >= b for a, b in zip(best, best[1:], strict=False)) and result.cost == best[-1]
+    # The reported cost is the cost of the returned frames.
+    tokens = engine.encode(result.frames[-1:])  # only used by the token cost
+    assert result.cost == pytest.approx(float(goal_cost(engine, result.frames[-1:], tokens, goal, None, "pixel")[0]))
+    again = plan(engine, ctx, goal, horizon=3, num_samples=8, iterations=3, seed=1, steps=3)
+    np.testing.assert_array_equal(again.actions, result.actions)
+    token = plan(engine, ctx, goal, horizon=2, num_samples=4, iterations=2, seed=1, steps=2, cost="token")
+    assert np.isfinite(token.cost) and result.robot_actions is None
+    assert np.isfinite(random_search(engine, ctx, goal, horizon=3, budget=10, batch=4, steps=2))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"goal_image": np.zeros((3, 8, 8), np.uint8)}, r"goal image must be uint8 \[3, 16, 20\]"),
+    ({"horizon": 0}, r"horizon must be a positive integer"),
+    ({"cost": "l1"}, r"plan cost must be one of"),
+    ({"elite_fraction": 0.0}, r"elite_fraction must be in"),
+    ({"temperature": -1.0}, r"temperature must be a finite number > 0"),
+    ({"num_samples": 9}, r"exceed the limits \(8 candidates"),
+])
+def test_bad_plan_requests_are_clear_errors(engine, kwargs, message):
+    from genie_robot.planning.cem import plan
+
+    call = {"goal_image": frames(engine, 1)[0], "horizon": 2, "num_samples": 4, "iterations": 1, "steps": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        plan(engine, frames(engine, 2), **call)

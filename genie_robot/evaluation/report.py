@@ -11,6 +11,9 @@
 - FVD only with a user-supplied I3D network (`eval.i3d`): without one it is reported as not
   computed, with the reason; no stand-in network is ever used.
 - The Genie picture: for a few validation contexts, a row of rollouts under each latent action.
+- Planning: on held-out clips, CEM from the first frame towards the frame `plan_horizon`
+  steps later, against random search with the same number of imagined candidates; the
+  goal cost of both (mean and spread) and a GIF of one plan next to what really happened.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from genie_robot.data.reader import ClipDataset, DataConfig
 from genie_robot.evaluation.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr, standardize
 from genie_robot.evaluation.pictures import grid, save_gif, save_png
 from genie_robot.inference.world_model import WorldModel
+from genie_robot.planning.cem import plan, random_search
 
 
 @dataclass
@@ -39,6 +43,12 @@ class EvalConfig:
     grid_contexts: int = 3       # validation contexts in the per-action picture
     grid_horizon: int = 6        # frames per rollout in it (repeats of one action)
     i3d: str | None = None       # TorchScript I3D (e.g. i3d_torchscript.pt) for FVD
+    plan_episodes: int = 20      # held-out clips on which CEM planning is compared with random search
+    plan_horizon: int = 4        # goal = the clip's frame at this index, context = its first frame
+    plan_samples: int = 16
+    plan_iterations: int = 3
+    plan_steps: int = 8          # MaskGIT steps inside planning (cheaper than eval.steps)
+    plan_cost: str = "pixel"
 
 
 def _clips(data: DataConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -121,6 +131,9 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         "model": engine.source,
     }
     result["pictures"] = _action_grid(engine, frames, cfg, out)
+    if cfg.plan_episodes > 0:
+        result.update(_planning(engine, frames, cfg, out))
+        result["pictures"].append(str(out / "plan.gif"))
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     (out / "eval.md").write_text(_markdown(result, cfg))
     return result
@@ -144,6 +157,32 @@ def _action_grid(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: P
     return paths
 
 
+def _planning(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: Path) -> dict:
+    """CEM vs random search toward real future frames of held-out clips (same imagined budget)."""
+    if cfg.plan_horizon >= frames.shape[1]:
+        raise ValueError(f"eval.plan_horizon={cfg.plan_horizon} needs clips of more frames than {frames.shape[1]}")
+    picks = np.linspace(0, len(frames) - 1, min(cfg.plan_episodes, len(frames))).round().astype(int)
+    cem, rand = [], []
+    budget = cfg.plan_samples * cfg.plan_iterations
+    for i, idx in enumerate(tqdm(picks, desc="planning", unit="clip")):
+        ctx, goal = frames[idx, :1], frames[idx, cfg.plan_horizon]
+        res = plan(engine, ctx, goal, cfg.plan_horizon, cfg.plan_samples, cfg.plan_iterations, seed=cfg.seed + i,
+                   cost=cfg.plan_cost, steps=cfg.plan_steps, temperature=cfg.temperature)
+        cem.append(res.cost)
+        rand.append(random_search(engine, ctx, goal, cfg.plan_horizon, budget, cfg.plan_samples,
+                                  seed=cfg.seed + i, cost=cfg.plan_cost, steps=cfg.plan_steps,
+                                  temperature=cfg.temperature))
+        if i == 0:  # real clip (context .. goal) left, the plan's imagined frames right
+            real = frames[idx, : cfg.plan_horizon + 1]
+            imagined = np.concatenate([ctx, res.frames])
+            save_gif(np.concatenate([real, imagined], axis=3), out / "plan.gif", fps=2, scale=3)
+    cem_a, rand_a = np.array(cem), np.array(rand)
+    return {"plan_episodes": len(picks), "plan_cost": cfg.plan_cost, "plan_budget": budget,
+            "plan_cem_cost_mean": float(cem_a.mean()), "plan_cem_cost_std": float(cem_a.std()),
+            "plan_random_cost_mean": float(rand_a.mean()), "plan_random_cost_std": float(rand_a.std()),
+            "plan_cem_wins": int((cem_a < rand_a).sum())}
+
+
 def _markdown(r: dict, cfg: EvalConfig) -> str:
     t = cfg.t
     return "\n".join([
@@ -164,6 +203,11 @@ def _markdown(r: dict, cfg: EvalConfig) -> str:
         f"| k-NN accuracy of latent action from real action | {r['knn_accuracy_latent_from_real_action']:.3f} "
         f"(majority baseline {r['majority_baseline_accuracy']:.3f}) |",
         f"| FVD | {r['fvd'] if r['fvd'] is not None else '-'} ({r['fvd_note']}) |",
+        *([f"| planning cost ({r['plan_cost']}), CEM, {r['plan_episodes']} clips, {r['plan_budget']} candidates | "
+           f"{r['plan_cem_cost_mean']:.4f} ± {r['plan_cem_cost_std']:.4f} |",
+           f"| planning cost, random search, same budget | {r['plan_random_cost_mean']:.4f} ± "
+           f"{r['plan_random_cost_std']:.4f} (CEM lower on {r['plan_cem_wins']} of {r['plan_episodes']}) |"]
+          if "plan_episodes" in r else []),
         "",
         "Rollouts under each latent action:",
         "",

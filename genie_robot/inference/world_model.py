@@ -59,6 +59,7 @@ class WorldModel:
         if lam is not None:
             lam.eval()
         self.limits, self.source = limits or Limits(), source
+        self.adapter = None  # latent -> robot action mapping, when one was fitted beside the model
         self.device = next(dynamics.parameters()).device
         self.dtype = next(dynamics.parameters()).dtype
 
@@ -93,7 +94,12 @@ class WorldModel:
         modules = [m.to(device=device, dtype=dtype) for m in (tokenizer, dynamics)]
         if lam is not None:
             lam.to(device=device, dtype=dtype)
-        return cls(cfg, *modules, lam=lam, limits=limits, source=str(root))
+        engine = cls(cfg, *modules, lam=lam, limits=limits, source=str(root))
+        if (root / "adapter.json").is_file():
+            from genie_robot.planning.adapter import Adapter
+
+            engine.adapter = Adapter.load(root / "adapter.json")
+        return engine
 
     # --- input checks ---------------------------------------------------------------------
     def _frames(self, frames, name: str = "frames") -> torch.Tensor:
@@ -152,6 +158,12 @@ class WorldModel:
             raise ValueError(f"token ids must be in [0, {self.cfg.tokenizer.num_codes})")
         out = _to_uint8(self._decode(tok.to(self.device)))
         return out[0] if single else out
+
+    def token_embeddings(self, tokens) -> np.ndarray:
+        """The tokenizer's (unit-norm) code vectors of token ids [..., S]: [..., S, code_dim]."""
+        tok = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            return self.tokenizer.vq.lookup(tok).float().cpu().numpy()
 
     @torch.no_grad()
     def _infer_actions(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Planning in latent action space with a world model (any engine with `imagine` and `encode`)."""

@@ -1,0 +1,105 @@
+"""Latent-action planning: the cross-entropy method over discrete action sequences.
+
+A planner asks "which latent actions take the current view to this goal image?". CEM keeps a
+categorical distribution per step of the horizon, samples candidate sequences, imagines
+each one with the world model (all candidates of an iteration in one batched, cached
+`imagine` call), scores the last predicted frame against the goal, and refits every step's
+distribution to the elite candidates. Randomness comes only from one numpy generator, so
+any engine with the same `imagine` gives the same plan for the same seed.
+
+Costs: `pixel` is the mean squared error in [0, 1] pixels; `token` is the mean squared
+distance between the tokenizer's code vectors of the predicted and the goal frame's tokens,
+a cheap perceptual-ish distance that ignores sub-token pixel noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+COSTS = ("pixel", "token")
+
+
+@dataclass
+class PlanResult:
+    actions: np.ndarray  # int64 [H]: the best sequence found
+    frames: np.ndarray  # uint8 [H, 3, h, w]: its predicted frames
+    cost: float
+    robot_actions: np.ndarray | None = None  # float32 [H, 7] when an adapter is present
+    history: list[dict] = field(default_factory=list)  # per iteration: best and elite mean cost
+
+
+def goal_cost(engine, frames_u8: np.ndarray, tokens: np.ndarray, goal_u8: np.ndarray,
+              goal_tokens: np.ndarray | None, cost: str) -> np.ndarray:
+    """Cost [N] of each candidate's last frame (frames [N, 3, h, w], tokens [N, S]) against the goal."""
+    if cost == "pixel":
+        diff = frames_u8.astype(np.float32) / 255.0 - goal_u8.astype(np.float32)[None] / 255.0
+        return (diff**2).reshape(len(diff), -1).mean(1)
+    emb, goal_emb = engine.token_embeddings(tokens), engine.token_embeddings(goal_tokens[None])
+    return ((emb - goal_emb) ** 2).sum(-1).mean(-1)
+
+
+def check_plan_args(horizon: int, num_samples: int, iterations: int, elite_fraction: float, cost: str) -> None:
+    if cost not in COSTS:
+        raise ValueError(f"plan cost must be one of {COSTS}, got '{cost}'")
+    for name, v in (("horizon", horizon), ("num_samples", num_samples), ("iterations", iterations)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not (0 < elite_fraction <= 1) or math.isnan(elite_fraction):
+        raise ValueError(f"elite_fraction must be in (0, 1], got {elite_fraction}")
+
+
+def plan(engine, context, goal_image, horizon: int, num_samples: int = 32, iterations: int = 4, seed: int = 0,
+         elite_fraction: float = 0.125, cost: str = "pixel", steps: int = 25, temperature: float = 2.0,
+         smoothing: float = 0.1, progress: Callable[[int, float], None] | None = None,
+         rng: np.random.Generator | None = None) -> PlanResult:
+    """Best latent action sequence of length `horizon` from `context` towards `goal_image` [3, h, w]."""
+    check_plan_args(horizon, num_samples, iterations, elite_fraction, cost)
+    goal = np.asarray(goal_image)
+    h, w = engine.cfg.resolution
+    if goal.shape != (engine.cfg.channels, h, w) or goal.dtype != np.uint8:
+        raise ValueError(f"goal image must be uint8 [{engine.cfg.channels}, {h}, {w}] (the model's resolution), "
+                         f"got {goal.dtype} {goal.shape}")
+    goal_tokens = engine.encode(goal[None])[0] if cost == "token" else None
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    n_actions = engine.cfg.lam.num_actions
+    probs = np.full((horizon, n_actions), 1.0 / n_actions)
+    n_elite = max(1, int(round(elite_fraction * num_samples)))
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    history = []
+    for it in range(iterations):
+        # One uniform draw per (candidate, step), turned into ids by each step's CDF.
+        u = rng.random((num_samples, horizon))
+        seqs = (u[:, :, None] > np.cumsum(probs, axis=1)[None]).sum(-1).clip(0, n_actions - 1)
+        out = engine.imagine(context, seqs, steps=steps, temperature=temperature, rng=rng)
+        costs = goal_cost(engine, out.frames[:, -1], out.tokens[:, -1], goal, goal_tokens, cost)
+        order = np.argsort(costs, kind="stable")
+        elite = seqs[order[:n_elite]]
+        if best is None or costs[order[0]] < best[0]:
+            best = (float(costs[order[0]]), seqs[order[0]].copy(), out.frames[order[0]].copy())
+        freq = np.stack([np.bincount(elite[:, t], minlength=n_actions) for t in range(horizon)]) / n_elite
+        probs = (1 - smoothing) * freq + smoothing * probs
+        elite_mean = float(costs[order[:n_elite]].mean())
+        history.append({"iteration": it + 1, "best_cost": best[0], "elite_mean_cost": elite_mean})
+        if progress is not None:
+            progress(it + 1, best[0])
+    robot = engine.adapter.predict(best[1]) if getattr(engine, "adapter", None) is not None else None
+    return PlanResult(best[1].astype(np.int64), best[2], best[0], robot, history)
+
+
+def random_search(engine, context, goal_image, horizon: int, budget: int, batch: int, seed: int = 0,
+                  cost: str = "pixel", steps: int = 25, temperature: float = 2.0) -> float:
+    """Best cost of `budget` uniformly random sequences: the baseline CEM has to beat."""
+    rng = np.random.default_rng(seed)
+    goal = np.asarray(goal_image)
+    goal_tokens = engine.encode(goal[None])[0] if cost == "token" else None
+    best = math.inf
+    for start in range(0, budget, batch):
+        seqs = rng.integers(0, engine.cfg.lam.num_actions, (min(batch, budget - start), horizon))
+        out = engine.imagine(context, seqs, steps=steps, temperature=temperature, rng=rng)
+        costs = goal_cost(engine, out.frames[:, -1], out.tokens[:, -1], goal, goal_tokens, cost)
+        best = min(best, float(costs.min()))
+    return best
