@@ -65,8 +65,15 @@ demo: setup
 	@cp $(DEMO_RUN)/dynamics/samples/next_frame_step0000300.png outputs/demo/dynamics_next_frame.png
 	@echo "== held-out evaluation (sim validation episodes):"
 	@for s in tokenizer lam dynamics; do printf '%s: ' $$s; tr -d '\n ' < $(DEMO_RUN)/$$s/eval.json; echo; done
+	$(BIN)/genie-robot fit-adapter model=demo adapter.train_clips=100 adapter.val_clips=32
+	@# A short eval (the full one: `genie-robot eval`, see docs/BENCHMARKS.md). Temperature 0.3: the
+	@# 1M-parameter CPU demo model's samples at the paper's 2.0 are mostly noise.
+	$(BIN)/genie-robot eval model=demo eval.max_clips=12 eval.grid_contexts=1 eval.grid_horizon=4 \
+		eval.plan_episodes=1 eval.temperature=0.3 eval.out=outputs/demo/eval
+	@cat outputs/demo/eval/eval.md
 	@echo "demo outputs: outputs/sim/fractal20220817_data/0.1.0 (dataset), outputs/demo/*.png (contact sheet,"
-	@echo "  reconstructions, next-frame predictions), $(DEMO_RUN)/<stage>/ (checkpoints, TensorBoard, eval.json)"
+	@echo "  reconstructions, next-frame predictions), outputs/demo/eval/ (report, per-action rollouts, plan.gif),"
+	@echo "  $(DEMO_RUN)/<stage>/ (checkpoints, TensorBoard, eval.json), $(DEMO_RUN)/adapter.json"
 
 lint: setup
 	$(BIN)/ruff check genie_robot tests

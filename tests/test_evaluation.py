@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from genie_robot.evaluation.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr
+from genie_robot.evaluation.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr, ssim
 
 
 def test_nmi_is_one_for_a_relabelling_and_near_zero_for_independent_labels():
@@ -36,6 +36,13 @@ def test_kmeans_and_knn_recover_separated_clusters():
     assert acc == 1.0 and majority < 0.5
 
 
+def test_ssim_is_one_for_identical_images_and_lower_for_noise():
+    rng = np.random.default_rng(0)
+    a = np.broadcast_to(np.linspace(0, 255, 40, dtype=np.uint8), (2, 3, 32, 40)).copy()  # a smooth ramp
+    noisy = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    assert ssim(a, a) == pytest.approx(1.0) and ssim(noisy, a) < 0.9
+
+
 def test_psnr_of_identical_and_off_by_one_images():
     a = np.full((2, 3, 4, 4), 100, np.uint8)
     assert psnr(a, a).min() >= 99
@@ -51,6 +58,7 @@ def test_eval_command_writes_json_markdown_and_pictures(trained, sim_dataset, tm
                  "eval.grid_contexts=1", "eval.grid_horizon=2", "eval.plan_episodes=2", "eval.plan_horizon=2",
                  "eval.plan_samples=4", "eval.plan_iterations=2", "eval.plan_steps=2"]) == 0
     result = json.loads((out / "eval.json").read_text())
+    assert 0 < result["tokenizer_ssim"] <= 1
     for key in ("tokenizer_psnr", "delta_psnr_t2", "psnr_t2_inferred_actions", "psnr_t2_random_actions",
                 "nmi_latent_vs_world_vector_clusters", "knn_accuracy_latent_from_real_action"):
         assert np.isfinite(result[key]), key

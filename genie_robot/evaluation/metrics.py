@@ -19,6 +19,15 @@ def psnr(pred_u8: np.ndarray, target_u8: np.ndarray) -> np.ndarray:
     return 10 * np.log10(1.0 / np.maximum(mse, 1e-10))
 
 
+def ssim(pred_u8: np.ndarray, target_u8: np.ndarray) -> float:
+    """Mean SSIM (torchmetrics: 11x11 Gaussian window, data range 1) of uint8 images [N, 3, H, W]."""
+    import torch
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    to = lambda x: torch.from_numpy(np.ascontiguousarray(x)).float().div(255.0)  # noqa: E731
+    return float(structural_similarity_index_measure(to(pred_u8), to(target_u8), data_range=1.0))
+
+
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 100) -> np.ndarray:
     """Cluster labels of the rows of x (Lloyd's algorithm, k-means++ seeding)."""
     rng = np.random.default_rng(seed)

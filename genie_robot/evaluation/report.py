@@ -1,6 +1,6 @@
 """`genie-robot eval`: Genie's evaluation of a trained run on held-out clips, as JSON + Markdown + pictures.
 
-- Tokenizer reconstruction PSNR (and SSIM) of every validation clip.
+- Tokenizer reconstruction PSNR and SSIM (torchmetrics) of every validation clip.
 - ΔtPSNR at t (the paper's controllability metric, t=4): from the clip's first frame, generate
   t frames with the latent actions the LAM infers from the real clip, and t frames with latent
   actions drawn uniformly at random; ΔtPSNR = PSNR(x_t, x̂_t) - PSNR(x_t, x̂'_t). Positive means
@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from genie_robot.data.reader import ClipDataset, DataConfig
-from genie_robot.evaluation.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr, standardize
+from genie_robot.evaluation.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr, ssim, standardize
 from genie_robot.evaluation.pictures import grid, save_gif, save_png
 from genie_robot.inference.world_model import WorldModel
 from genie_robot.planning.cem import plan, random_search
@@ -98,10 +98,11 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         raise ValueError(f"ΔtPSNR at t={cfg.t} needs clips of more than {cfg.t} frames, these have {t_len}")
     rng = np.random.default_rng(cfg.seed)
     num_actions = engine.cfg.lam.num_actions
-    rec_psnr, inferred_psnr, random_psnr, codes, generated = [], [], [], [], []
+    rec_psnr, rec_ssim, inferred_psnr, random_psnr, codes, generated = [], [], [], [], [], []
     for clip in tqdm(frames, desc="eval clips", unit="clip"):
         recon = engine.decode(engine.encode(clip))
         rec_psnr.append(psnr(recon, clip).mean())
+        rec_ssim.append(ssim(recon, clip))
         a = engine.infer_actions(clip)
         codes.append(a)
         plan = np.stack([a[: cfg.t], rng.integers(0, num_actions, cfg.t)])
@@ -118,6 +119,7 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
     result = {
         "clips": int(n), "frames_per_clip": int(t_len), "maskgit_steps": cfg.steps, "temperature": cfg.temperature,
         "tokenizer_psnr": float(np.mean(rec_psnr)),
+        "tokenizer_ssim": float(np.mean(rec_ssim)),
         f"psnr_t{cfg.t}_inferred_actions": float(np.mean(inferred_psnr)),
         f"psnr_t{cfg.t}_random_actions": float(np.mean(random_psnr)),
         f"delta_psnr_t{cfg.t}": float(np.mean(np.array(inferred_psnr) - np.array(random_psnr))),
@@ -194,6 +196,7 @@ def _markdown(r: dict, cfg: EvalConfig) -> str:
         "| metric | value |",
         "| --- | --- |",
         f"| tokenizer reconstruction PSNR | {r['tokenizer_psnr']:.2f} dB |",
+        f"| tokenizer reconstruction SSIM | {r['tokenizer_ssim']:.3f} |",
         f"| PSNR at t={t}, inferred latent actions | {r[f'psnr_t{t}_inferred_actions']:.2f} dB |",
         f"| PSNR at t={t}, random latent actions | {r[f'psnr_t{t}_random_actions']:.2f} dB |",
         f"| **ΔtPSNR at t={t}** | **{r[f'delta_psnr_t{t}']:.2f} dB** (std over clips "
