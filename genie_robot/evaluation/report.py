@@ -9,7 +9,9 @@
   clusters of the standardized `world_vector`, and k-NN accuracy of predicting the latent
   code from the full real action (world_vector, rotation_delta, gripper), with its baseline.
 - FVD only with a user-supplied I3D network (`eval.i3d`): without one it is reported as not
-  computed, with the reason; no stand-in network is ever used.
+  computed, with the reason; no stand-in network is ever used. The file is TorchScript (the
+  `i3d_torchscript.pt` FVD implementations share), which runs its own code: give only a file
+  you trust, as with any model weights that are not safetensors.
 - The Genie picture: for a few validation contexts, a row of rollouts under each latent action.
 - Planning: on held-out clips, CEM from the first frame towards the frame `plan_horizon`
   steps later, against random search with the same number of imagined candidates; the
