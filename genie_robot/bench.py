@@ -97,4 +97,4 @@ def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: i
         print(json.dumps(row), flush=True)
     return {"bench": "rollout", "model": model_cfg.name, "weights": ckpt or "random", "context_frames": context_frames,
             "window": model_cfg.frames, "horizon": horizon, "maskgit_steps": steps, "rows": rows,
-            "torch_threads": __import__("torch").get_num_threads(), **_machine()}
+            "torch_threads": torch.get_num_threads(), **_machine()}

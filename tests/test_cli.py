@@ -56,3 +56,15 @@ def test_contact_sheet_png(sim_dataset, tmp_path):
     assert r.returncode == 0, r.stderr
     img = Image.open(out)
     assert img.size == (3 * 320, 2 * (256 + 18))
+
+
+def test_bench_rollout_measures_cached_and_uncached_in_one_run():
+    r = run("bench", "rollout", "model=tiny", "bench.rollout.batches=[1,2]", "bench.rollout.horizon=2",
+            "bench.rollout.steps=2", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["bench"] == "rollout" and [row["batch"] for row in result["rows"]] == [1, 2]
+    for row in result["rows"]:
+        assert row["cached_frames_per_s"] > 0 and row["uncached_frames_per_s"] > 0
+        ratio = row["cached_frames_per_s"] / row["uncached_frames_per_s"]
+        assert abs(row["cached_speedup"] - ratio) <= 0.01 * ratio + 0.005  # rounded to 2 decimals
