@@ -63,21 +63,19 @@ def main(argv: list[str] | None = None) -> int:
 
             result = Trainer(cfg).fit()
             print(json.dumps({"stage": cfg.stage, **result}))
-        elif command == "eval":
-            from dataclasses import replace
-
-            from genie_robot.evaluation.report import EvalConfig, evaluate
+        elif command in ("eval", "fit-adapter"):
             from genie_robot.inference.world_model import WorldModel
 
             engine = WorldModel.load(cfg.ckpt)
-            data = replace(typed(cfg.data, DataConfig), resolution=list(engine.cfg.resolution),
-                           clip_frames=engine.cfg.frames)
-            result = evaluate(engine, data, typed(cfg.eval, EvalConfig))
-            print(json.dumps(result))
-        elif command == "fit-adapter":
-            from genie_robot.planning.fit_adapter import AdapterConfig, fit_adapter
+            data = engine.match_data(typed(cfg.data, DataConfig))
+            if command == "eval":
+                from genie_robot.evaluation.report import EvalConfig, evaluate
 
-            print(json.dumps(fit_adapter(cfg.ckpt, typed(cfg.data, DataConfig), typed(cfg.adapter, AdapterConfig))))
+                print(json.dumps(evaluate(engine, data, typed(cfg.eval, EvalConfig))))
+            else:
+                from genie_robot.planning.fit_adapter import AdapterConfig, fit_adapter
+
+                print(json.dumps(fit_adapter(engine, data, typed(cfg.adapter, AdapterConfig))))
         elif command == "imagine":
             from genie_robot.inference.prompt import imagine_from_image
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -272,3 +272,26 @@ class ClipDataset(IterableDataset):
             "episode": clip["episode"],
             "start": clip["start"],
         }
+
+
+def read_clips(cfg: DataConfig, split: str, limit: int, action_keys: tuple[str, ...] | list[str]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `limit` clips of `split` in reading order (no shuffling) as arrays, for evaluation.
+
+    Returns frames uint8 [N, T, 3, H, W] and the actions of `action_keys`, concatenated in
+    that order, [N, T, D] (entry t leads from frame t to t+1).
+    """
+    missing = [k for k in action_keys if k not in cfg.action_keys]
+    if missing:
+        raise ValueError(f"data.action_keys {list(cfg.action_keys)} lacks {missing}, which this command needs")
+    frames, actions, n = [], [], 0
+    for batch in ClipDataset(replace(cfg, shuffle=False, drop_remainder=False, repeat=False), split):
+        frames.append(batch["frames"].numpy())
+        actions.append(np.concatenate([batch["actions"][k].numpy() for k in action_keys], axis=-1))
+        n += len(frames[-1])
+        if n >= limit:
+            break
+    if not frames:
+        raise ValueError(f"{cfg.path} has no {split} clips of {cfg.clip_frames} frames "
+                         f"(data.val_fraction={cfg.val_fraction})")
+    return np.concatenate(frames)[:limit], np.concatenate(actions)[:limit]

@@ -21,16 +21,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from genie_robot.data.reader import ClipDataset, DataConfig
+from genie_robot.data.reader import DataConfig, read_clips
 from genie_robot.evaluation.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr, ssim, standardize
 from genie_robot.evaluation.pictures import grid, save_gif, save_png
 from genie_robot.inference.world_model import WorldModel
+from genie_robot.planning.adapter import ACTION_KEYS
 from genie_robot.planning.cem import plan, random_search
 
 
@@ -51,21 +52,6 @@ class EvalConfig:
     plan_iterations: int = 3
     plan_steps: int = 8          # MaskGIT steps inside planning (cheaper than eval.steps)
     plan_cost: str = "pixel"
-
-
-def _clips(data: DataConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to n validation clips (uint8 [N, T, 3, H, W]) and their real actions [N, T, 7]."""
-    frames, actions = [], []
-    ds = ClipDataset(replace(data, shuffle=False, drop_remainder=False, repeat=False), "val")
-    for batch in ds:
-        frames.append(batch["frames"].numpy())
-        actions.append(np.concatenate([batch["actions"][k].numpy() for k in data.action_keys], axis=-1))
-        if sum(len(f) for f in frames) >= n:
-            break
-    if not frames:
-        raise ValueError(f"{data.path} has no validation clips of {data.clip_frames} frames "
-                         f"(data.val_fraction={data.val_fraction})")
-    return np.concatenate(frames)[:n], np.concatenate(actions)[:n]
 
 
 def _fvd(i3d: str | None, real: np.ndarray, fake: np.ndarray) -> tuple[float | None, str]:
@@ -92,9 +78,10 @@ def _fvd(i3d: str | None, real: np.ndarray, fake: np.ndarray) -> tuple[float | N
 
 
 def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
+    """`data` must already match the model's resolution and window (`WorldModel.match_data`)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    frames, real_actions = _clips(data, cfg.max_clips)
+    frames, real_actions = read_clips(data, "val", cfg.max_clips, ACTION_KEYS)  # world_vector first
     n, t_len = frames.shape[:2]
     if cfg.t >= t_len:
         raise ValueError(f"ΔtPSNR at t={cfg.t} needs clips of more than {cfg.t} frames, these have {t_len}")
@@ -114,6 +101,7 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         random_psnr.append(psnr(gen.frames[1, cfg.t - 1][None], target)[0])
         generated.append(np.concatenate([clip[:1], gen.frames[0]]))
     codes_flat = np.concatenate(codes)
+    delta = np.array(inferred_psnr) - np.array(random_psnr)
     acts = real_actions[:, :-1].reshape(-1, real_actions.shape[-1])  # entry t leads from frame t to t+1
     clusters = kmeans(standardize(acts[:, :3]), num_actions, seed=cfg.seed)
     knn, majority = knn_accuracy(standardize(acts), codes_flat, seed=cfg.seed)
@@ -124,8 +112,8 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         "tokenizer_ssim": float(np.mean(rec_ssim)),
         f"psnr_t{cfg.t}_inferred_actions": float(np.mean(inferred_psnr)),
         f"psnr_t{cfg.t}_random_actions": float(np.mean(random_psnr)),
-        f"delta_psnr_t{cfg.t}": float(np.mean(np.array(inferred_psnr) - np.array(random_psnr))),
-        f"delta_psnr_t{cfg.t}_std": float(np.std(np.array(inferred_psnr) - np.array(random_psnr))),
+        f"delta_psnr_t{cfg.t}": float(delta.mean()),
+        f"delta_psnr_t{cfg.t}_std": float(delta.std()),
         "latent_actions_used": int(len(np.unique(codes_flat))),
         "latent_action_histogram": np.bincount(codes_flat, minlength=num_actions).tolist(),
         "nmi_latent_vs_world_vector_clusters": nmi(codes_flat, clusters),
@@ -155,8 +143,7 @@ def _action_grid(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: P
         rows = [np.concatenate([ctx, gen.frames[a]]) for a in range(num_actions)]
         image = grid(rows, [f"latent action {a}" for a in range(num_actions)])
         paths.append(str(save_png(image, out / f"actions_context{i}.png")))
-        # GIF: all actions side by side, frame by frame.
-        side = np.concatenate([np.concatenate([ctx, gen.frames[a]]) for a in range(num_actions)], axis=3)
+        side = np.concatenate(rows, axis=3)  # GIF: all actions side by side, frame by frame
         paths.append(str(save_gif(side, out / f"actions_context{i}.gif", fps=2, scale=2)))
     return paths
 

@@ -17,7 +17,7 @@ give the same tokens for the same random draws.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +100,10 @@ class WorldModel:
 
             engine.adapter = Adapter.load(root / "adapter.json")
         return engine
+
+    def match_data(self, data):
+        """A DataConfig cut to this model's resolution and window (data configs follow `model=`)."""
+        return replace(data, resolution=list(self.cfg.resolution), clip_frames=self.cfg.frames)
 
     # --- input checks ---------------------------------------------------------------------
     def _frames(self, frames, name: str = "frames") -> torch.Tensor:

@@ -52,18 +52,23 @@ def check_plan_args(horizon: int, num_samples: int, iterations: int, elite_fract
         raise ValueError(f"elite_fraction must be in (0, 1], got {elite_fraction}")
 
 
+def _goal(engine, goal_image, cost: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The checked goal frame, and its tokens when the cost compares tokens."""
+    goal = np.asarray(goal_image)
+    h, w = engine.cfg.resolution
+    if goal.shape != (engine.cfg.channels, h, w) or goal.dtype != np.uint8:
+        raise ValueError(f"goal image must be uint8 [{engine.cfg.channels}, {h}, {w}] (the model's resolution), "
+                         f"got {goal.dtype} {goal.shape}")
+    return goal, (engine.encode(goal[None])[0] if cost == "token" else None)
+
+
 def plan(engine, context, goal_image, horizon: int, num_samples: int = 32, iterations: int = 4, seed: int = 0,
          elite_fraction: float = 0.125, cost: str = "pixel", steps: int = 25, temperature: float = 2.0,
          smoothing: float = 0.1, progress: Callable[[int, float], None] | None = None,
          rng: np.random.Generator | None = None) -> PlanResult:
     """Best latent action sequence of length `horizon` from `context` towards `goal_image` [3, h, w]."""
     check_plan_args(horizon, num_samples, iterations, elite_fraction, cost)
-    goal = np.asarray(goal_image)
-    h, w = engine.cfg.resolution
-    if goal.shape != (engine.cfg.channels, h, w) or goal.dtype != np.uint8:
-        raise ValueError(f"goal image must be uint8 [{engine.cfg.channels}, {h}, {w}] (the model's resolution), "
-                         f"got {goal.dtype} {goal.shape}")
-    goal_tokens = engine.encode(goal[None])[0] if cost == "token" else None
+    goal, goal_tokens = _goal(engine, goal_image, cost)
     rng = rng if rng is not None else np.random.default_rng(seed)
     n_actions = engine.cfg.lam.num_actions
     probs = np.full((horizon, n_actions), 1.0 / n_actions)
@@ -93,9 +98,9 @@ def plan(engine, context, goal_image, horizon: int, num_samples: int = 32, itera
 def random_search(engine, context, goal_image, horizon: int, budget: int, batch: int, seed: int = 0,
                   cost: str = "pixel", steps: int = 25, temperature: float = 2.0) -> float:
     """Best cost of `budget` uniformly random sequences: the baseline CEM has to beat."""
+    check_plan_args(horizon, budget, 1, 1.0, cost)
+    goal, goal_tokens = _goal(engine, goal_image, cost)
     rng = np.random.default_rng(seed)
-    goal = np.asarray(goal_image)
-    goal_tokens = engine.encode(goal[None])[0] if cost == "token" else None
     best = math.inf
     for start in range(0, budget, batch):
         seqs = rng.integers(0, engine.cfg.lam.num_actions, (min(batch, budget - start), horizon))

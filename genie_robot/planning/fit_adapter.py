@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from genie_robot.data.reader import ClipDataset, DataConfig
+from genie_robot.data.reader import DataConfig, read_clips
 from genie_robot.inference.world_model import WorldModel
 from genie_robot.planning.adapter import ACTION_KEYS, fit, held_out_error
 
@@ -22,34 +22,21 @@ class AdapterConfig:
 
 
 def _labelled(engine: WorldModel, data: DataConfig, split: str, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    ids, acts = [], []
-    missing = [k for k in ACTION_KEYS if k not in data.action_keys]
-    if missing:
-        raise ValueError(f"the adapter needs data.action_keys to include {missing}")
-    ds = ClipDataset(replace(data, shuffle=False, drop_remainder=False, repeat=False), split)
-    with tqdm(total=n, desc=f"latent actions ({split})", unit="clip") as bar:
-        for batch in ds:
-            frames = batch["frames"].numpy()
-            real = np.concatenate([batch["actions"][k].numpy() for k in ACTION_KEYS], axis=-1)
-            latent = engine.infer_actions(frames)
-            for i in range(len(frames)):
-                ids.append(latent[i])
-                acts.append(real[i, :-1])  # entry t leads from frame t to t+1
-            bar.update(len(frames))
-            if len(ids) >= n:
-                break
-    if not ids:
-        raise ValueError(f"{data.path} has no {split} clips of {data.clip_frames} frames")
-    return ids[:n], acts[:n]
+    """Latent action ids [T-1] and real actions [T-1, 7] per clip of `split`."""
+    frames, real = read_clips(data, split, n, ACTION_KEYS)
+    latent = [engine.infer_actions(clip) for clip in tqdm(frames, desc=f"latent actions ({split})", unit="clip")]
+    return latent, list(real[:, :-1])  # entry t leads from frame t to t+1
 
 
-def fit_adapter(ckpt: str, data: DataConfig, cfg: AdapterConfig) -> dict:
-    engine = WorldModel.load(ckpt)
-    data = replace(data, resolution=list(engine.cfg.resolution), clip_frames=engine.cfg.frames)
+def fit_adapter(engine: WorldModel, data: DataConfig, cfg: AdapterConfig) -> dict:
+    """Fits on training clips, measures on validation clips, saves `<engine.source>/adapter.json`.
+
+    `data` must already match the model's resolution and window (`WorldModel.match_data`).
+    """
     ids, acts = _labelled(engine, data, "train", cfg.train_clips)
     adapter = fit(cfg.method, ids, acts, engine.cfg.lam.num_actions, cfg.ridge)
     val_ids, val_acts = _labelled(engine, data, "val", cfg.val_clips)
     adapter.info["held_out"] = held_out_error(adapter, val_ids, val_acts, np.concatenate(acts).mean(0))
     adapter.info["fitted_on"] = str(data.path)
-    path = adapter.save(Path(ckpt) / "adapter.json")
+    path = adapter.save(Path(engine.source) / "adapter.json")
     return {"adapter": str(path), "method": cfg.method, **adapter.info}
