@@ -23,7 +23,8 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup demo test lint bench clean
 help:
-	@echo "make demo   - set up, then simulate the RT-1-style dataset, describe it, draw a contact sheet"
+	@echo "make demo   - set up, simulate the RT-1-style dataset, train the three stages, evaluate, plan,"
+	@echo "              export to ONNX and verify the export"
 	@echo "make test   - set up, then lint and run the test suite"
 	@echo "make bench  - loader and simulator throughput (JSON lines)"
 	@echo "ORT=gpu     - with any target: onnxruntime-gpu instead of onnxruntime (GPU robots)"
@@ -73,12 +74,17 @@ demo: setup
 		eval.grid_contexts=1 eval.grid_horizon=4 eval.plan_episodes=1 eval.plan_samples=8 \
 		eval.plan_iterations=2 eval.out=outputs/demo/eval
 	@cat outputs/demo/eval/eval.md
+	@# The robot's form of the model: ONNX graphs + manifest, checked against the torch model.
+	$(BIN)/genie-robot export model=demo out=outputs/export/demo
+	$(BIN)/genie-robot export-verify model=demo out=outputs/export/demo > outputs/demo/export_verify.json
+	@echo "export-verify: every graph within bounds, imagine and plan token-identical (outputs/demo/export_verify.json)"
 	@echo "demo outputs: outputs/sim/fractal20220817_data/0.1.0 (dataset), outputs/demo/*.png (contact sheet,"
 	@echo "  reconstructions, next-frame predictions), outputs/demo/eval/ (report, per-action rollouts, plan.gif),"
-	@echo "  $(DEMO_RUN)/<stage>/ (checkpoints, TensorBoard, eval.json), $(DEMO_RUN)/adapter.json"
+	@echo "  $(DEMO_RUN)/<stage>/ (checkpoints, TensorBoard, eval.json), $(DEMO_RUN)/adapter.json,"
+	@echo "  outputs/export/demo/ (ONNX graphs + manifest for genie_robot.runtime.OnnxWorldModel)"
 
 lint: setup
-	$(BIN)/ruff check genie_robot tests
+	$(BIN)/ruff check genie_robot export tests scripts
 
 test: setup lint
 	$(BIN)/python -m pytest -q tests

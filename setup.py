@@ -19,7 +19,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    # export/ (ONNX export and verification) installs as genie_robot_export, not a bare `export`.
+    packages=[*find_packages(include=[PACKAGE, f"{PACKAGE}.*"]), "genie_robot_export"],
+    package_dir={"genie_robot_export": "export"},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

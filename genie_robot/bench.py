@@ -12,6 +12,7 @@ import platform
 import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from genie_robot.data.reader import ClipDataset, DataConfig
 from genie_robot.sim.writer import SimConfig, write_sim_dataset
@@ -57,26 +58,49 @@ def bench_sim(cfg: SimConfig, episodes: int) -> dict:
 
 
 def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: int, steps: int,
-                  temperature: float, repeats: int, ckpt: str | None = None) -> dict:
+                  temperature: float, repeats: int, ckpt: str | None = None, engine: str = "torch",
+                  uncached: bool = True) -> dict:
     """Imagined frames/s with and without the KV cache, same engine, context and random draws.
 
     Random weights unless `ckpt` names a trained run: the cost of a rollout does not depend on
     the weights. Timings cover the whole `imagine` call (encode, LAM, sampling, decode).
+    `engine=onnx` exports the same weights to a temporary directory and times the onnxruntime
+    engine (cached only: it has no uncached path); compare engines in separate processes
+    (scripts/bench_engines.py), since in one process they compete for the cores.
     """
-    import numpy as np
     import torch
 
     from genie_robot.inference.world_model import Limits, WorldModel
     from genie_robot.models import build
 
+    if engine not in ("torch", "onnx"):
+        raise ValueError(f"bench.rollout.engine must be torch or onnx, got '{engine}'")
     torch.manual_seed(0)
     limits = Limits(max_batch=max(batches), max_horizon=horizon)
     if ckpt:
-        engine = WorldModel.load(ckpt, limits=limits)
-        model_cfg = engine.cfg
+        world = WorldModel.load(ckpt, limits=limits)
+        model_cfg = world.cfg
     else:
         parts = {c: build(model_cfg, c) for c in ("tokenizer", "lam", "dynamics")}
-        engine = WorldModel(model_cfg, parts["tokenizer"], parts["dynamics"], lam=parts["lam"], limits=limits)
+        world = WorldModel(model_cfg, parts["tokenizer"], parts["dynamics"], lam=parts["lam"], limits=limits)
+    with tempfile.TemporaryDirectory() as tmp:
+        if engine == "onnx":
+            from genie_robot.runtime import OnnxWorldModel
+            from genie_robot_export.exporter import export_engine
+
+            export_engine(world, Path(tmp) / "export", progress=lambda _: None)
+            world, uncached = OnnxWorldModel(Path(tmp) / "export", limits=limits), False
+        rows = _time_rollouts(world, model_cfg, batches, context_frames, horizon, steps, temperature, repeats,
+                              (True, False) if uncached else (True,))
+    threads = world.providers[0] if engine == "onnx" else torch.get_num_threads()
+    return {"bench": "rollout", "engine": engine, "model": model_cfg.name, "weights": ckpt or "random",
+            "context_frames": context_frames, "window": model_cfg.frames, "horizon": horizon, "maskgit_steps": steps,
+            "rows": rows, ("provider" if engine == "onnx" else "torch_threads"): threads, **_machine()}
+
+
+def _time_rollouts(world, model_cfg, batches, context_frames, horizon, steps, temperature, repeats, modes) -> list:
+    import numpy as np
+
     rng = np.random.default_rng(0)
     h, w = model_cfg.resolution
     context = rng.integers(0, 256, (context_frames, 3, h, w), dtype=np.uint8)
@@ -84,17 +108,16 @@ def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: i
     for b in batches:
         actions = rng.integers(0, model_cfg.lam.num_actions, (b, horizon))
         row = {"batch": b}
-        for cached in (True, False):
-            engine.imagine(context, actions[:, :1], steps=2, temperature=temperature, seed=0, cached=cached)  # warm-up
+        for cached in modes:
+            world.imagine(context, actions[:, :1], steps=2, temperature=temperature, seed=0, cached=cached)  # warm-up
             start = time.perf_counter()
             for r in range(repeats):
-                engine.imagine(context, actions, steps=steps, temperature=temperature, seed=r, cached=cached)
+                world.imagine(context, actions, steps=steps, temperature=temperature, seed=r, cached=cached)
             elapsed = time.perf_counter() - start
             key = "cached_frames_per_s" if cached else "uncached_frames_per_s"
             row[key] = round(b * horizon * repeats / elapsed, 3)
-        row["cached_speedup"] = round(row["cached_frames_per_s"] / row["uncached_frames_per_s"], 2)
+        if len(modes) == 2:
+            row["cached_speedup"] = round(row["cached_frames_per_s"] / row["uncached_frames_per_s"], 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return {"bench": "rollout", "model": model_cfg.name, "weights": ckpt or "random", "context_frames": context_frames,
-            "window": model_cfg.frames, "horizon": horizon, "maskgit_steps": steps, "rows": rows,
-            "torch_threads": torch.get_num_threads(), **_machine()}
+    return rows

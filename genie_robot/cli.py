@@ -6,9 +6,12 @@ Commands:
   eval           ckpt=<run dir> data=<dataset>: Genie's metrics + pictures on validation clips (eval.*)
   fit-adapter    ckpt=<run dir> [data=...] [adapter.*]: latent -> RT-1 action adapter, saved beside the model
   imagine        prompt=<image> actions=0,3,3,5 [ckpt=<run dir>]: a GIF of the imagined future
+  export         ckpt=<run dir> out=<dir> [precision=fp32|fp16] [opset=18]: ONNX graphs + manifest
+  export-verify  ckpt=<run dir> out=<dir>: the export against the torch model (graphs, imagine, plan)
   data-info      print one JSON object describing data.path
   contact-sheet  PNG of frames from several episodes of data.path (sheet.*)
   bench data|sim|rollout  throughput; the last line printed is one JSON object
+                 (bench rollout bench.rollout.engine=torch|onnx)
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import sys
 
 from genie_robot.config import load_config, typed
 
-COMMANDS = ("sim", "train", "eval", "fit-adapter", "imagine", "data-info", "contact-sheet", "bench")
+COMMANDS = ("sim", "train", "eval", "fit-adapter", "imagine", "export", "export-verify", "data-info",
+            "contact-sheet", "bench")
 BENCH_TARGETS = ("data", "sim", "rollout")
 
 
@@ -43,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     rest = [a for a in rest if a != "--json"]  # JSON is always the last line of bench output
     # `actions=0,3,3,5` would be a Hydra sweep; quote it into one string.
     rest = [f"actions='{a[8:]}'" if a.startswith("actions=") and "'" not in a else a for a in rest]
+
+    import logging
+
+    # Our own progress lines (e.g. which onnxruntime provider is active), not other libraries'.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    logging.getLogger("genie_robot").addHandler(handler)
+    logging.getLogger("genie_robot").setLevel(logging.INFO)
 
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -80,6 +92,18 @@ def main(argv: list[str] | None = None) -> int:
             from genie_robot.inference.prompt import imagine_from_image
 
             print(f"wrote {imagine_from_image(cfg)}")
+        elif command == "export":
+            from genie_robot_export.exporter import export
+
+            print(f"wrote {export(cfg.ckpt, cfg.out, cfg.precision, cfg.opset)}")
+        elif command == "export-verify":
+            from genie_robot_export.verify import verify
+
+            report = verify(cfg.ckpt, cfg.out)
+            print(json.dumps(report))
+            if not report["ok"]:
+                print(f"genie-robot export-verify: the export in {cfg.out} does NOT match {cfg.ckpt}", file=sys.stderr)
+                return 1
         elif command == "data-info":
             from genie_robot.data.info import describe
 
@@ -97,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
             r = cfg.bench.rollout
             print(json.dumps(bench_rollout(typed(cfg.model, ModelConfig), list(r.batches), r.context_frames, r.horizon,
-                                           r.steps, r.temperature, r.repeats, r.ckpt)))
+                                           r.steps, r.temperature, r.repeats, r.ckpt, r.engine, r.uncached)))
         elif target == "data":
             from genie_robot.bench import bench_data
 

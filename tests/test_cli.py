@@ -68,3 +68,13 @@ def test_bench_rollout_measures_cached_and_uncached_in_one_run():
         assert row["cached_frames_per_s"] > 0 and row["uncached_frames_per_s"] > 0
         ratio = row["cached_frames_per_s"] / row["uncached_frames_per_s"]
         assert abs(row["cached_speedup"] - ratio) <= 0.01 * ratio + 0.005  # rounded to 2 decimals
+
+
+def test_bench_rollout_times_the_onnxruntime_engine_in_its_own_process():
+    r = run("bench", "rollout", "model=tiny", "bench.rollout.engine=onnx", "bench.rollout.batches=[2]",
+            "bench.rollout.horizon=2", "bench.rollout.steps=2", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["engine"] == "onnx" and result["provider"] == "CPUExecutionProvider"
+    assert result["rows"][0]["cached_frames_per_s"] > 0 and "uncached_frames_per_s" not in result["rows"][0]
+    assert "onnxruntime engine: CPUExecutionProvider active" in r.stderr  # the one line naming the provider

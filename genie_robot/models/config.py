@@ -1,13 +1,39 @@
 """Typed configs for the three Genie components, and the registry of sizes in configs/model/.
 
-Only the top-level model takes a `ModelConfig`; sub-modules take the pieces they need.
+Only the top-level model takes a `ModelConfig`; sub-modules take the pieces they need. This
+module imports no torch: the onnxruntime engine reads the same config from an export manifest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
-from genie_robot.models.st_transformer import STConfig
+
+@dataclass
+class STConfig:
+    """Width and depth of one ST-transformer."""
+
+    d_model: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    head_dim: int | None = None  # None: d_model // num_heads
+    ffn_mult: float = 4.0
+    attention: str = "st"  # st | spatial | full
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_heads * (self.head_dim or self.d_model // self.num_heads)
+
+    @property
+    def ffn_dim(self) -> int:
+        return max(8, int(round(self.ffn_mult * self.d_model / 8)) * 8)
+
+    def validate(self, where: str) -> None:
+        if self.attention not in ("st", "spatial", "full"):
+            raise ValueError(f"{where}.attention must be st, spatial or full, got '{self.attention}'")
+        if self.head_dim is None and self.d_model % self.num_heads:
+            raise ValueError(
+                f"{where}: d_model {self.d_model} is not divisible by num_heads {self.num_heads}; set head_dim")
 
 
 @dataclass
@@ -50,6 +76,14 @@ class ModelConfig:
     # The named size of each part (the paper's figure), checked by the parameter-count test.
     named_params: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """The inverse of `to_dict` (a manifest's or checkpoint's plain dict); unknown keys are an error."""
+        return _from_dict(cls, d, "model")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
     def tokens_per_frame(self) -> int:
         h, w = self.resolution
         return (h // self.tokenizer.patch) * (w // self.tokenizer.patch)
@@ -69,3 +103,16 @@ class ModelConfig:
             st.validate(f"model.{name}")
         if not 0.0 < self.dynamics.mask_rate_min <= self.dynamics.mask_rate_max <= 1.0:
             raise ValueError("model.dynamics mask rates must satisfy 0 < min <= max <= 1")
+
+
+def _from_dict(cls, d: dict, where: str):
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(d).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown} (known: {sorted(known)})")
+    nested = {"tokenizer": TokenizerConfig, "lam": LAMConfig, "dynamics": DynamicsConfig, "transformer": STConfig,
+              "encoder": STConfig, "decoder": STConfig}
+    args = {k: _from_dict(nested[k], v, f"{where}.{k}") if k in nested else v for k, v in d.items()}
+    return cls(**args)

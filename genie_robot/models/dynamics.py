@@ -34,17 +34,20 @@ class DynamicsModel(nn.Module):
         x = torch.cat([x[:, :1], x[:, 1:] + act], dim=1)
         return self.head(self.transformer(self.pos(x)))
 
-    def step(self, tokens_BS: torch.Tensor, action_B: torch.Tensor | None, t: int, past_k: torch.Tensor,
-             past_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(self, tokens_BS: torch.Tensor, action_B: torch.Tensor | None, t: int | torch.Tensor,
+             past_k: torch.Tensor, past_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits [B, S, vocab] of one frame at window position t, given the earlier frames' cache.
 
-        `action_B` is the action that leads into this frame (None for the window's first frame).
-        The cache (`empty_cache`, grown by the returned keys/values along dim 3) holds every
-        layer's temporal keys/values of frames 0..t-1, so a MaskGIT step costs one frame, not t+1.
+        `action_B` is the action that leads into this frame: None, or negative entries
+        (genie_robot.inference.rollout.NO_ACTION), for the window's first frame, which has
+        none (a sentinel as well as None, so one exported graph serves every position). The
+        cache (`empty_cache`, grown by the returned keys/values along dim 3) holds every layer's
+        temporal keys/values of frames 0..t-1, so a MaskGIT step costs one frame, not t+1.
         """
         x = self.embed(tokens_BS)
         if action_B is not None:
-            x = x + self.action_embed(action_B)[:, None, :]
+            act = self.action_embed(action_B.clamp(min=0))[:, None, :]
+            x = x + torch.where((action_B >= 0)[:, None, None], act, torch.zeros_like(act))
         h, k, v = self.transformer.step(self.pos.at(x, t), past_k, past_v)
         return self.head(h), k, v
 

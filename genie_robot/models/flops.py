@@ -7,8 +7,7 @@ formula); norms, softmax and elementwise work are left out.
 
 from __future__ import annotations
 
-from genie_robot.models.config import ModelConfig
-from genie_robot.models.st_transformer import STConfig
+from genie_robot.models.config import ModelConfig, STConfig
 
 
 def st_layer_flops(cfg: STConfig, new_tokens: int, frame_tokens: int, temporal_keys: int) -> float:

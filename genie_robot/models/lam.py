@@ -49,11 +49,14 @@ class StepwiseBatchNorm(nn.Module):
     def forward(self, z_BTC: torch.Tensor) -> torch.Tensor:
         b, t, c = z_BTC.shape
         flat = z_BTC.reshape(b, t * c)
-        if t == self.steps:
+        if self.training:
+            if t != self.steps:
+                raise ValueError(f"training needs clips of {self.steps + 1} frames, got {t + 1}")
             return self.bn(flat).view_as(z_BTC)
-        if self.training or t > self.steps:
-            raise ValueError(f"training needs clips of {self.steps + 1} frames and inference at most that, "
-                             f"got {t + 1}")
+        if t > self.steps:
+            raise ValueError(f"inference takes at most {self.steps + 1} frames, got {t + 1}")
+        # One path for every length t (running statistics of the first t indices), so an
+        # exported graph with a dynamic time axis computes exactly this.
         n = t * c
         return F.batch_norm(flat, self.bn.running_mean[:n], self.bn.running_var[:n], training=False,
                             eps=self.bn.eps).view_as(z_BTC)

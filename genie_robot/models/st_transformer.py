@@ -13,38 +13,11 @@ Two ablation layouts share the block: `spatial` (ViT: no temporal mixing) and `f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class STConfig:
-    """Width and depth of one ST-transformer."""
-
-    d_model: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    head_dim: int | None = None  # None: d_model // num_heads
-    ffn_mult: float = 4.0
-    attention: str = "st"  # st | spatial | full
-
-    @property
-    def inner_dim(self) -> int:
-        return self.num_heads * (self.head_dim or self.d_model // self.num_heads)
-
-    @property
-    def ffn_dim(self) -> int:
-        return max(8, int(round(self.ffn_mult * self.d_model / 8)) * 8)
-
-    def validate(self, where: str) -> None:
-        if self.attention not in ("st", "spatial", "full"):
-            raise ValueError(f"{where}.attention must be st, spatial or full, got '{self.attention}'")
-        if self.head_dim is None and self.d_model % self.num_heads:
-            raise ValueError(
-                f"{where}: d_model {self.d_model} is not divisible by num_heads {self.num_heads}; set head_dim")
+from genie_robot.models.config import STConfig
 
 
 class Attention(nn.Module):
@@ -73,6 +46,18 @@ class Attention(nn.Module):
 
     def forward(self, x_NLD: torch.Tensor, causal: bool = False, mask_LL: torch.Tensor | None = None) -> torch.Tensor:
         return self.attend(*self.project(x_NLD), causal=causal, mask_LL=mask_LL)
+
+    def attend_one(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention of ONE query per sequence (q [N, heads, 1, head_dim]) over k/v [N, heads, T, head_dim].
+
+        The cached MaskGIT step's temporal attention. Written as multiply-and-sum rather than a
+        matmul with the keys transposed: in an exported ONNX graph that transpose copies the
+        whole cache on every step (most of the step's time on CPU onnxruntime), while this
+        form reads the cache in place, in torch as well.
+        """
+        scores = (q * k).sum(-1, keepdim=True) * self.head_dim**-0.5  # [N, heads, T, 1]
+        y = (scores.softmax(dim=2) * v).sum(2, keepdim=True)  # [N, heads, 1, head_dim]
+        return self.out(y.transpose(1, 2).flatten(2))
 
 
 class FeedForward(nn.Module):
@@ -132,7 +117,7 @@ class STBlock(nn.Module):
         b, s, d = x_BSD.shape
         x = x_BSD + self.attn_s(self.norm_s(x_BSD))
         q, k, v = self.attn_t.project(self.norm_t(x).reshape(b * s, 1, d))
-        y = self.attn_t.attend(q, torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2))
+        y = self.attn_t.attend_one(q, torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2))
         x = x + y.view(b, s, d)
         return x + self.ffn(self.norm_f(x)), k, v
 

@@ -49,12 +49,14 @@ class Adapter:
         out = self.weights[ids] if self.method == "mean" else self._features(ids) @ self.weights
         return out.astype(np.float32)
 
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "method": self.method, "num_actions": self.num_actions,
+                "action_keys": list(ACTION_KEYS), "weights": self.weights.tolist(), **self.info}
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        doc = {"format": FORMAT, "method": self.method, "num_actions": self.num_actions,
-               "action_keys": list(ACTION_KEYS), "weights": self.weights.tolist(), **self.info}
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
         tmp.replace(path)
         return path
 
@@ -63,15 +65,22 @@ class Adapter:
         path = Path(path)
         try:
             doc = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path} is not a genie-robot adapter (format {FORMAT}): {e}") from e
+        return cls.from_dict(doc, str(path))
+
+    @classmethod
+    def from_dict(cls, doc: dict, where: str = "adapter") -> Adapter:
+        try:
             if doc.get("format") != FORMAT or doc.get("method") not in METHODS:
                 raise ValueError(f"format {doc.get('format')} / method {doc.get('method')}")
             weights = np.asarray(doc["weights"], dtype=np.float64)
             a = int(doc["num_actions"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path} is not a genie-robot adapter (format {FORMAT}): {e}") from e
+        except (AttributeError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{where} is not a genie-robot adapter (format {FORMAT}): {e}") from e
         rows = a if doc["method"] == "mean" else 2 * a + 1
         if weights.shape != (rows, ACTION_DIM):
-            raise ValueError(f"{path}: weights have shape {weights.shape}, expected ({rows}, {ACTION_DIM})")
+            raise ValueError(f"{where}: weights have shape {weights.shape}, expected ({rows}, {ACTION_DIM})")
         info = {k: v for k, v in doc.items() if k not in ("format", "method", "num_actions", "weights", "action_keys")}
         return cls(doc["method"], a, weights, info)
 

@@ -32,12 +32,13 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from genie_robot.inference.engine import EngineError
 from genie_robot.training.parallel import unwrap
 
 STEP_PREFIX = "step_"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(EngineError):
     """A checkpoint that is missing, incomplete or does not fit the model being built."""
 
 

@@ -1,0 +1,171 @@
+"""`OnnxWorldModel`: the world model on onnxruntime and numpy, without PyTorch.
+
+What runs on a robot: the graphs `genie-robot export` wrote, behind the same API as the torch
+`WorldModel` (`encode`, `decode`, `infer_actions`, `imagine`, and `genie_robot.planning.plan`
+on top). Both engines share `genie_robot.inference.engine.Engine` (checks, windowing) and the
+rollout loop with its one MaskGIT sampler, so the same seed gives the same tokens.
+
+Execution providers are tried in the configured order (TensorRT, CUDA, CPU by default) and
+one log line names the active one. The dynamics cache lives in onnxruntime values bound with
+IO binding, so on a GPU it stays on the device between MaskGIT steps; only token ids go in and
+logits come out (sampling is numpy, on the host).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from genie_robot.inference.engine import Engine, EngineError, Limits
+from genie_robot.models.config import ModelConfig
+from genie_robot.runtime.manifest import CODEBOOK, GRAPHS, ONNX_DTYPES, ManifestError, read_manifest
+
+log = logging.getLogger(__name__)
+DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+class Graph:
+    """One inference session, its manifest entry, and errors that name the graph, never a stack dump."""
+
+    def __init__(self, name: str, path: Path, spec: dict, providers: list[str], options: ort.SessionOptions):
+        self.name, self.spec = name, spec
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as e:  # onnxruntime's own exception types derive from Exception only
+            raise ManifestError(f"onnxruntime cannot load graph '{name}' from {path}: {e}") from e
+        got = [i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()]
+        want = [i["name"] for i in spec["inputs"]], [o["name"] for o in spec["outputs"]]
+        if got != want:
+            raise ManifestError(f"graph '{name}' in {path} has inputs/outputs {got}, the manifest says {want}")
+        self.dtypes = {i["name"]: np.dtype(ONNX_DTYPES[i["dtype"]]) for i in spec["inputs"]}
+
+    def run(self, **inputs: np.ndarray) -> list[np.ndarray]:
+        feed = {k: np.ascontiguousarray(v, dtype=self.dtypes[k]) for k, v in inputs.items()}
+        try:
+            return self.session.run(None, feed)
+        except Exception as e:
+            shapes = {k: list(v.shape) for k, v in feed.items()}
+            raise EngineError(f"onnxruntime failed in graph '{self.name}' on inputs {shapes}: {e}") from e
+
+    def run_bound(self, binding: ort.IOBinding) -> None:
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as e:
+            raise EngineError(f"onnxruntime failed in graph '{self.name}': {e}") from e
+
+
+class OnnxWorldModel(Engine):
+    def __init__(self, directory: str | Path, providers: list[str] | tuple[str, ...] = DEFAULT_PROVIDERS,
+                 limits: Limits | None = None, check_files: bool = True, threads: int = 0):
+        root = Path(directory)
+        self.manifest = read_manifest(root, check_files=check_files)
+        try:
+            self.cfg = ModelConfig.from_dict(self.manifest["model"])
+        except (TypeError, ValueError) as e:
+            raise ManifestError(f"{root}/manifest.json: model config: {e}") from e
+        self.limits, self.source = limits or Limits(), str(root)
+        self.providers = self._choose(list(providers))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # onnxruntime's own warnings (e.g. unused initializers) stay quiet
+        # Between graph calls the sampler runs in numpy; spinning worker threads would take its cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        graphs = self.manifest["graphs"]
+        self.graphs = {name: Graph(name, root / graphs[name]["files"][0], graphs[name], self.providers, options)
+                       for name in GRAPHS if name in graphs}
+        self.active = self.graphs["dynamics_step"].session.get_providers()[0]
+        self.device = "cuda" if self.active in GPU_PROVIDERS else "cpu"
+        log.info("onnxruntime engine: %s active for %s (asked for %s)", self.active, root, ", ".join(providers))
+        try:
+            self.codebook = np.load(root / CODEBOOK, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ManifestError(f"{root / CODEBOOK} is not a readable codebook: {e}") from e
+        self.adapter = None
+        if self.manifest.get("adapter") is not None:
+            from genie_robot.planning.adapter import Adapter
+
+            self.adapter = Adapter.from_dict(self.manifest["adapter"], f"{root}/manifest.json adapter")
+
+    @staticmethod
+    def _choose(wanted: list[str]) -> list[str]:
+        available = ort.get_available_providers()
+        chosen = [p for p in wanted if p in available]
+        if not chosen:
+            raise EngineError(f"none of the execution providers {wanted} is available in this onnxruntime "
+                              f"({ort.__version__}: {available})")
+        return chosen
+
+    # --- primitives -----------------------------------------------------------------------
+    def _float(self, x: np.ndarray) -> np.ndarray:
+        return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
+
+    def _encode_window(self, frames: np.ndarray) -> np.ndarray:
+        return self.graphs["tokenizer_encoder"].run(frames=self._float(frames))[0]
+
+    def _decode_window(self, tokens: np.ndarray) -> np.ndarray:
+        return self.graphs["tokenizer_decoder"].run(tokens=tokens)[0].astype(np.float32)
+
+    def _lam_window(self, inputs: np.ndarray) -> np.ndarray:
+        x = inputs if self.cfg.lam.input == "tokens" else self._float(inputs)
+        return self.graphs["lam_encoder"].run(inputs=x)[0]
+
+    def _has_lam(self) -> bool:
+        return "lam_encoder" in self.graphs
+
+    def _codebook(self) -> np.ndarray:
+        return self.codebook
+
+    def _backend(self) -> OrtDynamics:
+        return OrtDynamics(self.graphs["dynamics_step"], self.graphs["dynamics_append"], self.manifest, self.device)
+
+
+class OrtDynamics:
+    """`DynamicsBackend` over the two dynamics graphs; the cache is (keys, values) as OrtValues."""
+
+    def __init__(self, step: Graph, append: Graph, manifest: dict, device: str):
+        self.step_graph, self.append_graph, self.device = step, append, device
+        self.mask_id = int(manifest["mask_id"])
+        c = manifest["cache"]
+        self.shape = (c["layers"], 1, manifest["tokens_per_frame"], c["heads"], 0, c["head_dim"])
+        self.dtype = step.dtypes["past_k"]
+
+    def _value(self, array: np.ndarray) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, dtype=self.dtype), self.device, 0)
+
+    def _bind(self, graph: Graph, cache, ids_BS, action_B, t) -> ort.IOBinding:
+        binding = graph.session.io_binding()
+        binding.bind_cpu_input("tokens", np.ascontiguousarray(ids_BS, dtype=np.int64))
+        binding.bind_cpu_input("action", np.ascontiguousarray(action_B, dtype=np.int64))
+        binding.bind_cpu_input("t", np.array(t, dtype=np.int64))
+        binding.bind_ortvalue_input("past_k", cache[0])
+        binding.bind_ortvalue_input("past_v", cache[1])
+        return binding
+
+    def empty(self):
+        zeros = np.zeros(self.shape, self.dtype)
+        return self._value(zeros), self._value(zeros)
+
+    def append(self, cache, ids_BS, action_B, t):
+        binding = self._bind(self.append_graph, cache, ids_BS, action_B, t)
+        binding.bind_output("keys", self.device, 0)
+        binding.bind_output("values", self.device, 0)
+        self.append_graph.run_bound(binding)
+        keys, values = binding.get_outputs()
+        return keys, values
+
+    def logits(self, cache, ids_BS, action_B, t):
+        binding = self._bind(self.step_graph, cache, ids_BS, action_B, t)
+        binding.bind_output("logits", "cpu")
+        self.step_graph.run_bound(binding)
+        return binding.copy_outputs_to_cpu()[0].astype(np.float32, copy=False)
+
+    def repeat(self, cache, batch):
+        # Once per request: the shared context's cache, copied for each candidate.
+        return tuple(self._value(np.repeat(c.numpy(), batch, axis=1)) for c in cache)
+
+    def batch(self, cache):
+        return cache[0].shape()[1]

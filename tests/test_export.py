@@ -1,0 +1,198 @@
+"""ONNX export, the torch-free onnxruntime engine, and export-verify, on the trained tiny run."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genie_robot.cli import main
+from genie_robot.inference.engine import EngineError
+from genie_robot.runtime import ManifestError, OnnxWorldModel
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory) -> tuple[Path, Path]:
+    """(run directory, its export) made through the CLI."""
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    assert main(["export", f"ckpt={trained}/train/tiny", f"out={out}"]) == 0
+    return trained / "train/tiny", out
+
+
+@pytest.fixture(scope="session")
+def engines(exported):
+    from genie_robot.inference.world_model import WorldModel
+
+    run, out = exported
+    return WorldModel.load(run), OnnxWorldModel(out, providers=["CPUExecutionProvider"])
+
+
+def test_export_writes_every_graph_and_a_complete_manifest(exported):
+    _, out = exported
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["graphs"]) == {"tokenizer_encoder", "tokenizer_decoder", "lam_encoder", "dynamics_step",
+                                       "dynamics_append"}
+    step = manifest["graphs"]["dynamics_step"]
+    assert [i["name"] for i in step["inputs"]] == ["tokens", "action", "t", "past_k", "past_v"]
+    assert step["inputs"][3]["shape"][1] == "batch" and step["inputs"][3]["shape"][4] == "past"
+    assert manifest["graphs"]["tokenizer_encoder"]["inputs"][0]["shape"][:2] == ["batch", "time"]
+    assert manifest["resolution"] == [16, 20] and manifest["tokens_per_frame"] == 20
+    assert manifest["vocab"] == 64 and manifest["num_actions"] == 8 and manifest["context_frames"] == 4
+    assert manifest["maskgit"]["steps"] == 25 and manifest["exporter"]["opset"] == 18
+    on_disk = {p.name for p in out.iterdir()} - {"manifest.json"}
+    assert set(manifest["files"]) == on_disk and all(len(d) == 64 for d in manifest["files"].values())
+
+
+def test_export_verify_passes_for_graphs_imagine_and_plan(exported, capsys):
+    run, out = exported
+    assert main(["export-verify", f"ckpt={run}", f"out={out}"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["ok"] and report["provider"] == "CPUExecutionProvider"
+    for name in ("tokenizer_decoder", "dynamics_step", "dynamics_append"):
+        for o in report["graphs"][name]["outputs"].values():
+            assert o["rel_error"] <= 1e-4
+    assert report["graphs"]["tokenizer_encoder"]["outputs"]["tokens"]["identical_fraction"] == 1.0
+    assert report["rollouts"]["imagine"]["tokens_identical"] and report["rollouts"]["plan"]["actions_identical"]
+
+
+@pytest.mark.parametrize("batch,horizon,context", [(1, 2, 1), (4, 3, 3), (2, 6, 4)])
+def test_both_engines_imagine_identical_tokens(engines, batch, horizon, context):
+    torch_engine, onnx_engine = engines
+    rng = np.random.default_rng(batch * 10 + horizon)
+    ctx = rng.integers(0, 256, (context, 3, 16, 20), dtype=np.uint8)
+    acts = rng.integers(0, 8, (batch, horizon))
+    a = torch_engine.imagine(ctx, acts, steps=5, temperature=2.0, seed=11)
+    b = onnx_engine.imagine(ctx, acts, steps=5, temperature=2.0, seed=11)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
+    if context > 1:
+        np.testing.assert_array_equal(torch_engine.infer_actions(ctx), onnx_engine.infer_actions(ctx))
+
+
+def test_both_engines_plan_identically(engines):
+    from genie_robot.planning.cem import plan
+
+    torch_engine, onnx_engine = engines
+    rng = np.random.default_rng(5)
+    ctx = rng.integers(0, 256, (3, 3, 16, 20), dtype=np.uint8)
+    goal = rng.integers(0, 256, (3, 16, 20), dtype=np.uint8)
+    for cost in ("pixel", "token"):
+        kw = {"horizon": 3, "num_samples": 8, "iterations": 3, "seed": 2, "steps": 4, "cost": cost}
+        a, b = plan(torch_engine, ctx, goal, **kw), plan(onnx_engine, ctx, goal, **kw)
+        np.testing.assert_array_equal(a.actions, b.actions)
+        assert a.cost == pytest.approx(b.cost, rel=1e-4)
+
+
+def test_runtime_checks_bad_requests_like_the_torch_engine(engines):
+    _, onnx_engine = engines
+    with pytest.raises(ValueError, match=r"context must be \[T, 3, 16, 20\]"):
+        onnx_engine.imagine(np.zeros((2, 3, 16, 21), np.uint8), [[1]])
+    with pytest.raises(ValueError, match=r"latent action ids must be in \[0, 8\)"):
+        onnx_engine.imagine(np.zeros((2, 3, 16, 20), np.uint8), [[9]])
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        onnx_engine.imagine(np.zeros((2, 3, 16, 20), np.uint8), [[1]], temperature=float("nan"))
+    with pytest.raises(ValueError, match="samples with its context cache only"):
+        onnx_engine.imagine(np.zeros((2, 3, 16, 20), np.uint8), [[1]], cached=False)
+    # Inputs that reach onnxruntime wrong: an error naming the graph, not onnxruntime's stack dump.
+    with pytest.raises(EngineError, match=r"onnxruntime failed in graph 'tokenizer_decoder' on inputs"):
+        onnx_engine.graphs["tokenizer_decoder"].run(tokens=np.zeros((1, 2, 21), np.int64))
+    with pytest.raises(EngineError, match=r"none of the execution providers \['NoSuchProvider'\]"):
+        OnnxWorldModel(onnx_engine.source, providers=["NoSuchProvider"])
+
+
+def test_load_refuses_missing_changed_or_foreign_exports(exported, tmp_path):
+    _, out = exported
+    with pytest.raises(ManifestError, match="manifest.json is missing"):
+        OnnxWorldModel(tmp_path)
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    data = next(bad.glob("dynamics_step.onnx.data"))
+    raw = bytearray(data.read_bytes())
+    raw[100] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with pytest.raises(ManifestError, match=r"dynamics_step.onnx.data does not match its sha256"):
+        OnnxWorldModel(bad)
+    data.unlink()
+    with pytest.raises(ManifestError, match=r"dynamics_step.onnx.data is missing"):
+        OnnxWorldModel(bad)
+    shutil.copy(out / data.name, data)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(ManifestError, match="format_version 99; this runtime reads version 1"):
+        OnnxWorldModel(bad)
+    (bad / "manifest.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="not readable JSON"):
+        OnnxWorldModel(bad)
+
+
+def test_export_refuses_to_overwrite_a_directory_that_is_not_an_export(exported, tmp_path, capsys):
+    run, _ = exported
+    (tmp_path / "keep.txt").write_text("mine")
+    assert main(["export", f"ckpt={run}", f"out={tmp_path}"]) == 1
+    assert "is not an earlier export" in capsys.readouterr().err and (tmp_path / "keep.txt").exists()
+    assert main(["export", f"ckpt={run}", f"out={tmp_path / 'x'}", "precision=fp8"]) == 1
+    assert "precision must be one of" in capsys.readouterr().err
+
+
+def _dist_closure(names: list[str]) -> set[str]:
+    """Distributions `names` need at run time (their requirements, recursively, no extras)."""
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        key = name.lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        for req in importlib.metadata.requires(name) or []:
+            r = Requirement(req)
+            if r.marker is None or r.marker.evaluate({"extra": ""}):
+                todo.append(r.name)
+    return seen
+
+
+def test_runtime_imports_and_runs_in_a_venv_without_torch(exported, tmp_path):
+    """A fresh venv holding only numpy, onnxruntime (with its dependencies) and genie_robot."""
+    _, out = exported
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    for dist_name in _dist_closure(["numpy", "onnxruntime"]):
+        dist = importlib.metadata.distribution(dist_name)
+        assert "torch" not in dist_name
+        tops = {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
+        for top in tops:
+            src = Path(dist.locate_file(top))
+            if src.exists() and not (site / top).exists():
+                (site / top).symlink_to(src)
+    (site / "genie_robot").symlink_to(REPO / "genie_robot")
+    code = (
+        "import sys, numpy as np\n"
+        "import genie_robot.runtime as rt\n"
+        f"engine = rt.OnnxWorldModel({str(out)!r})\n"
+        "ctx = np.random.default_rng(0).integers(0, 256, (3, 3, 16, 20), dtype=np.uint8)\n"
+        "out = engine.imagine(ctx, [[1, 2], [3, 4]], steps=3, seed=0)\n"
+        "from genie_robot.planning.cem import plan\n"
+        "p = plan(engine, ctx, ctx[-1], horizon=2, num_samples=4, iterations=1, steps=2)\n"
+        "assert 'torch' not in sys.modules and 'omegaconf' not in sys.modules\n"
+        "print(out.tokens.shape, p.actions.shape)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    result = subprocess.run([str(venv / "bin/python"), "-c", code], capture_output=True, text=True, env=env,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(2, 2, 20) (2,)"
+    missing = subprocess.run([str(venv / "bin/python"), "-c", "import torch"], capture_output=True, env=env,
+                             cwd=tmp_path)
+    assert missing.returncode != 0  # the venv really has no torch
