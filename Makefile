@@ -59,11 +59,11 @@ demo: setup
 	$(BIN)/genie-robot contact-sheet
 	$(DEMO_TRAIN) stage=tokenizer train.steps=400 data.batch_size=4
 	$(DEMO_TRAIN) stage=lam train.steps=400 data.batch_size=8
-	$(DEMO_TRAIN) stage=dynamics train.steps=300 data.batch_size=4
+	$(DEMO_TRAIN) stage=dynamics train.steps=260 data.batch_size=4
 	@mkdir -p outputs/demo
 	@cp $(DEMO_RUN)/tokenizer/samples/reconstruction_step0000400.png outputs/demo/tokenizer_reconstruction.png
 	@cp $(DEMO_RUN)/lam/samples/next_frame_step0000400.png outputs/demo/lam_next_frame.png
-	@cp $(DEMO_RUN)/dynamics/samples/next_frame_step0000300.png outputs/demo/dynamics_next_frame.png
+	@cp $(DEMO_RUN)/dynamics/samples/next_frame_step0000260.png outputs/demo/dynamics_next_frame.png
 	@echo "== held-out evaluation (sim validation episodes):"
 	@for s in tokenizer lam dynamics; do printf '%s: ' $$s; tr -d '\n ' < $(DEMO_RUN)/$$s/eval.json; echo; done
 	$(BIN)/genie-robot fit-adapter model=demo adapter.train_clips=100 adapter.val_clips=32

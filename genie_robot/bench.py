@@ -59,7 +59,7 @@ def bench_sim(cfg: SimConfig, episodes: int) -> dict:
 
 def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: int, steps: int,
                   temperature: float, repeats: int, ckpt: str | None = None, engine: str = "torch",
-                  uncached: bool = True) -> dict:
+                  uncached: bool = True, providers: list[str] | None = None) -> dict:
     """Imagined frames/s with and without the KV cache, same engine, context and random draws.
 
     Random weights unless `ckpt` names a trained run: the cost of a rollout does not depend on
@@ -85,11 +85,12 @@ def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: i
         world = WorldModel(model_cfg, parts["tokenizer"], parts["dynamics"], lam=parts["lam"], limits=limits)
     with tempfile.TemporaryDirectory() as tmp:
         if engine == "onnx":
-            from genie_robot.runtime import OnnxWorldModel
+            from genie_robot.runtime import DEFAULT_PROVIDERS, OnnxWorldModel
             from genie_robot_export.exporter import export_engine
 
             export_engine(world, Path(tmp) / "export", progress=lambda _: None)
-            world, uncached = OnnxWorldModel(Path(tmp) / "export", limits=limits), False
+            world = OnnxWorldModel(Path(tmp) / "export", providers=providers or DEFAULT_PROVIDERS, limits=limits)
+            uncached = False
         rows = _time_rollouts(world, model_cfg, batches, context_frames, horizon, steps, temperature, repeats,
                               (True, False) if uncached else (True,))
     threads = world.providers[0] if engine == "onnx" else torch.get_num_threads()

@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
             r = cfg.bench.rollout
             print(json.dumps(bench_rollout(typed(cfg.model, ModelConfig), list(r.batches), r.context_frames, r.horizon,
-                                           r.steps, r.temperature, r.repeats, r.ckpt, r.engine, r.uncached)))
+                                           r.steps, r.temperature, r.repeats, r.ckpt, r.engine, r.uncached,
+                                           list(cfg.runtime.providers))))
         elif target == "data":
             from genie_robot.bench import bench_data
 

@@ -196,3 +196,22 @@ def test_runtime_imports_and_runs_in_a_venv_without_torch(exported, tmp_path):
     missing = subprocess.run([str(venv / "bin/python"), "-c", "import torch"], capture_output=True, env=env,
                              cwd=tmp_path)
     assert missing.returncode != 0  # the venv really has no torch
+
+
+def test_fp16_export_runs_within_its_stated_bound(exported, tmp_path):
+    """Half-precision graphs (for GPU robots) load and run, each within 1e-2 of the fp16 torch module."""
+    import torch
+
+    from genie_robot.inference.world_model import WorldModel
+    from genie_robot_export.exporter import export
+    from genie_robot_export.verify import check_graphs
+
+    run, _ = exported
+    export(run, tmp_path / "fp16", precision="fp16", progress=lambda _: None)
+    engine = OnnxWorldModel(tmp_path / "fp16", providers=["CPUExecutionProvider"])
+    assert engine.manifest["precision"] == "fp16"
+    assert engine.graphs["dynamics_step"].dtypes["past_k"] == np.float16
+    report = check_graphs(WorldModel.load(run, dtype=torch.float16), engine, "fp16")
+    assert all(report[name]["ok"] for name in engine.graphs), report
+    out = engine.imagine(np.zeros((2, 3, 16, 20), np.uint8), [[1, 2]], steps=3, seed=0)
+    assert out.frames.shape == (1, 2, 3, 16, 20) and out.tokens.max() < 64
