@@ -59,7 +59,7 @@ def bench_sim(cfg: SimConfig, episodes: int) -> dict:
 
 def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: int, steps: int,
                   temperature: float, repeats: int, ckpt: str | None = None, engine: str = "torch",
-                  uncached: bool = True, providers: list[str] | None = None) -> dict:
+                  uncached: bool = True, providers: list[str] | None = None, threads: int = 0) -> dict:
     """Imagined frames/s with and without the KV cache, same engine, context and random draws.
 
     Random weights unless `ckpt` names a trained run: the cost of a rollout does not depend on
@@ -89,7 +89,8 @@ def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: i
             from genie_robot_export.exporter import export_engine
 
             export_engine(world, Path(tmp) / "export", progress=lambda _: None)
-            world = OnnxWorldModel(Path(tmp) / "export", providers=providers or DEFAULT_PROVIDERS, limits=limits)
+            world = OnnxWorldModel(Path(tmp) / "export", providers=providers or DEFAULT_PROVIDERS, limits=limits,
+                                   threads=threads)
             uncached = False
         rows = _time_rollouts(world, model_cfg, batches, context_frames, horizon, steps, temperature, repeats,
                               (True, False) if uncached else (True,))

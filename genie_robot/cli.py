@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             r = cfg.bench.rollout
             print(json.dumps(bench_rollout(typed(cfg.model, ModelConfig), list(r.batches), r.context_frames, r.horizon,
                                            r.steps, r.temperature, r.repeats, r.ckpt, r.engine, r.uncached,
-                                           list(cfg.runtime.providers))))
+                                           list(cfg.runtime.providers), cfg.runtime.threads)))
         elif target == "data":
             from genie_robot.bench import bench_data
 

@@ -1,11 +1,12 @@
 """What every world-model engine shares: the public API, its input checks, and the windowing.
 
 `Engine` is written in numpy only. A concrete engine (`WorldModel` on torch,
-`genie_robot.runtime.OnnxWorldModel` on onnxruntime) supplies five primitives over one window
+`genie_robot.runtime.OnnxWorldModel` on onnxruntime) supplies the primitives over one window
 of at most `cfg.frames` frames (`_encode_window`, `_decode_window`, `_lam_window`,
-`_codebook`, `_backend`), and gets `encode`, `decode`, `infer_actions`, `token_embeddings`
-and `imagine` with identical semantics and identical error messages. The planner
-(genie_robot.planning.cem) only calls this API, so it runs on either engine.
+`_has_lam`, `_codebook`, and `_backend` for the dynamics model), and gets `encode`,
+`decode`, `infer_actions`, `token_embeddings` and `imagine` with identical semantics and
+identical error messages. The planner (genie_robot.planning.cem) only calls this API, so it
+runs on either engine.
 
 Frames are [T, 3, H, W] (or [B, T, 3, H, W]), uint8 in 0..255 or float in [0, 1], at the
 model's resolution; results are numpy arrays.
