@@ -9,9 +9,14 @@ BIN := $(VENV)/bin
 # ORT=gpu swaps onnxruntime for onnxruntime-gpu (same module; never both installed).
 ORT ?= cpu
 ORT_GPU := onnxruntime-gpu==1.31.1
-SETUP_HASH := $(shell (cat requirements.txt constraints.txt setup.py package.xml Makefile; echo $(ORT)) 2>/dev/null | sha256sum | cut -c1-16)
+SETUP_HASH := $(shell (cat requirements.txt constraints.txt setup.py package.xml Makefile scripts/build_interfaces.sh \
+	genie_robot_interfaces/*.* genie_robot_interfaces/*/*; echo $(ORT)) 2>/dev/null | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.setup-stamp-$(SETUP_HASH)
 APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libgles2
+# Building genie_robot_interfaces (rosidl type support) needs CMake, a C/C++ compiler and Python's headers.
+BUILD_APT_PACKAGES := cmake g++ make
+PY_HEADERS := $(shell $(PYTHON) -c "import sysconfig, os; print(int(os.path.isfile(sysconfig.get_paths()['include'] + '/Python.h')))" 2>/dev/null)
+PY_DEV_APT := python$(shell $(PYTHON) -c "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')" 2>/dev/null)-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The Google Robot model: an offline copy beside the checkout if there is one, else the
@@ -36,6 +41,10 @@ $(STAMP):
 	@if ! ldconfig -p | grep -q 'libEGL_mesa.so.0'; then \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
 	fi
+	@if ! command -v cmake >/dev/null || ! command -v c++ >/dev/null || [ "$(PY_HEADERS)" != 1 ]; then \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(BUILD_APT_PACKAGES) \
+			$(if $(filter 1,$(PY_HEADERS)),,$(PY_DEV_APT)); \
+	fi
 	@echo "== setup: $(VENV) with pinned Python packages"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
@@ -47,6 +56,8 @@ $(STAMP):
 	fi
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@if [ -z "$$MENAGERIE_ROOT" ]; then $(BIN)/python -m mujoco_menagerie prefetch google_robot; fi
+	@echo "== setup: genie_robot_interfaces (services and action of the ROS node) into $(VENV)"
+	scripts/build_interfaces.sh $(VENV)
 	@rm -f $(VENV)/.setup-stamp-* && touch $@
 	@echo "== setup done"
 
