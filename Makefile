@@ -95,7 +95,7 @@ demo: setup
 	@echo "  outputs/export/demo/ (ONNX graphs + manifest for genie_robot.runtime.OnnxWorldModel)"
 
 lint: setup
-	$(BIN)/ruff check genie_robot export tests scripts
+	$(BIN)/ruff check genie_robot export ros_nodes tests scripts
 
 test: setup lint
 	$(BIN)/python -m pytest -q tests

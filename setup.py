@@ -20,15 +20,18 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     # export/ (ONNX export and verification) installs as genie_robot_export, not a bare `export`.
-    packages=[*find_packages(include=[PACKAGE, f"{PACKAGE}.*"]), "genie_robot_export"],
-    package_dir={"genie_robot_export": "export"},
+    # ros_nodes/ (rclpy nodes) installs as genie_robot_ros.
+    packages=[*find_packages(include=[PACKAGE, f"{PACKAGE}.*"]), "genie_robot_export", "genie_robot_ros"],
+    package_dir={"genie_robot_export": "export", "genie_robot_ros": "ros_nodes"},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", ["ros_nodes/launch/world_model.launch.py"]),
         *configs,
     ],
     install_requires=[],  # pinned in requirements.txt; `make setup` installs them
     extras_require={"gpu": ["onnxruntime-gpu"]},
-    entry_points={"console_scripts": ["genie-robot = genie_robot.cli:main"]},
+    entry_points={"console_scripts": ["genie-robot = genie_robot.cli:main",
+                                      "world_model_node = genie_robot_ros.world_model_node:main"]},
     zip_safe=False,
 )

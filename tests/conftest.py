@@ -181,3 +181,13 @@ def trained(sim_dataset, tmp_path_factory) -> Path:
                      "train.eval_every=30", f"train.tokenizer_ckpt={ckpt}/tokenizer",
                      f"train.lam_ckpt={ckpt}/lam")).fit()
     return out
+
+
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory) -> tuple[Path, Path]:
+    """(run directory, its export) made through the CLI."""
+    from genie_robot.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    assert main(["export", f"ckpt={trained}/train/tiny", f"out={out}"]) == 0
+    return trained / "train/tiny", out

@@ -21,14 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def exported(trained, tmp_path_factory) -> tuple[Path, Path]:
-    """(run directory, its export) made through the CLI."""
-    out = tmp_path_factory.mktemp("export") / "tiny"
-    assert main(["export", f"ckpt={trained}/train/tiny", f"out={out}"]) == 0
-    return trained / "train/tiny", out
-
-
-@pytest.fixture(scope="session")
 def engines(exported):
     from genie_robot.inference.world_model import WorldModel
 

@@ -1,0 +1,78 @@
+"""Camera images to model frames, and the ring buffer of recent frames: no ROS imports.
+
+The ROS node hands over a sensor_msgs/Image's fields (encoding, height, width, step, data);
+everything that can be wrong with them is checked here, with a message that says what was
+expected, so the node can answer a bad request with that message and keep serving.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from genie_robot.inference.image import fit_image
+
+# encoding -> (bytes per pixel, channel order giving RGB)
+ENCODINGS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)), "bgra8": (4, (2, 1, 0)),
+             "mono8": (1, (0, 0, 0))}
+
+
+class FrameError(ValueError):
+    """An image that cannot become a model frame (encoding, size or data length)."""
+
+
+def to_rgb(encoding: str, height: int, width: int, step: int, data: bytes | bytearray | memoryview,
+           what: str = "image") -> np.ndarray:
+    """uint8 [height, width, 3] RGB from an image's raw fields, or a FrameError saying what is wrong."""
+    if encoding not in ENCODINGS:
+        raise FrameError(f"{what}: unsupported encoding '{encoding}' (supported: {', '.join(ENCODINGS)})")
+    if height <= 0 or width <= 0:
+        raise FrameError(f"{what}: height and width must be > 0, got {height}x{width}")
+    channels, order = ENCODINGS[encoding]
+    if step < width * channels:
+        raise FrameError(f"{what}: step {step} is less than width * {channels} bytes ({width * channels}) for "
+                         f"{encoding}")
+    if len(data) != step * height:
+        raise FrameError(f"{what}: data has {len(data)} bytes, expected step * height = {step} * {height} = "
+                         f"{step * height}")
+    rows = np.frombuffer(bytes(data), np.uint8).reshape(height, step)[:, : width * channels]
+    return rows.reshape(height, width, channels)[..., list(order)]
+
+
+def to_model_frame(encoding: str, height: int, width: int, step: int, data, resolution, what: str = "image"
+                   ) -> np.ndarray:
+    """uint8 [3, h, w] at the model's resolution (centre crop to its aspect ratio, area resize)."""
+    return fit_image(to_rgb(encoding, height, width, step, data, what), tuple(resolution))
+
+
+class FrameBuffer:
+    """The latest camera frames at the model's frame rate (older frames drop out)."""
+
+    def __init__(self, capacity: int, frame_rate: float):
+        if capacity < 1 or not frame_rate > 0:
+            raise ValueError(f"frame buffer needs capacity >= 1 and frame_rate > 0, got {capacity}, {frame_rate}")
+        self.frames: deque[np.ndarray] = deque(maxlen=capacity)
+        self.period = 1.0 / frame_rate
+        self.last_stamp: float | None = None
+
+    def offer(self, stamp: float, make_frame) -> bool:
+        """Keeps the frame `make_frame()` builds if `period` has passed since the last kept one.
+
+        Camera frames come faster than the model's rate (RT-1: 3 Hz); the skipped ones are
+        never decoded.
+        """
+        if self.last_stamp is not None and stamp - self.last_stamp < self.period * 0.999:
+            return False
+        self.frames.append(make_frame())
+        self.last_stamp = stamp
+        return True
+
+    def latest(self, n: int) -> np.ndarray | None:
+        """The last n kept frames [n, 3, h, w] (fewer if fewer were kept), or None if there are none."""
+        if not self.frames:
+            return None
+        return np.stack(list(self.frames)[-n:])
+
+    def __len__(self) -> int:
+        return len(self.frames)

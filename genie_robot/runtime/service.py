@@ -1,0 +1,125 @@
+"""The world-model service behind the ROS node, with no ROS imports: request checks and calls.
+
+Each method takes plain values (frames already converted by genie_robot.runtime.camera),
+checks them against the node's limits, and calls the engine. Anything wrong raises
+`RequestError` with what was wrong and what was expected; the node turns it into
+`success=false` and keeps serving. One lock serializes engine calls: on a robot's one GPU
+(or a CPU) concurrent rollouts only compete for the same device, and queued requests keep
+memory bounded.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from genie_robot.runtime.camera import FrameBuffer
+
+
+class RequestError(ValueError):
+    """A request the node answers with success=false and this message."""
+
+
+class Cancelled(Exception):
+    """A plan whose goal was cancelled while it ran."""
+
+
+@dataclass
+class ServiceLimits:
+    context_frames: int = 8  # camera frames used when a request brings no context
+    max_candidates: int = 64
+    max_horizon: int = 16
+    max_context: int = 16
+    temperature: float = 2.0  # defaults for requests that leave them at 0
+    maskgit_steps: int = 25
+
+
+class WorldModelService:
+    def __init__(self, engine, limits: ServiceLimits, buffer: FrameBuffer):
+        self.engine, self.limits, self.buffer = engine, limits, buffer
+        self.lock = threading.Lock()
+        self.last_latency_ms: float | None = None
+
+    # --- checks ---------------------------------------------------------------------------
+    def context(self, frames: list[np.ndarray]) -> np.ndarray:
+        """The request's frames [T, 3, h, w], or the latest camera frames when it has none."""
+        if len(frames) > self.limits.max_context:
+            raise RequestError(f"{len(frames)} context frames exceed max_context={self.limits.max_context}")
+        if frames:
+            return np.stack(frames)
+        latest = self.buffer.latest(self.limits.context_frames)
+        if latest is None:
+            raise RequestError("no camera frame received yet and the request's context is empty: publish images "
+                               "on the node's `image` topic or send context frames")
+        return latest
+
+    def _count(self, name: str, value: int, limit: int, param: str) -> int:
+        if not 1 <= value <= limit:
+            raise RequestError(f"{name} must be in 1..{limit} ({param}), got {value}")
+        return int(value)
+
+    def _actions(self, ids, count: int, what: str) -> np.ndarray:
+        a = np.frombuffer(bytes(ids), np.uint8).astype(np.int64) if isinstance(ids, (bytes, bytearray)) \
+            else np.asarray(list(ids), dtype=np.int64)
+        if len(a) != count:
+            raise RequestError(f"latent_actions has {len(a)} ids, expected {what} = {count}")
+        n = self.engine.cfg.lam.num_actions
+        if len(a) and a.max() >= n:
+            raise RequestError(f"latent action id {int(a.max())} is out of range: the model has {n} actions "
+                               f"(ids 0..{n - 1})")
+        return a
+
+    def _sampling(self, temperature: float, steps: int) -> tuple[float, int]:
+        if math.isnan(temperature) or math.isinf(temperature):
+            raise RequestError(f"temperature must be a finite number (<= 0: the node default), got {temperature}")
+        return (float(temperature) if temperature > 0 else self.limits.temperature,
+                int(steps) if steps > 0 else self.limits.maskgit_steps)
+
+    # --- calls ----------------------------------------------------------------------------
+    def rollout(self, frames: list[np.ndarray], latent_actions, num_candidates: int, horizon: int,
+                temperature: float, maskgit_steps: int, seed: int) -> tuple[np.ndarray, float]:
+        """Predicted frames [num_candidates * horizon, 3, h, w] (candidate-major) and the time taken (ms)."""
+        b = self._count("num_candidates", num_candidates, self.limits.max_candidates, "max_candidates")
+        h = self._count("horizon", horizon, self.limits.max_horizon, "max_horizon")
+        acts = self._actions(latent_actions, b * h, f"num_candidates * horizon = {b} * {h}").reshape(b, h)
+        temp, steps = self._sampling(temperature, maskgit_steps)
+        ctx = self.context(frames)
+        with self.lock:
+            start = time.perf_counter()
+            out = self.engine.imagine(ctx, acts, steps=steps, temperature=temp, seed=int(seed))
+            self.last_latency_ms = (time.perf_counter() - start) * 1000
+        return out.frames.reshape(b * h, *out.frames.shape[2:]), self.last_latency_ms
+
+    def infer_actions(self, frames: list[np.ndarray]) -> np.ndarray:
+        if len(frames) < 2:
+            raise RequestError(f"infer_actions needs at least 2 frames, got {len(frames)}")
+        if len(frames) > self.limits.max_context:
+            raise RequestError(f"{len(frames)} frames exceed max_context={self.limits.max_context}")
+        with self.lock:
+            return self.engine.infer_actions(np.stack(frames))
+
+    def plan(self, goal: np.ndarray, frames: list[np.ndarray], horizon: int, num_samples: int, iterations: int,
+             seed: int, progress=None, cancelled=lambda: False):
+        """CEM toward `goal` [3, h, w]; `progress(iteration, best_cost)` per iteration; raises Cancelled."""
+        from genie_robot.planning.cem import plan
+
+        h = self._count("horizon", horizon, self.limits.max_horizon, "max_horizon")
+        n = self._count("num_samples", num_samples, self.limits.max_candidates, "max_candidates")
+        its = self._count("iterations", iterations, 100, "at most 100")
+        ctx = self.context(frames)
+
+        def report(it: int, best: float) -> None:
+            if cancelled():
+                raise Cancelled()
+            if progress is not None:
+                progress(it, best)
+
+        with self.lock:
+            if cancelled():
+                raise Cancelled()
+            return plan(self.engine, ctx, goal, horizon=h, num_samples=n, iterations=its, seed=int(seed),
+                        steps=self.limits.maskgit_steps, temperature=self.limits.temperature, progress=report)

@@ -1,0 +1,227 @@
+"""`world_model_node`: the world model as a ROS 2 node (a thin layer over genie_robot.runtime).
+
+Watches the camera (`image`, remappable; rgb8, bgr8, rgba8, bgra8 or mono8, any size) and
+keeps the latest frames at the model's rate; serves `~/rollout` and `~/infer_actions`
+(genie_robot_interfaces/srv) and the `~/plan` action (feedback per CEM iteration, cancel
+honoured); publishes `~/status` (JSON: model, provider, buffer fill, last latency) at 1 Hz.
+Requests run one at a time, in arrival order (the engine is behind one lock); a plan goal is
+accepted while another runs and waits its turn. Every bad request gets success=false with a
+message saying what was wrong, and the node keeps serving.
+
+    ros2 run genie_robot world_model_node --ros-args --params-file world_model.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from genie_robot.runtime.camera import FrameBuffer, FrameError, to_model_frame
+from genie_robot.runtime.service import Cancelled, RequestError, ServiceLimits, WorldModelService
+from genie_robot_interfaces.action import Plan
+from genie_robot_interfaces.srv import InferActions, Rollout
+
+PARAMETERS = {  # name: (default, description)
+    "model_dir": ("", "exported model directory (engine onnx) or training run directory (engine torch)"),
+    "engine": ("onnx", "onnx (onnxruntime, no torch) or torch"),
+    "providers": (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+                  "onnxruntime execution providers, first available wins"),
+    "context_frames": (8, "camera frames used as context when a request brings none"),
+    "frame_rate": (3.0, "Hz: camera frames are subsampled to the model's rate (RT-1: 3 Hz)"),
+    "max_candidates": (64, "largest num_candidates / num_samples accepted"),
+    "max_horizon": (16, "largest horizon accepted"),
+    "max_context": (16, "most context frames a request may send"),
+    "temperature": (2.0, "MaskGIT temperature for requests that send <= 0"),
+    "maskgit_steps": (25, "MaskGIT steps for requests that send 0"),
+    "camera_qos": ("sensor_data", "sensor_data (best effort) or reliable"),
+    "camera_depth": (5, "camera subscription queue depth"),
+}
+
+
+class WorldModelNode(Node):
+    def __init__(self):
+        super().__init__("world_model_node")
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self._check(p)
+        self.engine = self._load(p)
+        cfg = self.engine.cfg
+        limits = ServiceLimits(context_frames=min(p["context_frames"], cfg.frames), max_candidates=p["max_candidates"],
+                               max_horizon=p["max_horizon"], max_context=p["max_context"],
+                               temperature=p["temperature"], maskgit_steps=p["maskgit_steps"])
+        self.service = WorldModelService(self.engine, limits, FrameBuffer(max(p["max_context"], 1), p["frame_rate"]))
+        self.resolution = list(cfg.resolution)
+        self.provider = getattr(self.engine, "active", "torch")
+        self._dropped_warned = 0.0
+
+        qos = qos_profile_sensor_data if p["camera_qos"] == "sensor_data" else QoSProfile(depth=p["camera_depth"])
+        if p["camera_qos"] == "sensor_data":
+            qos.depth = p["camera_depth"]
+        camera_group, work = MutuallyExclusiveCallbackGroup(), ReentrantCallbackGroup()
+        self.create_subscription(Image, "image", self._on_image, qos, callback_group=camera_group)
+        self.create_service(Rollout, "~/rollout", self._rollout, callback_group=work)
+        self.create_service(InferActions, "~/infer_actions", self._infer_actions, callback_group=work)
+        self.plan_server = ActionServer(self, Plan, "~/plan", execute_callback=self._plan,
+                                        goal_callback=lambda _: GoalResponse.ACCEPT,
+                                        cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=work)
+        self.status = self.create_publisher(String, "~/status", 10)
+        self.create_timer(1.0, self._publish_status, callback_group=camera_group)
+        self.get_logger().info(f"world model {p['model_dir']} ({p['engine']}, {self.provider}) ready: "
+                               f"{cfg.name}, {self.resolution[0]}x{self.resolution[1]}, window {cfg.frames}")
+
+    # --- start ----------------------------------------------------------------------------
+    @staticmethod
+    def _check(p: dict) -> None:
+        if not p["model_dir"]:
+            raise ValueError("parameter model_dir is required (an exported model directory, `genie-robot export`)")
+        if p["engine"] not in ("onnx", "torch"):
+            raise ValueError(f"parameter engine must be onnx or torch, got '{p['engine']}'")
+        if p["camera_qos"] not in ("sensor_data", "reliable"):
+            raise ValueError(f"parameter camera_qos must be sensor_data or reliable, got '{p['camera_qos']}'")
+        for name in ("context_frames", "max_candidates", "max_horizon", "max_context", "maskgit_steps",
+                     "camera_depth"):
+            if not isinstance(p[name], int) or p[name] < 1:
+                raise ValueError(f"parameter {name} must be an integer >= 1, got {p[name]!r}")
+        for name in ("frame_rate", "temperature"):
+            if not isinstance(p[name], float) or not p[name] > 0:
+                raise ValueError(f"parameter {name} must be a number > 0, got {p[name]!r}")
+
+    @staticmethod
+    def _load(p: dict):
+        from genie_robot.inference.engine import Limits
+
+        limits = Limits(max_batch=p["max_candidates"], max_horizon=p["max_horizon"])
+        if p["engine"] == "onnx":
+            from genie_robot.runtime import OnnxWorldModel
+
+            return OnnxWorldModel(p["model_dir"], providers=list(p["providers"]), limits=limits)
+        from genie_robot.inference.world_model import WorldModel
+
+        return WorldModel.load(p["model_dir"], limits=limits)
+
+    # --- camera ---------------------------------------------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 or time.time()
+        try:
+            self.service.buffer.offer(stamp, lambda: self._frame(msg, "camera image"))
+        except FrameError as e:
+            now = time.monotonic()
+            if now - self._dropped_warned > 5.0:  # throttled: a misconfigured camera sends many
+                self.get_logger().warning(f"dropping camera frames: {e}")
+                self._dropped_warned = now
+
+    def _frame(self, msg: Image, what: str) -> np.ndarray:
+        return to_model_frame(msg.encoding, msg.height, msg.width, msg.step, msg.data, self.resolution, what)
+
+    def _frames(self, msgs, what: str) -> list[np.ndarray]:
+        return [self._frame(m, f"{what}[{i}]") for i, m in enumerate(msgs)]
+
+    def _image(self, frame: np.ndarray) -> Image:
+        h, w = frame.shape[1:]
+        return Image(height=h, width=w, encoding="rgb8", step=w * 3, data=np.ascontiguousarray(
+            frame.transpose(1, 2, 0)).tobytes())
+
+    # --- endpoints ------------------------------------------------------------------------
+    def _rollout(self, req, res):
+        try:
+            frames, ms = self.service.rollout(self._frames(req.context, "context"), req.latent_actions,
+                                              req.num_candidates, req.horizon, req.temperature, req.maskgit_steps,
+                                              req.seed)
+            res.frames = [self._image(f) for f in frames]
+            res.inference_ms = float(ms)
+            res.success = True
+        except (RequestError, FrameError, ValueError) as e:
+            res.success, res.message = False, str(e)
+        except Exception as e:  # the node keeps serving whatever happens inside one request
+            self.get_logger().error(f"rollout failed: {e!r}")
+            res.success, res.message = False, f"internal error: {e}"
+        return res
+
+    def _infer_actions(self, req, res):
+        try:
+            res.latent_actions = self.service.infer_actions(self._frames(req.frames, "frames")).astype(
+                np.uint8).tolist()
+            res.success = True
+        except (RequestError, FrameError, ValueError) as e:
+            res.success, res.message = False, str(e)
+        except Exception as e:
+            self.get_logger().error(f"infer_actions failed: {e!r}")
+            res.success, res.message = False, f"internal error: {e}"
+        return res
+
+    def _plan(self, goal_handle):
+        g = goal_handle.request
+        result = Plan.Result()
+
+        def progress(iteration: int, best: float) -> None:
+            goal_handle.publish_feedback(Plan.Feedback(iteration=iteration, best_cost=float(best)))
+
+        try:
+            if not len(g.goal.data):
+                raise RequestError("goal image has no data (height, width, encoding and data are required)")
+            goal = self._frame(g.goal, "goal")
+            out = self.service.plan(goal, self._frames(g.context, "context"), g.horizon, g.num_samples,
+                                    g.iterations, g.seed, progress, lambda: goal_handle.is_cancel_requested)
+            result.latent_actions = out.actions.astype(np.uint8).tolist()
+            result.predicted_frames = [self._image(f) for f in out.frames]
+            result.cost = float(out.cost)
+            result.robot_actions = [] if out.robot_actions is None else out.robot_actions.reshape(-1).tolist()
+            result.success = True
+            goal_handle.succeed()
+        except Cancelled:
+            result.success, result.message = False, "plan cancelled"
+            goal_handle.canceled()
+        except (RequestError, FrameError, ValueError) as e:
+            result.success, result.message = False, str(e)
+            goal_handle.abort()
+        except Exception as e:
+            self.get_logger().error(f"plan failed: {e!r}")
+            result.success, result.message = False, f"internal error: {e}"
+            goal_handle.abort()
+        return result
+
+    def _publish_status(self) -> None:
+        s = self.service
+        self.status.publish(String(data=json.dumps({
+            "model": self.engine.source, "name": self.engine.cfg.name, "provider": self.provider,
+            "buffer": len(s.buffer), "buffer_capacity": s.buffer.frames.maxlen,
+            "last_latency_ms": None if s.last_latency_ms is None else round(s.last_latency_ms, 1)})))
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    try:
+        node = WorldModelNode()
+    except Exception as e:  # a bad model_dir or parameter: one clear line, exit code 1
+        print(f"world_model_node: cannot start: {e}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

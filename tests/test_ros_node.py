@@ -1,0 +1,250 @@
+"""world_model_node over real DDS: a node process on the exported tiny model, a camera process
+playing a sim episode, and client processes that import only ROS and genie_robot_interfaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+CAMERA = textwrap.dedent("""
+    import sys, time, numpy as np, rclpy
+    from sensor_msgs.msg import Image
+    frames = np.load(sys.argv[1])  # [T, H, W, 3] uint8: a sim episode at camera resolution
+    rclpy.init()
+    node = rclpy.create_node("camera")
+    pub = node.create_publisher(Image, "image", 10)
+    i = 0
+    while rclpy.ok():
+        f = frames[i % len(frames)][..., ::-1]  # played as bgr8: the node converts
+        msg = Image(height=f.shape[0], width=f.shape[1], encoding="bgr8", step=f.shape[1] * 3,
+                    data=np.ascontiguousarray(f).tobytes())
+        msg.header.stamp = node.get_clock().now().to_msg()
+        pub.publish(msg)
+        i += 1
+        time.sleep(0.1)
+""")
+
+# The client imports nothing of this project but its interface package (the public API).
+CLIENT_PRELUDE = textwrap.dedent("""
+    import json, sys, threading, time
+    import rclpy
+    from rclpy.action import ActionClient
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+    from genie_robot_interfaces.srv import Rollout, InferActions
+    from genie_robot_interfaces.action import Plan
+    rclpy.init()
+    node = rclpy.create_node("client")
+    rollout = node.create_client(Rollout, "/world_model_node/rollout")
+    infer = node.create_client(InferActions, "/world_model_node/infer_actions")
+    plan = ActionClient(node, Plan, "/world_model_node/plan")
+    assert rollout.wait_for_service(timeout_sec=30) and infer.wait_for_service(timeout_sec=30)
+    assert plan.wait_for_server(timeout_sec=30)
+
+    def done(fut, timeout=60):
+        rclpy.spin_until_future_complete(node, fut, timeout_sec=timeout)
+        assert fut.done(), "no answer"
+        return fut.result()
+
+    def image(h=16, w=20, encoding="rgb8", fill=90):
+        ch = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "16UC1": 2}[encoding]
+        return Image(height=h, width=w, encoding=encoding, step=w * ch, data=bytes([fill]) * (h * w * ch))
+
+    def call_rollout(**kw):
+        req = Rollout.Request(**{"latent_actions": [1, 2], "num_candidates": 1, "horizon": 2, "maskgit_steps": 3,
+                                 **kw})
+        return done(rollout.call_async(req))
+    out = {}
+""")
+
+NO_CAMERA = CLIENT_PRELUDE + textwrap.dedent("""
+    r = call_rollout()
+    out["no_camera"] = [r.success, r.message]
+    r = done(infer.call_async(InferActions.Request(frames=[image(), image(fill=10)])))
+    out["infer_without_camera"] = [r.success, list(r.latent_actions)]
+    print(json.dumps(out))
+""")
+
+MAIN = CLIENT_PRELUDE + textwrap.dedent("""
+    status = []
+    node.create_subscription(String, "/world_model_node/status", lambda m: status.append(json.loads(m.data)), 10)
+    deadline = time.time() + 30
+    while time.time() < deadline and not (status and status[-1]["buffer"] >= 3):
+        rclpy.spin_once(node, timeout_sec=0.2)
+    out["status"] = status[-1]
+
+    r = call_rollout(latent_actions=[0, 1, 2, 3, 4, 5], num_candidates=3, horizon=2)  # camera context
+    out["rollout"] = [r.success, len(r.frames), r.frames[0].encoding, r.frames[0].height, r.frames[0].width,
+                      len(r.frames[0].data), r.inference_ms > 0]
+    r = done(infer.call_async(InferActions.Request(frames=[image(120, 160, "rgba8", 5), image(120, 160, "mono8", 80),
+                                                           image(fill=200)])))
+    out["infer"] = [r.success, len(r.latent_actions), max(r.latent_actions) < 8]
+
+    feedback = []
+    goal = Plan.Goal(goal=image(fill=120), horizon=2, num_samples=4, iterations=3, seed=1)
+    handle = done(plan.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback.iteration)))
+    res = done(handle.get_result_async()).result
+    out["plan"] = [res.success, len(res.latent_actions), len(res.predicted_frames), len(res.robot_actions),
+                   res.cost >= 0, feedback]
+
+    bad = {
+        "encoding": dict(context=[image(encoding="16UC1")]),
+        "data_length": dict(context=[Image(height=16, width=20, encoding="rgb8", step=60, data=bytes(10))]),
+        "zero_size": dict(context=[Image(height=0, width=20, encoding="rgb8", step=60, data=b"")]),
+        "actions_length": dict(latent_actions=[1, 2, 3]),
+        "action_id": dict(latent_actions=[1, 8]),
+        "candidates_zero": dict(num_candidates=0, latent_actions=[]),
+        "candidates_limit": dict(num_candidates=9, latent_actions=[0] * 18),
+        "horizon_zero": dict(horizon=0, latent_actions=[]),
+        "horizon_limit": dict(horizon=7, latent_actions=[0] * 7),
+        "nan_temperature": dict(temperature=float("nan")),
+        "context_limit": dict(context=[image()] * 7),
+    }
+    for name, kw in bad.items():
+        r = call_rollout(**kw)
+        ok = call_rollout()  # the node answers a valid request right after
+        out["bad_" + name] = [r.success, r.message, ok.success]
+    handle = done(plan.send_goal_async(Plan.Goal(goal=Image(), horizon=2, num_samples=4, iterations=2)))
+    res = done(handle.get_result_async())
+    out["bad_plan_goal"] = [res.result.success, res.result.message]
+
+    # Cancel: a long plan, cancelled after its first feedback.
+    feedback = []
+    goal = Plan.Goal(goal=image(fill=50), horizon=4, num_samples=8, iterations=60, seed=2)
+    handle = done(plan.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback.iteration)))
+    while not feedback:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    done(handle.cancel_goal_async())
+    res = done(handle.get_result_async())
+    out["cancel"] = [res.status, res.result.success, res.result.message, len(feedback) < 60]
+    print(json.dumps(out))
+""")
+
+LOAD = CLIENT_PRELUDE + textwrap.dedent("""
+    latencies = []
+    for i in range(int(sys.argv[1])):
+        start = time.perf_counter()
+        r = call_rollout(context=[image(), image(fill=30)], latent_actions=[i % 8] * 8, num_candidates=4, horizon=2,
+                         seed=i)
+        latencies.append((time.perf_counter() - start) * 1000)
+        assert r.success and len(r.frames) == 8, r.message
+    print(json.dumps(latencies))
+""")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.fixture()
+def ros_env(tmp_path):
+    return {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+            "ROS_DOMAIN_ID": str(100 + (os.getpid() + int(time.time())) % 100), "ROS_LOG_DIR": str(tmp_path / "log")}
+
+
+@pytest.fixture()
+def node(exported, ros_env, tmp_path):
+    """The node on the tiny export, started with configs/ros/world_model.yaml (limits tightened)."""
+    _, export = exported
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "world_model_node"), "--ros-args", "--params-file", str(REPO / "configs/ros/world_model.yaml"),
+         "-p", f"model_dir:={export}", "-p", "max_candidates:=8", "-p", "max_horizon:=6", "-p", "max_context:=6",
+         "-p", "frame_rate:=5.0", "-p", "maskgit_steps:=4"],
+        env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield proc
+    proc.terminate()
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode in (0, -15), out  # stops cleanly on SIGTERM
+
+
+def _client(script: str, env: dict, *args: str, timeout: int = 240) -> dict | list:
+    r = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture()
+def camera(sim_dataset, ros_env, tmp_path):
+    """Starts a process that plays one simulated episode (256x320) as the camera."""
+    import tensorflow_datasets as tfds
+
+    ds = tfds.builder_from_directory(str(sim_dataset)).as_dataset(split="train")
+    episode = next(iter(ds.take(1)))
+    frames = np.stack([s["observation"]["image"].numpy() for s in episode["steps"]])
+    np.save(tmp_path / "episode.npy", frames)
+    procs = []
+
+    def start():
+        procs.append(subprocess.Popen([sys.executable, "-c", CAMERA, str(tmp_path / "episode.npy")], env=ros_env))
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=20)
+
+
+def test_node_serves_rollout_infer_actions_and_plan_and_survives_bad_input(node, camera, ros_env):
+    before = _client(NO_CAMERA, ros_env)
+    assert before["no_camera"][0] is False and "no camera frame received yet" in before["no_camera"][1]
+    assert before["infer_without_camera"][0] is True and len(before["infer_without_camera"][1]) == 1
+    camera()
+    out = _client(MAIN, ros_env)
+    assert out["status"]["provider"] == "CPUExecutionProvider" and out["status"]["buffer"] >= 3
+    assert out["rollout"] == [True, 6, "rgb8", 16, 20, 16 * 20 * 3, True]
+    assert out["infer"] == [True, 2, True]
+    assert out["plan"] == [True, 2, 2, 0, True, [1, 2, 3]]
+    expected = {
+        "encoding": "unsupported encoding '16UC1'", "data_length": "data has 10 bytes, expected step * height",
+        "zero_size": "height and width must be > 0", "actions_length": "latent_actions has 3 ids, expected",
+        "action_id": "latent action id 8 is out of range", "candidates_zero": "num_candidates must be in 1..8",
+        "candidates_limit": "num_candidates must be in 1..8", "horizon_zero": "horizon must be in 1..6",
+        "horizon_limit": "horizon must be in 1..6", "nan_temperature": "temperature must be a finite number",
+        "context_limit": "7 context frames exceed max_context=6",
+    }
+    for name, message in expected.items():
+        success, got, then_ok = out["bad_" + name]
+        assert not success and message in got and then_ok, (name, got)
+    assert out["bad_plan_goal"] == [False, "goal image has no data (height, width, encoding and data are required)"]
+    status, success, message, early = out["cancel"]
+    assert status == 5 and not success and message == "plan cancelled" and early  # 5: GoalStatus.CANCELED
+
+
+def test_node_under_load_answers_every_request_with_stable_memory(node, ros_env, capsys):
+    _client(LOAD, ros_env, "5")  # warm-up: allocations that stay
+    rss_before = _rss_mb(node.pid)
+    clients = [subprocess.Popen([sys.executable, "-c", LOAD, "20"], env=ros_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    latencies = []
+    for c in clients:
+        out, err = c.communicate(timeout=600)
+        assert c.returncode == 0, err[-3000:]
+        latencies += json.loads(out.strip().splitlines()[-1])
+    rss_after = _rss_mb(node.pid)
+    assert len(latencies) == 160 and node.poll() is None
+    assert rss_after - rss_before < 150, (rss_before, rss_after)
+    with capsys.disabled():
+        print(f"\nnode load: 8 clients x 20 rollouts (B=4, H=2, tiny): p50 {np.percentile(latencies, 50):.0f} ms, "
+              f"p99 {np.percentile(latencies, 99):.0f} ms; node RSS {rss_before:.0f} -> {rss_after:.0f} MB")
+
+
+def test_a_bad_model_dir_fails_the_start_naming_what_is_missing(ros_env, tmp_path):
+    r = subprocess.run([str(VENV_BIN / "world_model_node"), "--ros-args", "-p", f"model_dir:={tmp_path}"],
+                       env=ros_env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert f"world_model_node: cannot start: {tmp_path} is not a genie-robot ONNX export: manifest.json is missing" \
+        in r.stderr
