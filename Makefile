@@ -29,7 +29,7 @@ export PYTHONUNBUFFERED := 1
 .PHONY: help setup demo test lint bench clean
 help:
 	@echo "make demo   - set up, simulate the RT-1-style dataset, train the three stages, evaluate, plan,"
-	@echo "              export to ONNX and verify the export"
+	@echo "              export to ONNX, verify the export, plan through the ROS 2 node"
 	@echo "make test   - set up, then lint and run the test suite"
 	@echo "make bench  - loader and simulator throughput (JSON lines)"
 	@echo "ORT=gpu     - with any target: onnxruntime-gpu instead of onnxruntime (GPU robots)"
@@ -89,10 +89,13 @@ demo: setup
 	$(BIN)/genie-robot export model=demo out=outputs/export/demo
 	$(BIN)/genie-robot export-verify model=demo out=outputs/export/demo > outputs/demo/export_verify.json
 	@echo "export-verify: every graph within bounds, imagine and plan token-identical (outputs/demo/export_verify.json)"
+	@# On the robot: world_model_node on the export, a held-out sim clip as its camera, a plan over ROS 2.
+	$(BIN)/python -m genie_robot_ros.demo model=demo out=outputs/export/demo
 	@echo "demo outputs: outputs/sim/fractal20220817_data/0.1.0 (dataset), outputs/demo/*.png (contact sheet,"
 	@echo "  reconstructions, next-frame predictions), outputs/demo/eval/ (report, per-action rollouts, plan.gif),"
 	@echo "  $(DEMO_RUN)/<stage>/ (checkpoints, TensorBoard, eval.json), $(DEMO_RUN)/adapter.json,"
-	@echo "  outputs/export/demo/ (ONNX graphs + manifest for genie_robot.runtime.OnnxWorldModel)"
+	@echo "  outputs/export/demo/ (ONNX graphs + manifest for genie_robot.runtime.OnnxWorldModel),"
+	@echo "  outputs/demo/ros_plan.gif (world_model_node's plan over ROS 2: real | predicted)"
 
 lint: setup
 	$(BIN)/ruff check genie_robot export ros_nodes tests scripts
