@@ -36,6 +36,9 @@ def test_colcon_builds_and_installs_the_tree(tmp_path):
     assert (prefix / "share/genie_robot/package.xml").is_file()
     script = prefix / "lib/genie_robot/genie-robot"  # where `ros2 run genie_robot ...` looks
     assert script.is_file()
+    assert (prefix / "lib/genie_robot/world_model_node").is_file()  # `ros2 run genie_robot world_model_node`
+    assert (prefix / "share/genie_robot/launch/world_model.launch.py").is_file()
+    assert (prefix / "share/genie_robot/configs/ros/world_model.yaml").is_file()
     site = next(prefix.glob("lib/python3*/site-packages"))
     # The installed copy (not the source tree) finds its configs under share/.
     r = subprocess.run([sys.executable, "-c", "import genie_robot.config as c; print(c.config_dir())"],
