@@ -7,6 +7,7 @@ expected, so the node can answer a bad request with that message and keep servin
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 
 import numpy as np
@@ -47,7 +48,10 @@ def to_model_frame(encoding: str, height: int, width: int, step: int, data, reso
 
 
 class FrameBuffer:
-    """The latest camera frames at the model's frame rate (older frames drop out)."""
+    """The latest camera frames at the model's frame rate (older frames drop out).
+
+    Thread-safe: the camera callback adds while service calls read.
+    """
 
     def __init__(self, capacity: int, frame_rate: float):
         if capacity < 1 or not frame_rate > 0:
@@ -55,24 +59,29 @@ class FrameBuffer:
         self.frames: deque[np.ndarray] = deque(maxlen=capacity)
         self.period = 1.0 / frame_rate
         self.last_stamp: float | None = None
+        self.lock = threading.Lock()
 
     def offer(self, stamp: float, make_frame) -> bool:
         """Keeps the frame `make_frame()` builds if `period` has passed since the last kept one.
 
         Camera frames come faster than the model's rate (RT-1: 3 Hz); the skipped ones are
-        never decoded.
+        never decoded. A stamp earlier than the last kept one (a restarted camera, a looping
+        recording) starts the count again instead of stalling the buffer.
         """
-        if self.last_stamp is not None and stamp - self.last_stamp < self.period * 0.999:
+        if self.last_stamp is not None and 0 <= stamp - self.last_stamp < self.period * 0.999:
             return False
-        self.frames.append(make_frame())
-        self.last_stamp = stamp
+        frame = make_frame()
+        with self.lock:
+            self.frames.append(frame)
+            self.last_stamp = stamp
         return True
 
     def latest(self, n: int) -> np.ndarray | None:
         """The last n kept frames [n, 3, h, w] (fewer if fewer were kept), or None if there are none."""
-        if not self.frames:
-            return None
-        return np.stack(list(self.frames)[-n:])
+        with self.lock:
+            frames = list(self.frames)[-n:]
+        return np.stack(frames) if frames else None
 
     def __len__(self) -> int:
-        return len(self.frames)
+        with self.lock:
+            return len(self.frames)

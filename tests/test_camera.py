@@ -1,0 +1,44 @@
+"""Camera images to model frames and the frame buffer (ROS-free parts of the node)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genie_robot.runtime.camera import FrameBuffer, FrameError, to_model_frame, to_rgb
+
+
+def test_every_supported_encoding_becomes_rgb_with_row_padding_skipped():
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    pad = lambda rows, step: b"".join(r.tobytes().ljust(step, b"\xff") for r in rows)  # noqa: E731
+    assert (to_rgb("rgb8", 2, 3, 10, pad(rgb, 10)) == rgb).all()
+    assert (to_rgb("bgr8", 2, 3, 9, pad(rgb[..., ::-1], 9)) == rgb).all()
+    rgba = np.concatenate([rgb, np.full((2, 3, 1), 7, np.uint8)], axis=2)
+    assert (to_rgb("rgba8", 2, 3, 12, pad(rgba, 12)) == rgb).all()
+    assert (to_rgb("bgra8", 2, 3, 12, pad(rgba[..., [2, 1, 0, 3]], 12)) == rgb).all()
+    mono = rgb[..., 0]
+    assert (to_rgb("mono8", 2, 3, 4, pad(mono, 4)) == np.repeat(mono[..., None], 3, axis=2)).all()
+    frame = to_model_frame("rgb8", 256, 320, 960, bytes(256 * 960), (16, 20))
+    assert frame.shape == (3, 16, 20) and frame.dtype == np.uint8
+
+
+@pytest.mark.parametrize("args,message", [
+    (("16UC1", 2, 3, 6, bytes(12)), "unsupported encoding '16UC1'"),
+    (("rgb8", 0, 3, 9, b""), "height and width must be > 0"),
+    (("rgb8", 2, 3, 8, bytes(16)), "step 8 is less than width * 3 bytes"),
+    (("rgb8", 2, 3, 9, bytes(17)), "data has 17 bytes, expected step * height = 9 * 2 = 18"),
+])
+def test_bad_images_say_what_is_wrong(args, message):
+    with pytest.raises(FrameError, match=message.replace("*", r"\*")):
+        to_rgb(*args)
+
+
+def test_frame_buffer_keeps_the_model_rate_and_survives_a_camera_restart():
+    buf = FrameBuffer(capacity=3, frame_rate=3.0)
+    frame = lambda v: (lambda: np.full((3, 2, 2), v, np.uint8))  # noqa: E731
+    kept = [buf.offer(t, frame(i)) for i, t in enumerate([0.0, 0.1, 0.34, 0.5, 0.7, 1.04])]
+    assert kept == [True, False, True, False, True, True]
+    assert buf.latest(5)[:, 0, 0, 0].tolist() == [2, 4, 5]  # capacity 3: the oldest dropped out
+    assert buf.offer(0.0, frame(9))  # stamps went back (restart, looping recording): not stalled
+    assert buf.latest(1)[0, 0, 0, 0] == 9 and len(buf) == 3
+    assert FrameBuffer(2, 3.0).latest(2) is None
