@@ -25,21 +25,17 @@ import numpy as np
 CONTEXT, AHEAD = 8, 4  # camera frames before planning; the goal is the frame AHEAD steps later
 
 
-def _image(frame_chw: np.ndarray):
-    from sensor_msgs.msg import Image
-
-    h, w = frame_chw.shape[1:]
-    return Image(height=h, width=w, encoding="rgb8", step=w * 3,
-                 data=np.ascontiguousarray(frame_chw.transpose(1, 2, 0)).tobytes())
-
-
 def run(export_dir: str, clip: np.ndarray, gif: Path, node_bin: Path, params: Path) -> dict:
     import rclpy
     from rclpy.action import ActionClient
+    from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
     from genie_robot.evaluation.pictures import save_gif
+    from genie_robot.inference.image import fit_image
+    from genie_robot.runtime.camera import to_rgb
     from genie_robot_interfaces.action import Plan
+    from genie_robot_ros.world_model_node import image_msg
 
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(150 + os.getpid() % 80)}
     os.environ.update(env)
@@ -48,7 +44,7 @@ def run(export_dir: str, clip: np.ndarray, gif: Path, node_bin: Path, params: Pa
     rclpy.init()
     client = rclpy.create_node("genie_demo_client")
     try:
-        camera = client.create_publisher(type(_image(clip[0])), "image", 10)
+        camera = client.create_publisher(Image, "image", 10)
         status: list[dict] = []
         client.create_subscription(String, "/world_model_node/status", lambda m: status.append(json.loads(m.data)),
                                    10)
@@ -58,14 +54,14 @@ def run(export_dir: str, clip: np.ndarray, gif: Path, node_bin: Path, params: Pa
         deadline = time.time() + 60
         while time.time() < deadline and not (status and status[-1]["buffer"] >= CONTEXT):
             for i in range(CONTEXT):  # the camera: held-out frames, stamped 1/3 s apart
-                msg = _image(clip[i])
+                msg = image_msg(clip[i])
                 msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(i * 1e9 / 3), 10**9)
                 camera.publish(msg)
                 rclpy.spin_once(client, timeout_sec=0.05)
             rclpy.spin_once(client, timeout_sec=0.5)
         if not (status and status[-1]["buffer"] >= CONTEXT):
             raise RuntimeError(f"the node did not buffer {CONTEXT} camera frames: {status[-1:] or 'no status'}")
-        goal = Plan.Goal(goal=_image(clip[CONTEXT - 1 + AHEAD]), horizon=AHEAD, num_samples=8, iterations=2, seed=0)
+        goal = Plan.Goal(goal=image_msg(clip[CONTEXT - 1 + AHEAD]), horizon=AHEAD, num_samples=8, iterations=2, seed=0)
         feedback = []
         future = plan.send_goal_async(goal, feedback_callback=lambda f: feedback.append(
             (f.feedback.iteration, round(f.feedback.best_cost, 4))))
@@ -75,11 +71,9 @@ def run(export_dir: str, clip: np.ndarray, gif: Path, node_bin: Path, params: Pa
         res = result_future.result().result
         if not res.success:
             raise RuntimeError(f"plan failed: {res.message}")
-        predicted = np.stack([np.frombuffer(bytes(f.data), np.uint8).reshape(f.height, f.width, 3).transpose(2, 0, 1)
+        predicted = np.stack([to_rgb(f.encoding, f.height, f.width, f.step, f.data).transpose(2, 0, 1)
                               for f in res.predicted_frames])
         real = clip[CONTEXT - 1 : CONTEXT + AHEAD]
-        from genie_robot.inference.image import fit_image
-
         real_small = np.stack([fit_image(f.transpose(1, 2, 0), predicted.shape[2:]) for f in real])
         shown = np.concatenate([real_small, np.concatenate([real_small[:1], predicted])], axis=3)
         save_gif(shown, gif, fps=2, scale=3)

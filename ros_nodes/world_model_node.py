@@ -24,7 +24,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -50,6 +50,13 @@ PARAMETERS = {  # name: (default, description)
 }
 
 
+def image_msg(frame: np.ndarray) -> Image:
+    """An rgb8 sensor_msgs/Image of a uint8 [3, h, w] frame."""
+    h, w = frame.shape[1:]
+    return Image(height=h, width=w, encoding="rgb8", step=w * 3,
+                 data=np.ascontiguousarray(frame.transpose(1, 2, 0)).tobytes())
+
+
 class WorldModelNode(Node):
     def __init__(self):
         super().__init__("world_model_node")
@@ -62,14 +69,14 @@ class WorldModelNode(Node):
         limits = ServiceLimits(context_frames=min(p["context_frames"], cfg.frames), max_candidates=p["max_candidates"],
                                max_horizon=p["max_horizon"], max_context=p["max_context"],
                                temperature=p["temperature"], maskgit_steps=p["maskgit_steps"])
-        self.service = WorldModelService(self.engine, limits, FrameBuffer(max(p["max_context"], 1), p["frame_rate"]))
+        self.service = WorldModelService(self.engine, limits, FrameBuffer(p["max_context"], p["frame_rate"]))
         self.resolution = list(cfg.resolution)
         self.provider = getattr(self.engine, "active", "torch")
         self._dropped_warned = 0.0
 
-        qos = qos_profile_sensor_data if p["camera_qos"] == "sensor_data" else QoSProfile(depth=p["camera_depth"])
-        if p["camera_qos"] == "sensor_data":
-            qos.depth = p["camera_depth"]
+        # sensor_data: best effort, like rclpy's preset (a new profile: the preset is a shared global).
+        qos = QoSProfile(depth=p["camera_depth"], reliability=ReliabilityPolicy.BEST_EFFORT
+                         if p["camera_qos"] == "sensor_data" else ReliabilityPolicy.RELIABLE)
         camera_group, work = MutuallyExclusiveCallbackGroup(), ReentrantCallbackGroup()
         self.create_subscription(Image, "image", self._on_image, qos, callback_group=camera_group)
         self.create_service(Rollout, "~/rollout", self._rollout, callback_group=work)
@@ -129,38 +136,35 @@ class WorldModelNode(Node):
     def _frames(self, msgs, what: str) -> list[np.ndarray]:
         return [self._frame(m, f"{what}[{i}]") for i, m in enumerate(msgs)]
 
-    def _image(self, frame: np.ndarray) -> Image:
-        h, w = frame.shape[1:]
-        return Image(height=h, width=w, encoding="rgb8", step=w * 3, data=np.ascontiguousarray(
-            frame.transpose(1, 2, 0)).tobytes())
-
     # --- endpoints ------------------------------------------------------------------------
-    def _rollout(self, req, res):
+    def _answer(self, res, what: str, fill) -> object:
+        """Runs `fill(res)`; a bad request or any failure inside it becomes success=false with the reason."""
         try:
-            frames, ms = self.service.rollout(self._frames(req.context, "context"), req.latent_actions,
-                                              req.num_candidates, req.horizon, req.temperature, req.maskgit_steps,
-                                              req.seed)
-            res.frames = [self._image(f) for f in frames]
-            res.inference_ms = float(ms)
+            fill(res)
             res.success = True
         except (RequestError, FrameError, ValueError) as e:
             res.success, res.message = False, str(e)
         except Exception as e:  # the node keeps serving whatever happens inside one request
-            self.get_logger().error(f"rollout failed: {e!r}")
+            self.get_logger().error(f"{what} failed: {e!r}")
             res.success, res.message = False, f"internal error: {e}"
         return res
 
+    def _rollout(self, req, res):
+        def fill(res):
+            frames, ms = self.service.rollout(self._frames(req.context, "context"), req.latent_actions,
+                                              req.num_candidates, req.horizon, req.temperature, req.maskgit_steps,
+                                              req.seed)
+            res.frames = [image_msg(f) for f in frames]
+            res.inference_ms = float(ms)
+
+        return self._answer(res, "rollout", fill)
+
     def _infer_actions(self, req, res):
-        try:
-            res.latent_actions = self.service.infer_actions(self._frames(req.frames, "frames")).astype(
-                np.uint8).tolist()
-            res.success = True
-        except (RequestError, FrameError, ValueError) as e:
-            res.success, res.message = False, str(e)
-        except Exception as e:
-            self.get_logger().error(f"infer_actions failed: {e!r}")
-            res.success, res.message = False, f"internal error: {e}"
-        return res
+        def fill(res):
+            actions = self.service.infer_actions(self._frames(req.frames, "frames"))
+            res.latent_actions = actions.astype(np.uint8).tolist()
+
+        return self._answer(res, "infer_actions", fill)
 
     def _plan(self, goal_handle):
         g = goal_handle.request
@@ -176,7 +180,7 @@ class WorldModelNode(Node):
             out = self.service.plan(goal, self._frames(g.context, "context"), g.horizon, g.num_samples,
                                     g.iterations, g.seed, progress, lambda: goal_handle.is_cancel_requested)
             result.latent_actions = out.actions.astype(np.uint8).tolist()
-            result.predicted_frames = [self._image(f) for f in out.frames]
+            result.predicted_frames = [image_msg(f) for f in out.frames]
             result.cost = float(out.cost)
             result.robot_actions = [] if out.robot_actions is None else out.robot_actions.reshape(-1).tolist()
             result.success = True

@@ -34,9 +34,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import rclpy
-    from sensor_msgs.msg import Image
 
     from genie_robot_interfaces.srv import Rollout
+    from genie_robot_ros.world_model_node import image_msg
 
     manifest = json.loads((Path(args.model_dir) / "manifest.json").read_text())
     h, w = manifest["resolution"]
@@ -51,8 +51,7 @@ def main() -> None:
         if not cli.wait_for_service(timeout_sec=120):
             raise RuntimeError("world_model_node did not come up")
         rng = np.random.default_rng(0)
-        context = [Image(height=h, width=w, encoding="rgb8", step=w * 3,
-                         data=rng.integers(0, 256, h * w * 3, dtype=np.uint8).tobytes()) for _ in range(args.context)]
+        context = [image_msg(rng.integers(0, 256, (3, h, w), dtype=np.uint8)) for _ in range(args.context)]
         round_trip, inference = [], []
         for i in range(args.requests + 1):  # the first is a warm-up
             req = Rollout.Request(context=context, num_candidates=args.batch, horizon=args.horizon, seed=i,

@@ -45,10 +45,13 @@ class WorldModelService:
         self.last_latency_ms: float | None = None
 
     # --- checks ---------------------------------------------------------------------------
+    def _within_context(self, frames: list[np.ndarray], what: str) -> None:
+        if len(frames) > self.limits.max_context:
+            raise RequestError(f"{len(frames)} {what} exceed max_context={self.limits.max_context}")
+
     def context(self, frames: list[np.ndarray]) -> np.ndarray:
         """The request's frames [T, 3, h, w], or the latest camera frames when it has none."""
-        if len(frames) > self.limits.max_context:
-            raise RequestError(f"{len(frames)} context frames exceed max_context={self.limits.max_context}")
+        self._within_context(frames, "context frames")
         if frames:
             return np.stack(frames)
         latest = self.buffer.latest(self.limits.context_frames)
@@ -97,8 +100,7 @@ class WorldModelService:
     def infer_actions(self, frames: list[np.ndarray]) -> np.ndarray:
         if len(frames) < 2:
             raise RequestError(f"infer_actions needs at least 2 frames, got {len(frames)}")
-        if len(frames) > self.limits.max_context:
-            raise RequestError(f"{len(frames)} frames exceed max_context={self.limits.max_context}")
+        self._within_context(frames, "frames")
         with self.lock:
             return self.engine.infer_actions(np.stack(frames))
 
