@@ -25,7 +25,7 @@ import numpy as np
 CONTEXT, AHEAD = 8, 4  # camera frames before planning; the goal is the frame AHEAD steps later
 
 
-def run(export_dir: str, clip: np.ndarray, gif: Path, node_bin: Path, params: Path) -> dict:
+def run(export_dir: str, clip: np.ndarray, gif: Path, node_bin: Path, params: Path, domain: int) -> dict:
     import rclpy
     from rclpy.action import ActionClient
     from sensor_msgs.msg import Image
@@ -37,7 +37,7 @@ def run(export_dir: str, clip: np.ndarray, gif: Path, node_bin: Path, params: Pa
     from genie_robot_interfaces.action import Plan
     from genie_robot_ros.world_model_node import image_msg
 
-    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(150 + os.getpid() % 80)}
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
     os.environ.update(env)
     node = subprocess.Popen([str(node_bin), "--ros-args", "--params-file", str(params), "-p",
                              f"model_dir:={export_dir}", "-p", "maskgit_steps:=8"], env=env)
@@ -95,6 +95,8 @@ def run(export_dir: str, clip: np.ndarray, gif: Path, node_bin: Path, params: Pa
 
 
 def main() -> int:
+    from domain_coordinator import domain_id
+
     from genie_robot.config import config_dir, load_config, typed
     from genie_robot.data.reader import DataConfig, read_clips
 
@@ -105,7 +107,8 @@ def main() -> int:
                            ["world_vector"])
     gif = Path(cfg.output_dir) / "demo" / "ros_plan.gif"
     node_bin = Path(sys.executable).parent / "world_model_node"
-    summary = run(str(cfg.out), frames[0], gif, node_bin, Path(config_dir()) / "ros" / "world_model.yaml")
+    with domain_id() as domain:  # a free DDS domain on this machine, so other ROS graphs do not cross-talk
+        summary = run(str(cfg.out), frames[0], gif, node_bin, Path(config_dir()) / "ros" / "world_model.yaml", domain)
     print(json.dumps(summary))
     return 0
 

@@ -22,25 +22,15 @@ from pathlib import Path
 import numpy as np
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model-dir", required=True)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--horizon", type=int, default=4)
-    ap.add_argument("--context", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--requests", type=int, default=10)
-    ap.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always one JSON line")
-    args = ap.parse_args()
-
+def measure(args: argparse.Namespace, resolution: list[int], domain: int) -> tuple[list[float], list[float]]:
+    """Round-trip and in-node inference milliseconds of `args.requests` rollouts (after one warm-up)."""
     import rclpy
 
     from genie_robot_interfaces.srv import Rollout
     from genie_robot_ros.world_model_node import image_msg
 
-    manifest = json.loads((Path(args.model_dir) / "manifest.json").read_text())
-    h, w = manifest["resolution"]
-    os.environ.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(200 + os.getpid() % 30)})
+    h, w = resolution
+    os.environ.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)})
     repo = Path(__file__).resolve().parent.parent
     node = subprocess.Popen([str(Path(sys.executable).parent / "world_model_node"), "--ros-args", "--params-file",
                              str(repo / "configs/ros/world_model.yaml"), "-p", f"model_dir:={args.model_dir}"])
@@ -71,6 +61,25 @@ def main() -> None:
         rclpy.try_shutdown()
         node.send_signal(signal.SIGINT)
         node.wait(timeout=30)
+    return round_trip, inference
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--horizon", type=int, default=4)
+    ap.add_argument("--context", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--requests", type=int, default=10)
+    ap.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always one JSON line")
+    args = ap.parse_args()
+
+    from domain_coordinator import domain_id
+
+    manifest = json.loads((Path(args.model_dir) / "manifest.json").read_text())
+    with domain_id() as domain:  # a free DDS domain: no cross-talk with other ROS graphs on this machine
+        round_trip, inference = measure(args, manifest["resolution"], domain)
     pct = lambda xs, q: round(float(np.percentile(xs, q)), 1)  # noqa: E731
     print(json.dumps({"bench": "node_rollout", "model": manifest["model"]["name"], "provider_order":
                       "configs/ros/world_model.yaml", "batch": args.batch, "horizon": args.horizon,

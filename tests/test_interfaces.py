@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from domain_coordinator import domain_id
 
 EXPECTED = {
     "srv/Rollout.Request": {
@@ -72,19 +73,20 @@ CLIENT = textwrap.dedent("""
 
 
 def test_a_service_round_trip_between_two_processes(tmp_path):
-    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(40 + os.getpid() % 50),
-           "ROS_LOG_DIR": str(tmp_path / "ros_log")}
-    python = str(Path(sys.executable))
-    server = subprocess.Popen([python, "-c", SERVER], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
-    try:
-        assert server.stdout.readline().strip() == "ready", server.stderr.read()
-        client = subprocess.run([python, "-c", CLIENT], env=env, capture_output=True, text=True, timeout=60)
-        assert client.returncode == 0, client.stderr
-        assert client.stdout.strip() == "True [5, 6] ''"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with domain_id() as domain:  # a DDS domain no other process on this machine holds
+        env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain),
+               "ROS_LOG_DIR": str(tmp_path / "ros_log")}
+        python = str(Path(sys.executable))
+        server = subprocess.Popen([python, "-c", SERVER], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        try:
+            assert server.stdout.readline().strip() == "ready", server.stderr.read()
+            client = subprocess.run([python, "-c", CLIENT], env=env, capture_output=True, text=True, timeout=60)
+            assert client.returncode == 0, client.stderr
+            assert client.stdout.strip() == "True [5, 6] ''"
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
 
 
 def test_colcon_builds_the_interface_package_in_a_workspace(tmp_path):

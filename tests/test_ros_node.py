@@ -8,11 +8,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from domain_coordinator import domain_id
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -152,8 +152,11 @@ def _rss_mb(pid: int) -> float:
 
 @pytest.fixture()
 def ros_env(tmp_path):
-    return {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-            "ROS_DOMAIN_ID": str(100 + (os.getpid() + int(time.time())) % 100), "ROS_LOG_DIR": str(tmp_path / "log")}
+    """A private DDS domain: an id in 1..100 that no other process holds (ids > 101 map to ports in
+    Linux's ephemeral range, where discovery can fail at random), on localhost only."""
+    with domain_id() as domain:
+        yield {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain),
+               "ROS_LOG_DIR": str(tmp_path / "log")}
 
 
 @pytest.fixture()
