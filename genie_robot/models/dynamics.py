@@ -25,7 +25,16 @@ class DynamicsModel(nn.Module):
         self.action_embed = nn.Embedding(num_actions, d)
         self.pos = PositionEmbedding(frames, tokens_per_frame, d)
         self.transformer = STTransformer(cfg.transformer)
-        self.head = nn.Linear(d, vocab)
+        # MaskGIT's output layer: logits against the token embeddings themselves (tied) plus a bias.
+        # A frame mostly repeats the last one's tokens; with tied weights an output that carries the
+        # previous token's embedding already scores that token, so copying needs no learning and
+        # training goes to what changes. (With an untied head the demo model stayed below a
+        # copy-the-last-frame baseline after its CPU budget.)
+        self.head_bias = nn.Parameter(torch.zeros(vocab))
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits [..., vocab] of transformer outputs h [..., D]."""
+        return (h @ self.embed.weight[: self.vocab].T) * h.shape[-1] ** -0.5 + self.head_bias
 
     def forward(self, tokens_BTS: torch.Tensor, actions_BT1: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, S, vocab]; actions_BT1[:, t] is the action from frame t to t+1."""
