@@ -23,11 +23,7 @@ import torch
 
 def lam_step(lam: torch.nn.Module, x: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """The LAM decoder's prediction of frames 2..T ([B, T-1, C, H, W]) given chosen action ids."""
-    from genie_robot.models.st_transformer import unpatchify
-
-    e = lam.dec_pos(lam._inputs(x[:, :-1], lam.dec_embed)) + lam.action_in(lam.vq.lookup(actions))[:, :, None, :]
-    delta = unpatchify(lam.head(lam.decoder(e)), lam.patch, lam.channels, lam.hw)
-    return torch.sigmoid(torch.logit(x[:, :-1].clamp(1e-3, 1 - 1e-3)) + delta)
+    return lam.decode(x, lam.vq.lookup(actions))
 
 
 def main() -> None:

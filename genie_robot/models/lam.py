@@ -106,15 +106,23 @@ class LatentActionModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> LAMOutput:
         vq = self._encode(x)
+        return LAMOutput(self.decode(x, vq.z_q), vq.indices, vq)
+
+    def decode(self, x: torch.Tensor, actions_BTC: torch.Tensor) -> torch.Tensor:
+        """Predictions of frames 2..T from frames 1..T-1 of x and action vectors [B, T-1, code_dim].
+
+        Takes any actions, not only the inferred ones, so the codes' effect can be measured
+        (scripts/diagnose_actions.py feeds every code in turn).
+        """
         e = self._inputs(x[:, :-1], self.dec_embed)
-        e = self.dec_pos(e) + self.action_in(vq.z_q)[:, :, None, :]
+        e = self.dec_pos(e) + self.action_in(actions_BTC)[:, :, None, :]
         out = self.head(self.decoder(e))
         if self.input == "pixels":
             # Sigmoid output around the previous frame (in logit space): copying x_t costs nothing,
             # so what the decoder must learn, and the action must carry, is the change.
             prev = torch.logit(x[:, :-1].clamp(1e-3, 1 - 1e-3))
             out = torch.sigmoid(prev + unpatchify(out, self.patch, self.channels, self.hw))
-        return LAMOutput(out, vq.indices, vq)
+        return out
 
     @torch.no_grad()
     def infer_actions(self, x: torch.Tensor) -> torch.Tensor:
