@@ -99,6 +99,54 @@ def test_lam_actions_of_a_shorter_clip_match_the_full_window(tiny):
         lam.train()(x[:, :3])
 
 
+def test_lam_action_t_labels_the_transition_from_frame_t_to_t_plus_1(tiny):
+    """The alignment the dynamics model relies on (its action t acts on frame t+1; p-doom/jasmine#122
+    found an off-by-one that made latent actions useless): the LAM's code t depends on frames <= t+1
+    only, and its decoder's prediction of frame t+1 on code t."""
+    torch.manual_seed(0)
+    lam = build(tiny, "lam")
+    x = torch.rand(6, tiny.frames, 3, *tiny.resolution)
+    lam(x)
+    lam.eval()
+    with torch.no_grad():
+        full = lam(x)
+        for k in range(1, tiny.frames):
+            changed = x.clone()
+            changed[:, k] = torch.rand_like(changed[:, k])
+            assert torch.equal(lam.infer_actions(changed)[:, : k - 1], full.actions[:, : k - 1])
+        # decode_ids with the inferred ids is exactly the forward pass's prediction
+        assert torch.allclose(lam.decode_ids(x, full.actions), full.recon, atol=1e-6)
+        for k in range(tiny.frames - 1):
+            other = full.actions.clone()
+            other[:, k] = (other[:, k] + 1) % tiny.lam.num_actions
+            pred = lam.decode_ids(x, other)
+            assert torch.allclose(pred[:, :k], full.recon[:, :k], atol=1e-6)
+            assert not torch.allclose(pred[:, k], full.recon[:, k])
+
+
+@pytest.mark.parametrize("conditioning", ["input", "film"])
+def test_spatial_lam_decoder_sees_only_the_previous_frame(tiny, conditioning):
+    """`lam.decoder.attention=spatial`: frame t+1 is predicted from frame t and action t alone, so
+    the motion of earlier frames cannot stand in for the action."""
+    torch.manual_seed(0)
+    cfg = model_config("tiny")
+    cfg.lam.decoder.attention, cfg.lam.action_conditioning = "spatial", conditioning
+    cfg.validate()
+    lam = build(cfg, "lam").eval()
+    if lam.film is not None:
+        torch.nn.init.normal_(lam.film.weight, std=0.1)  # as after training: the modulation is live
+    x = torch.rand(2, cfg.frames, 3, *cfg.resolution)
+    ids = torch.randint(0, cfg.lam.num_actions, (2, cfg.frames - 1))
+    with torch.no_grad():
+        base = lam.decode_ids(x, ids)
+        earlier = x.clone()
+        earlier[:, 0] = torch.rand_like(earlier[:, 0])
+        assert torch.allclose(lam.decode_ids(earlier, ids)[:, 1:], base[:, 1:], atol=1e-6)
+        other = ids.clone()
+        other[:, -1] = (other[:, -1] + 1) % cfg.lam.num_actions
+        assert not torch.allclose(lam.decode_ids(x, other)[:, -1], base[:, -1])
+
+
 def test_straight_through_gradients_reach_the_encoders(tiny):
     x = torch.rand(2, tiny.frames, 3, *tiny.resolution)
     tok = build(tiny, "tokenizer")

@@ -66,9 +66,12 @@ class DataConfig:
 
 
 def split_range(n_episodes: int, val_fraction: float, split: str) -> tuple[int, int]:
-    """Episode index range [start, end) of `split` ('train' or 'val'); deterministic."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise DatasetError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+    """Episode index range [start, end) of `split` ('train' or 'val'); deterministic.
+
+    `val_fraction=1` makes the whole dataset the val split: a held-out set simulated or recorded
+    apart from the training data (its train split is empty)."""
+    if not 0.0 <= val_fraction <= 1.0:
+        raise DatasetError(f"data.val_fraction must be in [0, 1], got {val_fraction}")
     n_val = int(round(n_episodes * val_fraction))
     if val_fraction > 0 and n_episodes > 1:
         n_val = max(1, n_val)

@@ -87,7 +87,7 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         raise ValueError(f"ΔtPSNR at t={cfg.t} needs clips of more than {cfg.t} frames, these have {t_len}")
     rng = np.random.default_rng(cfg.seed)
     num_actions = engine.cfg.lam.num_actions
-    rec_psnr, rec_ssim, inferred_psnr, random_psnr, codes, generated = [], [], [], [], [], []
+    rec_psnr, rec_ssim, inferred_psnr, random_psnr, copy_psnr, codes, generated = [], [], [], [], [], [], []
     for clip in tqdm(frames, desc="eval clips", unit="clip"):
         recon = engine.decode(engine.encode(clip))
         rec_psnr.append(psnr(recon, clip).mean())
@@ -99,6 +99,7 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         target = clip[cfg.t][None]
         inferred_psnr.append(psnr(gen.frames[0, cfg.t - 1][None], target)[0])
         random_psnr.append(psnr(gen.frames[1, cfg.t - 1][None], target)[0])
+        copy_psnr.append(psnr(clip[:1], target)[0])  # no motion at all: the first frame repeated
         generated.append(np.concatenate([clip[:1], gen.frames[0]]))
     codes_flat = np.concatenate(codes)
     delta = np.array(inferred_psnr) - np.array(random_psnr)
@@ -111,7 +112,11 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         "tokenizer_psnr": float(np.mean(rec_psnr)),
         "tokenizer_ssim": float(np.mean(rec_ssim)),
         f"psnr_t{cfg.t}_inferred_actions": float(np.mean(inferred_psnr)),
+        f"psnr_t{cfg.t}_inferred_actions_std": float(np.std(inferred_psnr)),
         f"psnr_t{cfg.t}_random_actions": float(np.mean(random_psnr)),
+        f"psnr_t{cfg.t}_random_actions_std": float(np.std(random_psnr)),
+        f"psnr_t{cfg.t}_copy_first_frame": float(np.mean(copy_psnr)),
+        f"psnr_t{cfg.t}_copy_first_frame_std": float(np.std(copy_psnr)),
         f"delta_psnr_t{cfg.t}": float(delta.mean()),
         f"delta_psnr_t{cfg.t}_std": float(delta.std()),
         "latent_actions_used": int(len(np.unique(codes_flat))),
@@ -121,6 +126,8 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         "majority_baseline_accuracy": majority,
         "fvd": fvd, "fvd_note": fvd_note,
         "model": engine.source,
+        **_action_response(engine, frames, np.stack(codes), cfg.seed),
+        "world_vector_per_latent_action": _mean_world_vector(codes_flat, acts[:, :3], num_actions),
     }
     result["pictures"] = _action_grid(engine, frames, cfg, out)
     if cfg.plan_episodes > 0:
@@ -129,6 +136,72 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     (out / "eval.md").write_text(_markdown(result, cfg))
     return result
+
+
+def _action_response(engine: WorldModel, frames: np.ndarray, codes: np.ndarray, seed: int) -> dict:
+    """Does each part use the latent action? One teacher-forced step per transition, no sampling.
+
+    ΔtPSNR is near zero both when the LAM's codes carry no motion and when the dynamics model
+    ignores them, and sampling noise hides which; these figures separate the two, each against
+    copying the previous frame:
+    - LAM: next-frame PSNR of its decoder with the inferred action, a random action, and the
+      best of all actions per transition (what the codes can say at most).
+    - Dynamics: the next frame fully masked after real frames, one pass; token accuracy and
+      PSNR of the decoded argmax frame with inferred vs random actions.
+    Each value: mean and standard deviation over clips of the per-clip mean over transitions.
+    """
+    import torch
+
+    rng = np.random.default_rng(seed + 1)
+    num_actions = engine.cfg.lam.num_actions
+    rows: dict[str, list[float]] = {}
+
+    def add(key: str, values) -> None:
+        rows.setdefault(key, []).append(float(np.mean(values)))
+
+    def u8(x: torch.Tensor) -> np.ndarray:
+        return (x.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+    with torch.no_grad():
+        for clip, a in zip(frames, codes, strict=True):
+            x = engine._tensor(clip[None])
+            inferred = torch.from_numpy(a[None]).to(engine.device)
+            random = torch.from_numpy(rng.integers(0, num_actions, inferred.shape)).to(engine.device)
+            add("copy_previous_frame_psnr", psnr(clip[:-1], clip[1:]))
+            if engine.lam is not None and engine.cfg.lam.input == "pixels":
+                lam = engine.lam
+                add("lam_psnr_inferred", psnr(u8(lam.decode_ids(x, inferred)[0]), clip[1:]))
+                add("lam_psnr_random", psnr(u8(lam.decode_ids(x, random)[0]), clip[1:]))
+                each = [psnr(u8(lam.decode_ids(x, torch.full_like(inferred, k))[0]), clip[1:])
+                        for k in range(num_actions)]
+                add("lam_psnr_best_of_all_actions", np.max(each, axis=0))
+            z = engine.tokenizer.encode(x)
+            acc: dict[str, list[float]] = {}
+            for t in range(1, z.shape[1]):
+                acc.setdefault("copy", []).append(float((z[:, t - 1] == z[:, t]).float().mean()))
+                masked = z[:, : t + 1].clone()
+                masked[:, t] = engine.dynamics.mask_id
+                for name, act in (("inferred", inferred), ("random", random)):
+                    ids = engine.dynamics(masked, act[:, :t])[:, t].argmax(-1)
+                    acc.setdefault(name, []).append(float((ids == z[:, t]).float().mean()))
+                    decoded = u8(engine.tokenizer.decode(ids[:, None])[0])
+                    acc.setdefault(f"psnr_{name}", []).append(float(psnr(decoded, clip[t][None])[0]))
+            add("copy_previous_frame_token_accuracy", acc["copy"])
+            for name in ("inferred", "random"):
+                add(f"dynamics_next_frame_token_accuracy_{name}", acc[name])
+                add(f"dynamics_next_frame_psnr_{name}", acc[f"psnr_{name}"])
+    out: dict[str, float] = {}
+    for key, values in rows.items():
+        out[key], out[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+    return out
+
+
+def _mean_world_vector(codes: np.ndarray, world_vector: np.ndarray, num_actions: int) -> list[dict]:
+    """For each latent action: how many transitions it labels and the mean real world_vector of
+    those (which way that code moves the arm, in the dataset's units)."""
+    return [{"action": k, "count": int((codes == k).sum()),
+             "mean_world_vector": world_vector[codes == k].mean(0).round(4).tolist() if (codes == k).any() else None}
+            for k in range(num_actions)]
 
 
 def _action_grid(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: Path) -> list[str]:
@@ -174,6 +247,11 @@ def _planning(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: Path
             "plan_cem_wins": int((cem_a < rand_a).sum())}
 
 
+def _pm(r: dict, key: str, digits: int = 2) -> str:
+    """'mean ± std' of a result key that has a `_std` twin."""
+    return f"{r[key]:.{digits}f} ± {r[key + '_std']:.{digits}f}"
+
+
 def _markdown(r: dict, cfg: EvalConfig) -> str:
     t = cfg.t
     return "\n".join([
@@ -186,8 +264,9 @@ def _markdown(r: dict, cfg: EvalConfig) -> str:
         "| --- | --- |",
         f"| tokenizer reconstruction PSNR | {r['tokenizer_psnr']:.2f} dB |",
         f"| tokenizer reconstruction SSIM | {r['tokenizer_ssim']:.3f} |",
-        f"| PSNR at t={t}, inferred latent actions | {r[f'psnr_t{t}_inferred_actions']:.2f} dB |",
-        f"| PSNR at t={t}, random latent actions | {r[f'psnr_t{t}_random_actions']:.2f} dB |",
+        f"| PSNR at t={t}, inferred latent actions | {_pm(r, f'psnr_t{t}_inferred_actions')} dB |",
+        f"| PSNR at t={t}, random latent actions | {_pm(r, f'psnr_t{t}_random_actions')} dB |",
+        f"| PSNR at t={t}, the first frame repeated (no motion) | {_pm(r, f'psnr_t{t}_copy_first_frame')} dB |",
         f"| **ΔtPSNR at t={t}** | **{r[f'delta_psnr_t{t}']:.2f} dB** (std over clips "
         f"{r[f'delta_psnr_t{t}_std']:.2f}) |",
         f"| latent actions used | {r['latent_actions_used']} (histogram {r['latent_action_histogram']}) |",
@@ -200,6 +279,29 @@ def _markdown(r: dict, cfg: EvalConfig) -> str:
            f"| planning cost, random search, same budget | {r['plan_random_cost_mean']:.4f} ± "
            f"{r['plan_random_cost_std']:.4f} (CEM lower on {r['plan_cem_wins']} of {r['plan_episodes']}) |"]
           if "plan_episodes" in r else []),
+        "",
+        "## Does the model respond to its latent actions?",
+        "",
+        "One teacher-forced step per transition (real frames before it, no sampling), mean ± std over clips.",
+        "",
+        "| next frame | inferred action | random action | best of all actions | copy previous frame |",
+        "| --- | --- | --- | --- | --- |",
+        *([f"| LAM decoder PSNR (dB) | {_pm(r, 'lam_psnr_inferred')} | {_pm(r, 'lam_psnr_random')} | "
+           f"{_pm(r, 'lam_psnr_best_of_all_actions')} | {_pm(r, 'copy_previous_frame_psnr')} |"]
+          if "lam_psnr_inferred" in r else []),
+        f"| dynamics PSNR (dB) | {_pm(r, 'dynamics_next_frame_psnr_inferred')} | "
+        f"{_pm(r, 'dynamics_next_frame_psnr_random')} | - | {_pm(r, 'copy_previous_frame_psnr')} |",
+        f"| dynamics token accuracy | {_pm(r, 'dynamics_next_frame_token_accuracy_inferred', 3)} | "
+        f"{_pm(r, 'dynamics_next_frame_token_accuracy_random', 3)} | - | "
+        f"{_pm(r, 'copy_previous_frame_token_accuracy', 3)} |",
+        "",
+        "Which way each latent action moves the arm: the mean real `world_vector` of the transitions it labels.",
+        "",
+        "| latent action | transitions | mean world_vector (x, y, z) |",
+        "| --- | --- | --- |",
+        *[f"| {row['action']} | {row['count']} | "
+          f"{', '.join(f'{v:+.4f}' for v in row['mean_world_vector']) if row['mean_world_vector'] else '-'} |"
+          for row in r["world_vector_per_latent_action"]],
         "",
         "Rollouts under each latent action:",
         "",

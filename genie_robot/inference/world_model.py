@@ -19,9 +19,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from genie_robot import reference
 from genie_robot.config import typed
 from genie_robot.inference.engine import Engine, Imagination, Limits
 from genie_robot.models import ModelConfig, build
+from genie_robot.reference import is_reference_name
 from genie_robot.training.checkpoint import CheckpointError, latest_checkpoint, load_weights
 from genie_robot.training.stages import load_frozen
 
@@ -50,7 +52,10 @@ class WorldModel(Engine):
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
              limits: Limits | None = None) -> WorldModel:
-        """From a training run directory holding `tokenizer/`, `dynamics/` and (optionally) `lam/`."""
+        """From a training run directory holding `tokenizer/`, `dynamics/` and (optionally) `lam/`,
+        or a shipped reference model by name ("sim-rt1"; its files checked against its card first)."""
+        if is_reference_name(path):
+            path = reference.resolve(str(path))
         root, device = Path(path), torch.device(device)
         if not root.is_dir():
             raise CheckpointError(f"world model directory {root} does not exist")

@@ -53,6 +53,24 @@ class LAMConfig:
     code_dim: int = 32
     # Weight of the VQ's entropy penalty (genie_robot.models.vq): keeps all actions in use.
     entropy_weight: float = 0.0
+    # How the decoder hears the action: "input" adds it to every decoder input token (Genie);
+    # "film" also scales and shifts the input of every decoder block (TinyWorlds' FiLM), so no
+    # layer can drop it. Which frames the decoder sees is `decoder.attention`: "st" (Genie: all
+    # earlier frames, causal) or "spatial" (only the frame before the prediction, as in LAPA and
+    # Wayfarer, so the past motion cannot stand in for the action).
+    action_conditioning: str = "input"
+    # Reconstruction weight on pixels that change between the two frames (MaskLAM's idea of
+    # weighting the agent): w = 1 + change_weight * |x_t+1 - x_t| / mean |x_t+1 - x_t| (per frame).
+    change_weight: float = 0.0
+    # What the encoder reads per frame: "frames" (Genie) or "frames_and_difference", which adds
+    # each frame's difference from the one before (CoMo's [F_t, F_t+1 - F_t]): motion is then
+    # in the input instead of something the encoder must first learn to compute.
+    encoder_input: str = "frames"
+    # How the decoder's output becomes pixels (pixel input): "pixels" (Genie: a sigmoid of the
+    # output), "logit_residual" (a sigmoid around the previous frame in logit space: copying costs
+    # nothing, but white or black pixels, the arm and its shadow, sit where the sigmoid is flat,
+    # so moving them learns slowly) or "residual" (the previous frame plus the output).
+    decoder_output: str = "logit_residual"
     encoder: STConfig = field(default_factory=STConfig)
     decoder: STConfig = field(default_factory=STConfig)
 
@@ -97,6 +115,19 @@ class ModelConfig:
                     f"choose H and W that are multiples of {patch} (data.resolution and model.resolution)")
         if self.lam.input not in ("pixels", "tokens"):
             raise ValueError(f"model.lam.input must be 'pixels' or 'tokens', got '{self.lam.input}'")
+        if self.lam.action_conditioning not in ("input", "film"):
+            raise ValueError(
+                f"model.lam.action_conditioning must be 'input' or 'film', got '{self.lam.action_conditioning}'")
+        if self.lam.encoder_input not in ("frames", "frames_and_difference"):
+            raise ValueError(f"model.lam.encoder_input must be 'frames' or 'frames_and_difference', got "
+                             f"'{self.lam.encoder_input}'")
+        if self.lam.decoder_output not in ("pixels", "logit_residual", "residual"):
+            raise ValueError(f"model.lam.decoder_output must be 'pixels', 'logit_residual' or 'residual', got "
+                             f"'{self.lam.decoder_output}'")
+        if self.lam.input == "tokens" and self.lam.encoder_input != "frames":
+            raise ValueError("model.lam.encoder_input=frames_and_difference needs lam.input=pixels")
+        if self.lam.change_weight < 0:
+            raise ValueError(f"model.lam.change_weight must be >= 0, got {self.lam.change_weight}")
         for name, st in (("tokenizer.encoder", self.tokenizer.encoder), ("tokenizer.decoder", self.tokenizer.decoder),
                          ("lam.encoder", self.lam.encoder), ("lam.decoder", self.lam.decoder),
                          ("dynamics.transformer", self.dynamics.transformer)):

@@ -67,15 +67,18 @@ class LatentActionModel(nn.Module):
                  token_vocab: int = 0, token_patch: int = 4):
         super().__init__()
         self.input, self.channels, self.hw = cfg.input, channels, (resolution[0], resolution[1])
+        self.output = cfg.decoder_output
         enc, dec = cfg.encoder, cfg.decoder
         if cfg.input == "pixels":
             self.patch = cfg.patch
             tokens = (resolution[0] // cfg.patch) * (resolution[1] // cfg.patch)
             patch_dim = channels * cfg.patch**2
             self.embed = nn.Linear(patch_dim, enc.d_model)
+            self.diff_embed = nn.Linear(patch_dim, enc.d_model) if cfg.encoder_input != "frames" else None
             self.dec_embed = nn.Linear(patch_dim, dec.d_model)
             self.head = nn.Linear(dec.d_model, patch_dim)
         else:
+            self.diff_embed = None
             tokens = (resolution[0] // token_patch) * (resolution[1] // token_patch)
             self.embed = nn.Embedding(token_vocab, enc.d_model)
             self.dec_embed = nn.Embedding(token_vocab, dec.d_model)
@@ -89,6 +92,12 @@ class LatentActionModel(nn.Module):
         self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, entropy_weight=cfg.entropy_weight)
         # --- decoder ---
         self.action_in = nn.Linear(cfg.code_dim, dec.d_model)
+        self.film = None
+        if cfg.action_conditioning == "film":
+            # Zero-initialized: every block starts unmodulated, and learns how much to listen.
+            self.film = nn.Linear(cfg.code_dim, 2 * dec.num_layers * dec.d_model)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
         self.dec_pos = PositionEmbedding(frames, tokens, dec.d_model)
         self.decoder = STTransformer(dec)
 
@@ -98,6 +107,9 @@ class LatentActionModel(nn.Module):
 
     def _encode(self, x: torch.Tensor) -> VQOutput:
         e = self._inputs(x, self.embed)
+        if self.diff_embed is not None:  # frame t's change since frame t-1 (none for the first)
+            diff = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
+            e = e + self.diff_embed(patchify(diff, self.patch))
         b, t, _, d = e.shape
         e = torch.cat([self.action_token.expand(b, t, 1, d), e], dim=2)
         h = self.encoder(self.enc_pos(e))
@@ -112,17 +124,31 @@ class LatentActionModel(nn.Module):
         """Predictions of frames 2..T from frames 1..T-1 of x and action vectors [B, T-1, code_dim].
 
         Takes any actions, not only the inferred ones, so the codes' effect can be measured
-        (scripts/diagnose_actions.py feeds every code in turn).
+        (`decode_ids`; the LAM's evaluation feeds every code in turn).
         """
         e = self._inputs(x[:, :-1], self.dec_embed)
         e = self.dec_pos(e) + self.action_in(actions_BTC)[:, :, None, :]
-        out = self.head(self.decoder(e))
+        film = None
+        if self.film is not None:
+            b, t, _ = actions_BTC.shape
+            mod = self.film(actions_BTC).view(b, t, 1, len(self.decoder.blocks), 2, -1)
+            film = [(mod[..., i, 0, :], mod[..., i, 1, :]) for i in range(mod.shape[3])]
+        out = self.head(self.decoder(e, film))
         if self.input == "pixels":
-            # Sigmoid output around the previous frame (in logit space): copying x_t costs nothing,
-            # so what the decoder must learn, and the action must carry, is the change.
-            prev = torch.logit(x[:, :-1].clamp(1e-3, 1 - 1e-3))
-            out = torch.sigmoid(prev + unpatchify(out, self.patch, self.channels, self.hw))
+            # Around the previous frame (residual outputs): copying x_t costs nothing, so what the
+            # decoder must learn, and the action must carry, is the change (model.lam.decoder_output).
+            out = unpatchify(out, self.patch, self.channels, self.hw)
+            if self.output == "pixels":
+                out = torch.sigmoid(out)
+            elif self.output == "logit_residual":
+                out = torch.sigmoid(torch.logit(x[:, :-1].clamp(1e-3, 1 - 1e-3)) + out)
+            else:
+                out = x[:, :-1] + out
         return out
+
+    def decode_ids(self, x: torch.Tensor, ids_BT: torch.Tensor) -> torch.Tensor:
+        """`decode` with chosen action ids [B, T-1] instead of vectors."""
+        return self.decode(x, self.vq.lookup(ids_BT))
 
     @torch.no_grad()
     def infer_actions(self, x: torch.Tensor) -> torch.Tensor:

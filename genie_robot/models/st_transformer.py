@@ -132,8 +132,14 @@ class STTransformer(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.checkpointing = False  # set by training.parallel.apply_activation_checkpointing
 
-    def forward(self, x_BTSD: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
+    def forward(self, x_BTSD: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+                ) -> torch.Tensor:
+        """`film`: per block, (scale, shift) broadcastable to x; each block's input becomes
+        x * (1 + scale) + shift (feature-wise modulation by a condition, e.g. the LAM's action)."""
+        for i, block in enumerate(self.blocks):
+            if film is not None:
+                scale, shift = film[i]
+                x_BTSD = x_BTSD * (1 + scale) + shift
             if self.checkpointing and self.training:
                 x_BTSD = torch.utils.checkpoint.checkpoint(block, x_BTSD, use_reentrant=False)
             else:

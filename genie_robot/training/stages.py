@@ -16,8 +16,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from genie_robot.config import typed
+from genie_robot.evaluation.metrics import kmeans, nmi, standardize
 from genie_robot.models import ModelConfig, build, mask_tokens
 from genie_robot.training.checkpoint import CheckpointError, latest_checkpoint, load_weights, weights_digest
+from genie_robot.training.parallel import unwrap
 
 STAGES = ("tokenizer", "lam", "dynamics")
 
@@ -25,6 +27,12 @@ STAGES = ("tokenizer", "lam", "dynamics")
 def to_unit(frames_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 [B, T, C, H, W] -> float in [0, 1] on `device`."""
     return frames_u8.to(device, non_blocking=True).to(torch.get_default_dtype()).div_(255.0)
+
+
+def frame_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB) of each image of [..., C, H, W] in [0, 1]: shape [...]."""
+    mse = (pred.clamp(0, 1) - target).pow(2).flatten(-3).mean(-1)
+    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -75,6 +83,10 @@ class Stage:
         """Metrics, pictures, and the code ids used (for codebook usage over a whole split)."""
         raise NotImplementedError
 
+    def probe(self, ids: torch.Tensor, actions: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Metrics of `evaluate`'s code ids against the data's real actions (never trained on)."""
+        return {}
+
 
 class TokenizerStage(Stage):
     name = "tokenizer"
@@ -119,7 +131,13 @@ class LAMStage(Stage):
         inp = self._input(x)
         out = model(inp)
         if self.tokenizer is None:
-            rec = F.mse_loss(out.recon, x[:, 1:])
+            err = (out.recon - x[:, 1:]).pow(2)
+            if self.cfg.lam.change_weight > 0:
+                # Unchanged pixels keep weight 1 (copying them stays rewarded); changed ones weigh more.
+                change = (x[:, 1:] - x[:, :-1]).abs().mean(2, keepdim=True)  # [B, T-1, 1, H, W]
+                change = change / change.mean((3, 4), keepdim=True).clamp(min=1e-4)
+                err = err * (1 + self.cfg.lam.change_weight * change)
+            rec = err.mean()
         else:
             rec = F.cross_entropy(out.recon.flatten(0, 2), inp[:, 1:].flatten())
         return rec + out.vq.loss, {"recon_loss": rec.item(), "vq_loss": out.vq.loss.item(),
@@ -127,17 +145,41 @@ class LAMStage(Stage):
 
     @torch.no_grad()
     def evaluate(self, model, frames_u8):
+        """Besides PSNR with the inferred actions, the question that matters: do the actions help?
+
+        Next-frame PSNR of the decoder with a random action per transition, with the best of
+        all actions per transition (what the codes could say at most), and of copying the
+        previous frame. A LAM whose codes carry the motion beats random and copy by a margin.
+        """
         x = to_unit(frames_u8, self.device)
         inp = self._input(x)
-        out = model(inp)
+        lam = unwrap(model)
+        out = lam(inp)
         metrics = {"actions_used": float(out.actions.unique().numel()), "perplexity": out.vq.perplexity.item()}
         images = {}
         if self.tokenizer is None:
-            metrics["psnr"] = psnr(out.recon, x[:, 1:]).item()
+            target = x[:, 1:]  # every metric: mean over transitions of the next frame's PSNR
+            random = torch.randint(0, lam.vq.num_codes, out.actions.shape, device=x.device,
+                                   generator=torch.Generator(device=x.device).manual_seed(0))
+            each = torch.stack([frame_psnr(lam.decode_ids(inp, torch.full_like(out.actions, a)), target)
+                                for a in range(lam.vq.num_codes)])  # [A, B, T-1]
+            metrics.update(
+                psnr=frame_psnr(out.recon, target).mean().item(),
+                psnr_random_actions=frame_psnr(lam.decode_ids(inp, random), target).mean().item(),
+                psnr_best_action=each.max(0).values.mean().item(),
+                psnr_copy_previous_frame=frame_psnr(x[:, :-1], target).mean().item())
             images["next_frame"] = torch.cat([x[0, 1:], out.recon[0]], dim=-1)
         else:
             metrics["token_accuracy"] = (out.recon.argmax(-1) == inp[:, 1:]).float().mean().item()
         return metrics, images, out.actions
+
+    def probe(self, ids, actions):
+        """NMI between the codes and k-means clusters of the real `world_vector` (the arm's motion)."""
+        if "world_vector" not in actions:
+            return {}
+        wv = actions["world_vector"][:, : ids.shape[1]].reshape(-1, actions["world_vector"].shape[-1])
+        clusters = kmeans(standardize(wv.double().numpy()), self.cfg.lam.num_actions)
+        return {"nmi_world_vector": nmi(ids.flatten().cpu().numpy(), clusters)}
 
 
 class DynamicsStage(Stage):

@@ -231,7 +231,7 @@ class Trainer:
 
         writer = SummaryWriter(str(self.out / "tb")) if self.is_main else None
         history = (self.out / "metrics.jsonl").open("a") if self.is_main else None
-        val = next(iter(self._loader_val()))["frames"]
+        val = next(iter(self._loader_val()))
         batches = self._batches()
         bar = tqdm(total=self.tcfg.steps, initial=self.step, desc=f"train {self.stage_name}",
                    disable=not (self.is_main and self.tcfg.progress), dynamic_ncols=True)
@@ -269,11 +269,12 @@ class Trainer:
         ds = ClipDataset(val_cfg, "val" if self.dcfg.val_fraction > 0 else "train")
         return torch.utils.data.DataLoader(ds, batch_size=None, generator=torch.Generator().manual_seed(0))
 
-    def evaluate(self, frames: torch.Tensor, writer=None, history=None) -> dict[str, float]:
+    def evaluate(self, batch: dict, writer=None, history=None) -> dict[str, float]:
         """Metrics and pictures on the fixed validation batch (TensorBoard and samples/*.png)."""
         parallel.unwrap(self.model).eval()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            metrics, images, _ = self.stage.evaluate(self.model, frames)
+            metrics, images, ids = self.stage.evaluate(self.model, batch["frames"])
+        metrics.update(self.stage.probe(ids, batch["actions"]))
         if self.is_main:
             self._log(writer, history, "val", metrics)
             for name, img in images.items():
@@ -287,18 +288,21 @@ class Trainer:
         """Metrics over every held-out clip; written to <out>/eval.json. `*_used` count distinct codes."""
         parallel.unwrap(self.model).eval()
         sums: dict[str, float] = {}
-        ids, n = [], 0
+        ids, actions, n = [], [], []
         for batch in self._loader_val():
             frames = batch["frames"]
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 metrics, _, used = self.stage.evaluate(self.model, frames)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v * frames.shape[0]
-            ids.append(used.flatten().cpu())
-            n += frames.shape[0]
-        result = {k: v / max(n, 1) for k, v in sums.items() if not k.endswith("_used")}
+            ids.append(used.cpu())
+            actions.append(batch["actions"])
+            n.append(frames.shape[0])
+        result = {k: v / max(sum(n), 1) for k, v in sums.items() if not k.endswith("_used")}
         used_key = "codes_used" if self.stage_name == "tokenizer" else "actions_used"
-        result[used_key] = float(torch.cat(ids).unique().numel())
+        result[used_key] = float(torch.cat([i.flatten() for i in ids]).unique().numel())
+        result.update(self.stage.probe(torch.cat(ids), {k: torch.cat([a[k] for a in actions]) for k in actions[0]}))
+        n = sum(n)
         result.update(clips=float(n), step=float(self.step))
         if self.is_main:
             (self.out / "eval.json").write_text(json.dumps(result, indent=2))

@@ -1,0 +1,77 @@
+"""Shipped reference models, loadable by name: `WorldModel.load("sim-rt1")`, `ckpt=sim-rt1`.
+
+A reference is a directory under `genie_robot/references/<name>/` laid out as a training run
+(`tokenizer/`, `lam/`, `dynamics/`, each one checkpoint: `model.safetensors`, `config.yaml`,
+`trainer.json`; optionally `adapter.json`) plus `reference.json`, the machine-readable half of
+its model card: the sha256 of every file, the commands that made it, and its held-out metrics.
+Resolving a name checks every listed file against its sha256 before anything is loaded, so a
+corrupted or swapped weight file is refused with its name. Torch-free: the onnxruntime side
+can resolve a name too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+REFERENCES_DIR = Path(__file__).parent / "references"
+CARD = "reference.json"
+STAGE_FILES = ("model.safetensors", "config.yaml", "trainer.json")
+
+
+class ReferenceError(ValueError):
+    """An unknown reference name, or a reference whose files do not match its card."""
+
+
+def available() -> list[str]:
+    """Names of the references shipped with this installation."""
+    if not REFERENCES_DIR.is_dir():
+        return []
+    return sorted(p.name for p in REFERENCES_DIR.iterdir() if (p / CARD).is_file())
+
+
+def is_reference_name(value: str | Path) -> bool:
+    """True for a bare name (no path separator) that is not an existing path."""
+    text = str(value)
+    return "/" not in text and "\\" not in text and not Path(text).exists()
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def card(name: str) -> dict:
+    """The reference's reference.json (unverified)."""
+    root = REFERENCES_DIR / name
+    if not (root / CARD).is_file():
+        names = available()
+        raise ReferenceError(
+            f"no reference model named '{name}'; shipped references: {', '.join(names) if names else 'none'} "
+            f"(or pass a training run directory)")
+    try:
+        return json.loads((root / CARD).read_text())
+    except json.JSONDecodeError as e:
+        raise ReferenceError(f"{root / CARD} is not valid JSON: {e}") from None
+
+
+def resolve(name: str) -> Path:
+    """The directory of reference `name`, after checking every file against the card's sha256."""
+    root = REFERENCES_DIR / name
+    files = card(name).get("files")
+    if not isinstance(files, dict) or not files:
+        raise ReferenceError(f"{root / CARD} lists no files (expected a 'files' mapping of path -> sha256)")
+    for rel, expected in sorted(files.items()):
+        path = root / rel
+        if not path.is_file():
+            raise ReferenceError(f"reference '{name}' is incomplete: {rel} is missing (listed in {CARD})")
+        actual = sha256(path)
+        if actual != expected:
+            raise ReferenceError(
+                f"reference '{name}': {rel} does not match its card (sha256 {actual[:16]}..., the card says "
+                f"{expected[:16]}...); refusing to load it. Reinstall the package or retrain with `make reference`")
+    return root

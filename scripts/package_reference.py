@@ -1,0 +1,150 @@
+"""Package a training run's finished stages as a shipped reference model (genie_robot/references/<name>/).
+
+    python scripts/package_reference.py --run outputs/train/sim_rt1 --name sim-rt1 \\
+        --stages tokenizer lam dynamics [--eval outputs/eval/sim-rt1/eval.json]
+
+For each stage: the latest checkpoint's `model.safetensors`, `config.yaml` and `trainer.json`
+(no optimizer or RNG state: a reference is for inference and for starting later stages from),
+plus the run's `adapter.json` when it has one. `reference.json` gets the sha256 of every file,
+the training provenance read from each stage's metrics (steps, wall time, final held-out
+metrics from its eval.json), and the held-out evaluation given with --eval. Stages already
+packaged and not named again are kept, so stages can be added one at a time as they finish
+(`train.tokenizer_ckpt=genie_robot/references/<name>/tokenizer` starts the next one from it).
+Written to a temporary directory and renamed into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from genie_robot.reference import CARD, REFERENCES_DIR, STAGE_FILES, sha256
+from genie_robot.training.checkpoint import latest_checkpoint
+
+STAGES = ("tokenizer", "lam", "dynamics")
+
+
+def stage_provenance(stage_dir: Path, ckpt: Path) -> dict:
+    """Steps, training wall time and the held-out eval.json of one stage's run directory."""
+    rows = [json.loads(x) for x in (stage_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    trainer = json.loads((ckpt / "trainer.json").read_text())
+    # TensorBoard names each event file after the Unix time its run started (a resumed run adds one).
+    starts = [float(p.name.split(".")[3]) for p in (stage_dir / "tb").glob("events.out.tfevents.*")]
+    wall = trainer["saved_at"] - min(starts) if starts else None
+    eval_file = stage_dir / "eval.json"
+    return {
+        "step": trainer["step"],
+        "train_wall_s": round(wall, 1) if wall is not None else None,  # first start to last save, pauses included
+        "last_train_metrics": next((r for r in reversed(rows) if r["split"] == "train"), None),
+        "heldout_eval": json.loads(eval_file.read_text()) if eval_file.is_file() else None,
+    }
+
+
+STAGE_METRICS = {
+    "tokenizer": [("psnr", "reconstruction PSNR (dB)"), ("codes_used", "codes used")],
+    "lam": [("psnr", "next-frame PSNR, inferred action (dB)"), ("psnr_random_actions", "... random action (dB)"),
+            ("psnr_best_action", "... best of all actions (dB)"),
+            ("psnr_copy_previous_frame", "copying the previous frame (dB)"),
+            ("nmi_world_vector", "NMI codes vs world_vector clusters"), ("actions_used", "actions used")],
+    "dynamics": [("masked_accuracy", "masked-token accuracy"),
+                 ("next_frame_token_accuracy", "next-frame token accuracy"),
+                 ("next_frame_psnr", "next-frame PSNR (dB)")],
+}
+
+
+def render_card(card: dict, commands: str) -> str:
+    """The human half of the model card, written from reference.json so the two never disagree."""
+    lines = [
+        f"# Reference model `{card['name']}`",
+        "",
+        "Written by `scripts/package_reference.py` from `genie_robot/references/"
+        f"{card['name']}/reference.json`; do not edit by hand.",
+        "",
+        f"Status: {'complete' if card['complete'] else 'in training: stages ' + ', '.join(card['stages'])}. "
+        f"Packaged {card['packaged']['at']} at commit {card['packaged']['git_commit'][:12]} on "
+        f"{card['packaged']['machine']}. Exact commands: `make reference` ({commands}).",
+        "",
+        "## Stages",
+        "",
+        "| stage | steps | training wall time | held-out metrics (val split of the training dataset) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for stage, info in card["stages"].items():
+        ev = info.get("heldout_eval") or {}
+        shown = "; ".join(f"{label} {ev[key]:.3f}" if isinstance(ev.get(key), float) and ev[key] % 1 else
+                          f"{label} {ev[key]:g}" for key, label in STAGE_METRICS[stage] if key in ev)
+        wall = f"{info['train_wall_s'] / 60:.0f} min" if info.get("train_wall_s") else "-"
+        lines.append(f"| {stage} | {info['step']} | {wall} | {shown} ({ev.get('clips', 0):g} clips) |")
+    lines += ["", "## Files", "", "| file | bytes | sha256 |", "| --- | --- | --- |"]
+    lines += [f"| {rel} | {card['file_bytes'][rel]:,} | `{digest}` |" for rel, digest in card["files"].items()]
+    lines += ["", f"Total {card['total_bytes']:,} bytes.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, help="training run directory (tokenizer/, lam/, dynamics/)")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    ap.add_argument("--eval", help="eval.json of `genie-robot eval` on held-out data, recorded in the card")
+    ap.add_argument("--dest", default=str(REFERENCES_DIR))
+    ap.add_argument("--docs", help="also write the human model card (Markdown) here, e.g. docs/REFERENCE_sim-rt1.md")
+    ap.add_argument("--commands", default="Makefile", help="where the exact training commands are (`make reference`)")
+    args = ap.parse_args()
+
+    run, dest = Path(args.run), Path(args.dest) / args.name
+    tmp = dest.parent / f".tmp-{args.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if dest.is_dir():
+        shutil.copytree(dest, tmp)
+    else:
+        tmp.mkdir(parents=True)
+    old = json.loads((tmp / CARD).read_text()) if (tmp / CARD).is_file() else {}
+    stages = dict(old.get("stages", {}))
+    for stage in args.stages:
+        ckpt = latest_checkpoint(run / stage / "checkpoints")
+        if ckpt is None:
+            raise SystemExit(f"{run / stage} has no checkpoint to package")
+        shutil.rmtree(tmp / stage, ignore_errors=True)
+        (tmp / stage).mkdir()
+        for name in STAGE_FILES:
+            shutil.copy2(ckpt / name, tmp / stage / name)
+        trainer = json.loads((ckpt / "trainer.json").read_text())
+        trainer.pop("param_groups", None)  # optimizer hyper-parameters: not part of a reference
+        (tmp / stage / "trainer.json").write_text(json.dumps(trainer, indent=2))
+        stages[stage] = {"from": str(ckpt), **stage_provenance(run / stage, ckpt)}
+    if (run / "adapter.json").is_file():
+        shutil.copy2(run / "adapter.json", tmp / "adapter.json")
+    files = {p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*"))
+             if p.is_file() and p.name != CARD}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    card = {
+        "name": args.name,
+        "format_version": 1,
+        "complete": all(s in stages for s in STAGES),
+        "stages": {s: stages[s] for s in STAGES if s in stages},
+        "files": files,
+        "total_bytes": sum((tmp / f).stat().st_size for f in files),
+        "file_bytes": {f: (tmp / f).stat().st_size for f in files},
+        "heldout_eval": json.loads(Path(args.eval).read_text()) if args.eval else old.get("heldout_eval"),
+        "packaged": {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": commit,
+                     "machine": f"{platform.machine()} {os.cpu_count()} cores"},
+    }
+    (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    if args.docs:
+        Path(args.docs).write_text(render_card(card, args.commands))
+    if dest.is_dir():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    print(json.dumps({"reference": str(dest), "complete": card["complete"], "total_bytes": card["total_bytes"],
+                      "files": files}))
+
+
+if __name__ == "__main__":
+    main()
