@@ -81,10 +81,31 @@ def render_card(card: dict, commands: str) -> str:
                           f"{label} {ev[key]:g}" for key, label in STAGE_METRICS[stage] if key in ev)
         wall = f"{info['train_wall_s'] / 60:.0f} min" if info.get("train_wall_s") else "-"
         lines.append(f"| {stage} | {info['step']} | {wall} | {shown} ({ev.get('clips', 0):g} clips) |")
+    lines += ["", "Training wall time: from the stage's first start to its last checkpoint, restarts and time "
+              "shared with other jobs on the same cores included.", "", "## Data and recipe", ""]
+    for stage, info in card["stages"].items():
+        d = info["data"]
+        sim = (f"the simulated dataset of `genie-robot sim` (seed {d['sim']['seed']}, {d['sim']['episodes']} "
+               f"episodes of {d['sim']['min_steps']}-{d['sim']['max_steps']} steps)" if d["sim"] else f"`{d['path']}`")
+        lines.append(f"- {stage}: {sim}, the last {d['val_fraction']:.0%} of episodes held out as the val split; "
+                     f"batch {d['batch_size']} clips, peak lr {d['recipe_lr']:g}, training seed {d['train_seed']}, "
+                     f"`configs/model/{d['model_config']}.yaml`.")
     lines += ["", "## Files", "", "| file | bytes | sha256 |", "| --- | --- | --- |"]
     lines += [f"| {rel} | {card['file_bytes'][rel]:,} | `{digest}` |" for rel, digest in card["files"].items()]
     lines += ["", f"Total {card['total_bytes']:,} bytes.", ""]
     return "\n".join(lines)
+
+
+def training_data(ckpt: Path) -> dict:
+    """What a stage was trained on, from its resolved config: the dataset (with the simulator
+    settings the sim writer recorded beside it, when it is a simulated one), the split and the batch."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(ckpt / "config.yaml")
+    sim_file = Path(cfg.data.path) / "genie_robot_sim.json"
+    return {"path": cfg.data.path, "sim": json.loads(sim_file.read_text()) if sim_file.is_file() else None,
+            "val_fraction": cfg.data.val_fraction, "batch_size": cfg.data.batch_size, "train_seed": cfg.train.seed,
+            "model_config": cfg.model.name, "recipe_lr": OmegaConf.to_container(cfg.train.optim)[cfg.stage]["lr"]}
 
 
 def main() -> None:
@@ -118,7 +139,7 @@ def main() -> None:
         trainer = json.loads((ckpt / "trainer.json").read_text())
         trainer.pop("param_groups", None)  # optimizer hyper-parameters: not part of a reference
         (tmp / stage / "trainer.json").write_text(json.dumps(trainer, indent=2))
-        stages[stage] = {"from": str(ckpt), **stage_provenance(run / stage, ckpt)}
+        stages[stage] = {"from": str(ckpt), **stage_provenance(run / stage, ckpt), "data": training_data(ckpt)}
     if (run / "adapter.json").is_file():
         shutil.copy2(run / "adapter.json", tmp / "adapter.json")
     files = {p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*"))

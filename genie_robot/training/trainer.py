@@ -288,7 +288,7 @@ class Trainer:
         """Metrics over every held-out clip; written to <out>/eval.json. `*_used` count distinct codes."""
         parallel.unwrap(self.model).eval()
         sums: dict[str, float] = {}
-        ids, actions, n = [], [], []
+        ids, actions, n = [], [], 0
         for batch in self._loader_val():
             frames = batch["frames"]
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -297,12 +297,12 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + v * frames.shape[0]
             ids.append(used.cpu())
             actions.append(batch["actions"])
-            n.append(frames.shape[0])
-        result = {k: v / max(sum(n), 1) for k, v in sums.items() if not k.endswith("_used")}
+            n += frames.shape[0]
+        result = {k: v / max(n, 1) for k, v in sums.items() if not k.endswith("_used")}
         used_key = "codes_used" if self.stage_name == "tokenizer" else "actions_used"
-        result[used_key] = float(torch.cat([i.flatten() for i in ids]).unique().numel())
-        result.update(self.stage.probe(torch.cat(ids), {k: torch.cat([a[k] for a in actions]) for k in actions[0]}))
-        n = sum(n)
+        ids = torch.cat(ids)
+        result[used_key] = float(ids.unique().numel())
+        result.update(self.stage.probe(ids, {k: torch.cat([a[k] for a in actions]) for k in actions[0]}))
         result.update(clips=float(n), step=float(self.step))
         if self.is_main:
             (self.out / "eval.json").write_text(json.dumps(result, indent=2))
