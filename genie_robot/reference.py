@@ -59,10 +59,18 @@ def card(name: str) -> dict:
         raise ReferenceError(f"{root / CARD} is not valid JSON: {e}") from None
 
 
-def resolve(name: str) -> Path:
-    """The directory of reference `name`, after checking every file against the card's sha256."""
+def resolve(name: str, complete: bool = True) -> Path:
+    """The directory of reference `name`, after checking every file against the card's sha256.
+
+    `complete`: a world model needs all three stages; a reference still in training ships the
+    finished ones, for later stages to start from (pass False to reach those)."""
     root = REFERENCES_DIR / name
-    files = card(name).get("files")
+    info = card(name)
+    if complete and not info.get("complete"):
+        raise ReferenceError(
+            f"reference '{name}' is still in training: it ships the stages {', '.join(info.get('stages', {}))}; "
+            f"a finished stage starts a later one from {root}/<stage> (e.g. train.tokenizer_ckpt={root}/tokenizer)")
+    files = info.get("files")
     if not isinstance(files, dict) or not files:
         raise ReferenceError(f"{root / CARD} lists no files (expected a 'files' mapping of path -> sha256)")
     for rel, expected in sorted(files.items()):

@@ -23,7 +23,6 @@ from genie_robot import reference
 from genie_robot.config import typed
 from genie_robot.inference.engine import Engine, Imagination, Limits
 from genie_robot.models import ModelConfig, build
-from genie_robot.reference import is_reference_name
 from genie_robot.training.checkpoint import CheckpointError, latest_checkpoint, load_weights
 from genie_robot.training.stages import load_frozen
 
@@ -54,7 +53,7 @@ class WorldModel(Engine):
              limits: Limits | None = None) -> WorldModel:
         """From a training run directory holding `tokenizer/`, `dynamics/` and (optionally) `lam/`,
         or a shipped reference model by name ("sim-rt1"; its files checked against its card first)."""
-        if is_reference_name(path):
+        if reference.is_reference_name(path):
             path = reference.resolve(str(path))
         root, device = Path(path), torch.device(device)
         if not root.is_dir():
