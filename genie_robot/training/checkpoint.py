@@ -12,7 +12,6 @@ crash leaves either the whole checkpoint or none of it. Only the last `keep` are
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from genie_robot.inference.engine import EngineError
+from genie_robot.reference import sha256
 from genie_robot.training.parallel import unwrap
 
 STEP_PREFIX = "step_"
@@ -145,8 +145,4 @@ def load_weights(path: Path, model: nn.Module) -> None:
 
 def weights_digest(path: Path) -> str:
     """sha256 of a checkpoint's weights: ties a dynamics model to the exact tokenizer and LAM."""
-    digest = hashlib.sha256()
-    with open(path / "model.safetensors", "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256(path / "model.safetensors")
