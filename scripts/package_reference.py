@@ -26,8 +26,7 @@ from pathlib import Path
 
 from genie_robot.reference import CARD, REFERENCES_DIR, STAGE_FILES, sha256
 from genie_robot.training.checkpoint import latest_checkpoint
-
-STAGES = ("tokenizer", "lam", "dynamics")
+from genie_robot.training.stages import STAGES
 
 
 def stage_provenance(stage_dir: Path, ckpt: Path) -> dict:
@@ -144,6 +143,7 @@ def main() -> None:
         shutil.copy2(run / "adapter.json", tmp / "adapter.json")
     files = {p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*"))
              if p.is_file() and p.name != CARD}
+    file_bytes = {f: (tmp / f).stat().st_size for f in files}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     card = {
         "name": args.name,
@@ -151,8 +151,8 @@ def main() -> None:
         "complete": all(s in stages for s in STAGES),
         "stages": {s: stages[s] for s in STAGES if s in stages},
         "files": files,
-        "total_bytes": sum((tmp / f).stat().st_size for f in files),
-        "file_bytes": {f: (tmp / f).stat().st_size for f in files},
+        "total_bytes": sum(file_bytes.values()),
+        "file_bytes": file_bytes,
         "heldout_eval": json.loads(Path(args.eval).read_text()) if args.eval else old.get("heldout_eval"),
         "packaged": {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": commit,
                      "machine": f"{platform.machine()} {os.cpu_count()} cores"},
