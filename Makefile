@@ -28,9 +28,10 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup demo demo-train reference test lint bench clean
 help:
-	@echo "make demo   - set up, simulate the RT-1-style dataset, train the three stages, evaluate, plan,"
-	@echo "              export to ONNX, verify the export, plan through the ROS 2 node"
-	@echo "make demo-train - the same from-scratch three-stage demo (make demo's other name)"
+	@echo "make demo   - set up, then the shipped reference model sim-rt1 on held-out simulated episodes:"
+	@echo "              evaluate, per-action rollouts, plan, export to ONNX, verify, plan through the ROS 2 node"
+	@echo "make demo-train - set up, simulate the RT-1-style dataset, train the three demo stages from scratch,"
+	@echo "              evaluate, plan, export, verify, plan through the ROS 2 node (about 20 minutes)"
 	@echo "make reference  - retrain the reference model sim-rt1 from scratch (hours on 2 cores; resumable)"
 	@echo "make test   - set up, then lint and run the test suite"
 	@echo "make bench  - loader and simulator throughput (JSON lines)"
@@ -63,10 +64,39 @@ $(STAMP):
 	@rm -f $(VENV)/.setup-stamp-* && touch $@
 	@echo "== setup done"
 
+# The held-out set of make demo and of the reference's card: simulated episodes with a simulator seed the
+# reference never trained on (it trained on seed 0); 16 episodes give 48 clips of 8 frames.
+REFERENCE := sim-rt1
+HELDOUT_SEED := 1001
+HELDOUT_EPISODES := 16
+HELDOUT := outputs/heldout
+HELDOUT_DATA := data.path=$(HELDOUT)/fractal20220817_data/0.1.0 data.val_fraction=1
+HELDOUT_SIM := $(BIN)/genie-robot sim sim.out=$(HELDOUT) sim.seed=$(HELDOUT_SEED) sim.episodes=$(HELDOUT_EPISODES)
+# The card's evaluation: eval's defaults (every held-out clip, 25 MaskGIT steps) at the card's temperature.
+REF_TEMPERATURE := 1.0
+REF_EVAL = $(BIN)/genie-robot eval $(HELDOUT_DATA) eval.temperature=$(REF_TEMPERATURE)
+# make demo's shorter one (inside 6 minutes on 2 cores), recorded on the card too, so make demo prints
+# numbers the card has: 16 clips, one per-action grid, a small plan.
+DEMO_EVAL = $(REF_EVAL) eval.max_clips=16 eval.grid_contexts=1 eval.plan_episodes=2 eval.plan_samples=8 \
+	eval.plan_iterations=2
+
+demo: setup
+	$(HELDOUT_SIM)
+	$(DEMO_EVAL) ckpt=$(REFERENCE) eval.out=outputs/demo/eval
+	@cat outputs/demo/eval/eval.md
+	$(BIN)/python scripts/compare_card.py --name $(REFERENCE) --eval outputs/demo/eval/eval.json
+	$(BIN)/genie-robot export ckpt=$(REFERENCE) out=outputs/export/$(REFERENCE)
+	$(BIN)/genie-robot export-verify ckpt=$(REFERENCE) out=outputs/export/$(REFERENCE) > outputs/demo/export_verify.json
+	@echo "export-verify: every graph within bounds, imagine and plan token-identical (outputs/demo/export_verify.json)"
+	@# On the robot: world_model_node on the export, a held-out sim clip as its camera, a plan over ROS 2.
+	$(BIN)/python -m genie_robot_ros.demo $(HELDOUT_DATA) out=outputs/export/$(REFERENCE)
+	@echo "demo outputs: $(HELDOUT)/fractal20220817_data/0.1.0 (held-out dataset, sim seed $(HELDOUT_SEED)),"
+	@echo "  outputs/demo/eval/ (report, per-action rollouts actions_context*.png/.gif, plan.gif),"
+	@echo "  outputs/export/$(REFERENCE)/ (ONNX graphs + manifest for genie_robot.runtime.OnnxWorldModel),"
+	@echo "  outputs/demo/ros_plan.gif (world_model_node's plan over ROS 2: real | predicted)"
+
 DEMO_TRAIN := $(BIN)/genie-robot train model=demo train=demo
 DEMO_RUN := outputs/train/demo
-
-demo: demo-train
 
 demo-train: setup
 	$(BIN)/genie-robot sim
@@ -104,11 +134,11 @@ demo-train: setup
 # The reference model sim-rt1 (configs/model/sim_rt1.yaml, configs/train/reference.yaml): trained on
 # the default simulated dataset (seed 0), each stage packaged into genie_robot/references/sim-rt1 as it
 # finishes (weights + sha256 card). A cut run continues: REF_RESUME=true make reference.
-REFERENCE := sim-rt1
 REF_RUN := outputs/train/sim_rt1
 REF_RESUME ?= false
 REF_TRAIN = $(BIN)/genie-robot train model=sim_rt1 train=reference train.resume=$(REF_RESUME)
-REF_PACKAGE := $(BIN)/python scripts/package_reference.py --run $(REF_RUN) --name $(REFERENCE)
+REF_PACKAGE := $(BIN)/python scripts/package_reference.py --run $(REF_RUN) --name $(REFERENCE) \
+	--docs docs/REFERENCE_$(REFERENCE).md
 
 reference: setup
 	$(BIN)/genie-robot sim
@@ -116,6 +146,14 @@ reference: setup
 	$(REF_PACKAGE) --stages tokenizer
 	$(REF_TRAIN) stage=lam train.steps=2000 data.batch_size=8
 	$(REF_PACKAGE) --stages lam
+	$(REF_TRAIN) stage=dynamics train.steps=1500 data.batch_size=4
+	$(BIN)/genie-robot fit-adapter ckpt=$(REF_RUN)
+	$(HELDOUT_SIM)
+	$(REF_PACKAGE) --stages dynamics
+	$(REF_EVAL) ckpt=$(REFERENCE) eval.out=outputs/eval/$(REFERENCE)
+	$(DEMO_EVAL) ckpt=$(REFERENCE) eval.out=outputs/eval/$(REFERENCE)-demo
+	$(REF_PACKAGE) --stages dynamics --eval outputs/eval/$(REFERENCE)/eval.json \
+		--demo-eval outputs/eval/$(REFERENCE)-demo/eval.json
 
 lint: setup
 	$(BIN)/ruff check genie_robot export ros_nodes tests scripts

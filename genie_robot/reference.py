@@ -20,6 +20,30 @@ CARD = "reference.json"
 STAGE_FILES = ("model.safetensors", "config.yaml", "trainer.json")
 
 
+# The held-out figures a reference is judged by (keys of `genie-robot eval`'s eval.json, with a label);
+# the card shows them and `scripts/compare_card.py` checks a new evaluation against them.
+HEADLINE_METRICS = (
+    ("tokenizer_psnr", "tokenizer reconstruction PSNR (dB)"),
+    ("lam_psnr_inferred", "LAM next frame, inferred action (dB)"),
+    ("lam_psnr_random", "LAM next frame, random action (dB)"),
+    ("lam_psnr_best_of_all_actions", "LAM next frame, best of all actions (dB)"),
+    ("copy_previous_frame_psnr", "copying the previous frame (dB)"),
+    ("dynamics_next_frame_token_accuracy_inferred", "dynamics next-frame token accuracy, inferred actions"),
+    ("dynamics_next_frame_token_accuracy_random", "dynamics next-frame token accuracy, random actions"),
+    ("psnr_t4_inferred_actions", "PSNR at t=4, inferred actions (dB)"),
+    ("psnr_t4_random_actions", "PSNR at t=4, random actions (dB)"),
+    ("psnr_t4_copy_first_frame", "PSNR at t=4, first frame repeated (dB)"),
+    ("delta_psnr_t4", "ΔtPSNR at t=4 (dB)"),
+    ("nmi_latent_vs_world_vector_clusters", "NMI latent actions vs world_vector clusters"),
+    ("adapter_mse_world_vector", "adapter world_vector MSE"),
+    ("adapter_baseline_mse_world_vector", "world_vector MSE predicting the mean"),
+    ("plan_cem_cost_mean", "planning goal cost, CEM"),
+    ("plan_random_cost_mean", "planning goal cost, random search"),
+)
+# What makes two evaluations comparable at all.
+EVAL_SETTINGS = ("clips", "frames_per_clip", "maskgit_steps", "temperature", "plan_episodes", "plan_budget")
+
+
 class ReferenceError(ValueError):
     """An unknown reference name, or a reference whose files do not match its card."""
 

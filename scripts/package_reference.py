@@ -24,7 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from genie_robot.reference import CARD, REFERENCES_DIR, STAGE_FILES, sha256
+from genie_robot.reference import CARD, HEADLINE_METRICS, REFERENCES_DIR, STAGE_FILES, sha256
 from genie_robot.training.checkpoint import latest_checkpoint
 from genie_robot.training.stages import STAGES
 
@@ -89,10 +89,37 @@ def render_card(card: dict, commands: str) -> str:
         lines.append(f"- {stage}: {sim}, the last {d['val_fraction']:.0%} of episodes held out as the val split; "
                      f"batch {d['batch_size']} clips, peak lr {d['recipe_lr']:g}, training seed {d['train_seed']}, "
                      f"`configs/model/{d['model_config']}.yaml`.")
+    lines += _eval_section(card)
     lines += ["", "## Files", "", "| file | bytes | sha256 |", "| --- | --- | --- |"]
     lines += [f"| {rel} | {card['file_bytes'][rel]:,} | `{digest}` |" for rel, digest in card["files"].items()]
     lines += ["", f"Total {card['total_bytes']:,} bytes.", ""]
     return "\n".join(lines)
+
+
+def _eval_section(card: dict) -> list[str]:
+    """The held-out evaluations (`genie-robot eval` on episodes of a simulator seed never trained on):
+    headline metrics, mean ± standard deviation over clips where the eval gives one."""
+    evals = [(title, card[key]) for key, title in (("heldout_eval", "held-out evaluation"),
+                                                   ("demo_eval", "make demo's evaluation")) if card.get(key)]
+    if not evals:
+        return []
+
+    def cell(ev: dict, key: str) -> str:
+        if not isinstance(ev.get(key), (int, float)):
+            return "-"
+        std = ev.get(f"{key}_std")
+        return f"{ev[key]:.4g}" + (f" ± {std:.2g}" if isinstance(std, float) else "")
+
+    lines = ["", "## Held-out evaluation", ""]
+    for title, ev in evals:
+        plan = (f", planning: {ev['plan_episodes']} episodes of {ev['plan_budget']} candidates"
+                if ev.get("plan_episodes") else ", no planning")
+        lines.append(f"- {title}: `{ev.get('data', '?')}`, {ev['clips']} clips of {ev['frames_per_clip']} frames, "
+                     f"MaskGIT {ev['maskgit_steps']} steps at temperature {ev['temperature']}{plan}.")
+    lines += ["", "| metric | " + " | ".join(t for t, _ in evals) + " |", "| --- |" + " --- |" * len(evals)]
+    lines += [f"| {label} | " + " | ".join(cell(ev, key) for _, ev in evals) + " |"
+              for key, label in HEADLINE_METRICS if any(key in ev for _, ev in evals)]
+    return lines
 
 
 def training_data(ckpt: Path) -> dict:
@@ -113,6 +140,8 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     ap.add_argument("--eval", help="eval.json of `genie-robot eval` on held-out data, recorded in the card")
+    ap.add_argument("--demo-eval", help="eval.json of make demo's shorter evaluation (same held-out data), so "
+                    "that make demo can show its numbers against the card's")
     ap.add_argument("--dest", default=str(REFERENCES_DIR))
     ap.add_argument("--docs", help="also write the human model card (Markdown) here, e.g. docs/REFERENCE_sim-rt1.md")
     ap.add_argument("--commands", default="Makefile", help="where the exact training commands are (`make reference`)")
@@ -154,6 +183,7 @@ def main() -> None:
         "total_bytes": sum(file_bytes.values()),
         "file_bytes": file_bytes,
         "heldout_eval": json.loads(Path(args.eval).read_text()) if args.eval else old.get("heldout_eval"),
+        "demo_eval": json.loads(Path(args.demo_eval).read_text()) if args.demo_eval else old.get("demo_eval"),
         "packaged": {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": commit,
                      "machine": f"{platform.machine()} {os.cpu_count()} cores"},
     }

@@ -72,3 +72,14 @@ def test_fit_adapter_cli_saves_it_and_plans_then_carry_robot_actions(trained, si
     frames = np.random.default_rng(0).integers(0, 256, (2, 3, *engine.cfg.resolution), dtype=np.uint8)
     result = plan(engine, frames, frames[-1], horizon=3, num_samples=4, iterations=1, steps=2)
     assert result.robot_actions.shape == (3, 7) and result.robot_actions.dtype == np.float32
+    # eval reports the adapter beside the model against predicting its training mean: on the same
+    # held-out clips the same figures fit-adapter recorded
+    out = tmp_path / "eval"
+    assert main(["eval", "model=tiny", f"ckpt={run}", f"data.path={sim_dataset}", "data.val_fraction=0.25",
+                 "eval.t=2", "eval.steps=2", f"eval.out={out}", "eval.grid_contexts=1", "eval.grid_horizon=2",
+                 "eval.plan_episodes=0"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["adapter_method"] == "ridge"
+    for key in ("mse_world_vector", "baseline_mse_world_vector", "held_out_transitions"):
+        assert result[f"adapter_{key}"] == pytest.approx(doc["held_out"][key]), key
+    assert "latent-to-robot adapter (ridge), world_vector MSE" in (out / "eval.md").read_text()

@@ -45,6 +45,24 @@ def test_sample_step_keeps_known_tokens_and_follows_the_schedule():
     assert ((cur >= 0) & (cur < 7)).all()
 
 
+
+@pytest.mark.parametrize("vocab", [7, 1024, 8192])
+def test_the_two_level_draw_is_the_plain_inverse_cdf(vocab):
+    """`draw` (float32, blocks) picks the token a float64 cumulative sum over the whole row picks,
+    with the same log-probability, for peaked and flat rows alike."""
+    from genie_robot.inference.maskgit import draw
+
+    rng = np.random.default_rng(vocab)
+    z = (rng.standard_normal((3000, vocab)) * rng.choice([0.1, 1.0, 8.0], (3000, 1))).astype(np.float32)
+    u = rng.random(3000)
+    p = np.exp(z.astype(np.float64) - z.max(axis=1, keepdims=True))
+    cdf = np.cumsum(p, axis=1)
+    expected = np.minimum((cdf < u[:, None] * cdf[:, -1:]).sum(axis=1), vocab - 1)
+    ids, logp = draw(z.copy(), u)
+    assert (ids == expected).mean() >= 0.999  # a u within float32 rounding of a boundary may differ
+    np.testing.assert_allclose(logp, np.log(p[np.arange(3000), ids] / cdf[:, -1]), atol=1e-5)
+    assert ((ids >= 0) & (ids < vocab)).all()
+
 @pytest.mark.parametrize(("batch", "horizon", "context"), [(1, 2, 1), (3, 3, 2), (2, 6, 4), (4, 5, 7)])
 def test_cached_sampling_gives_the_plain_paths_tokens(engine, batch, horizon, context):
     ctx = frames(engine, context)

@@ -84,6 +84,19 @@ def test_dynamics_logits_are_causal(tiny):
             assert not torch.allclose(base[:, k + 1], changed[:, k + 1])
 
 
+
+def test_dynamics_logits_at_chosen_positions_equal_the_full_logits_there(tiny):
+    """Training takes logits only at the masked positions; they must be the full forward's."""
+    torch.manual_seed(0)
+    dyn = build(tiny, "dynamics").eval()
+    b, t, s = 3, tiny.frames, tiny.tokens_per_frame()
+    tokens = torch.randint(0, tiny.tokenizer.num_codes, (b, t, s))
+    actions = torch.randint(0, tiny.lam.num_actions, (b, t - 1))
+    where = torch.rand(b, t, s) < 0.4
+    picked = dyn(tokens, actions, where)
+    assert picked.shape == (int(where.sum()), tiny.tokenizer.num_codes)
+    assert torch.allclose(picked, dyn(tokens, actions)[where], atol=1e-5)
+
 def test_lam_actions_of_a_shorter_clip_match_the_full_window(tiny):
     torch.manual_seed(0)
     lam = build(tiny, "lam")

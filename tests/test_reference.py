@@ -66,6 +66,48 @@ def test_a_reference_loads_by_name_and_refuses_a_changed_file(packaged, monkeypa
         WorldModel.load("tiny-ref")
 
 
+def test_the_card_records_evaluations_and_a_new_one_is_compared_with_it(packaged, trained, sim_dataset, monkeypatch,
+                                                                         tmp_path, capsys):
+    """eval by name, the result packaged onto the card (JSON and Markdown), and compare_card showing a
+    later eval with the card's settings against it; an eval with other settings cannot be compared."""
+    import importlib.util
+    import shutil
+
+    from genie_robot.cli import main
+
+    refs = tmp_path / "refs"
+    shutil.copytree(packaged, refs)
+    monkeypatch.setattr(reference, "REFERENCES_DIR", refs)
+    monkeypatch.chdir(tmp_path)
+    args = ["eval", "model=tiny", "ckpt=tiny-ref", f"data.path={sim_dataset}", "data.val_fraction=0.25", "eval.t=2",
+            "eval.grid_contexts=1", "eval.grid_horizon=2", "eval.plan_episodes=0"]
+    assert main([*args, "eval.steps=3", "eval.out=full"]) == 0
+    assert main([*args, "eval.steps=2", "eval.out=short"]) == 0
+    run = trained / "train/tiny"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts/package_reference.py"), "--run", str(run), "--name",
+                        "tiny-ref", "--dest", str(refs), "--stages", "dynamics", "--eval", "full/eval.json",
+                        "--demo-eval", "short/eval.json", "--docs", "card.md"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = reference.card("tiny-ref")
+    assert card["heldout_eval"]["maskgit_steps"] == 3 and card["demo_eval"]["maskgit_steps"] == 2
+    md = (tmp_path / "card.md").read_text()
+    assert "## Held-out evaluation" in md and "| tokenizer reconstruction PSNR (dB) |" in md
+    assert f"{card['heldout_eval']['tokenizer_psnr']:.4g} ± " in md
+
+    spec = importlib.util.spec_from_file_location("compare_card", ROOT / "scripts/compare_card.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    monkeypatch.setattr(sys, "argv", ["compare_card.py", "--name", "tiny-ref", "--eval", "short/eval.json"])
+    assert compare.main() == 0
+    shown = capsys.readouterr().out
+    psnr_row = next(line for line in shown.splitlines() if "tokenizer reconstruction PSNR" in line)
+    assert psnr_row.count(f"{card['demo_eval']['tokenizer_psnr']:.4f}") == 2 and "differs" not in psnr_row
+    assert main([*args, "eval.steps=1", "eval.out=other"]) == 0
+    monkeypatch.setattr(sys, "argv", ["compare_card.py", "--name", "tiny-ref", "--eval", "other/eval.json"])
+    assert compare.main() == 1
+    assert "no held-out evaluation on its card with this run's settings" in capsys.readouterr().out
+
 def test_a_run_mixing_stages_of_different_references_is_refused(packaged, tmp_path):
     """Another tokenizer (same config, other weights) beside the reference's dynamics model: the
     dynamics model's recorded lineage names the mismatch."""
@@ -128,3 +170,4 @@ def test_the_shipped_reference_matches_its_card_and_its_stages_work_on_sim_frame
                 # its codes carry the motion: the inferred action predicts the next frame better than a
                 # random one (by 0.24 dB on these few short clips; 1.5 dB on the card's 45 held-out clips)
                 assert ids.unique().numel() >= 3 and inferred_psnr > random_psnr + 0.1, (inferred_psnr, random_psnr)
+

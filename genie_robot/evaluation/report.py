@@ -31,7 +31,7 @@ from genie_robot.data.reader import DataConfig, read_clips
 from genie_robot.evaluation.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr, ssim, standardize
 from genie_robot.evaluation.pictures import grid, save_gif, save_png
 from genie_robot.inference.world_model import WorldModel
-from genie_robot.planning.adapter import ACTION_KEYS
+from genie_robot.planning.adapter import ACTION_KEYS, held_out_error
 from genie_robot.planning.cem import plan, random_search
 
 
@@ -108,6 +108,7 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
     knn, majority = knn_accuracy(standardize(acts), codes_flat, seed=cfg.seed)
     fvd, fvd_note = _fvd(cfg.i3d, frames[:, : cfg.t + 1], np.stack(generated))
     result = {
+        "data": str(data.path),
         "clips": int(n), "frames_per_clip": int(t_len), "maskgit_steps": cfg.steps, "temperature": cfg.temperature,
         "tokenizer_psnr": float(np.mean(rec_psnr)),
         "tokenizer_ssim": float(np.mean(rec_ssim)),
@@ -127,6 +128,7 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         "fvd": fvd, "fvd_note": fvd_note,
         "model": engine.source,
         **_action_response(engine, frames, np.stack(codes), cfg.seed),
+        **_adapter_error(engine, codes, real_actions),
         "world_vector_per_latent_action": _mean_world_vector(codes_flat, acts[:, :3], num_actions),
     }
     result["pictures"] = _action_grid(engine, frames, cfg, out)
@@ -194,6 +196,17 @@ def _action_response(engine: WorldModel, frames: np.ndarray, codes: np.ndarray, 
     for key, values in rows.items():
         out[key], out[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
     return out
+
+
+def _adapter_error(engine: WorldModel, codes: list[np.ndarray], real_actions: np.ndarray) -> dict:
+    """The fitted latent-to-robot adapter on these clips: its per-group MSE against predicting the
+    mean action of the data it was fitted on (what a planner loses by not using it). Nothing
+    without an adapter, or with one saved before adapters recorded that mean."""
+    if engine.adapter is None or "train_mean_action" not in engine.adapter.info:
+        return {}
+    err = held_out_error(engine.adapter, codes, list(real_actions[:, :-1]),
+                         np.asarray(engine.adapter.info["train_mean_action"]))
+    return {"adapter_method": engine.adapter.method, **{f"adapter_{k}": v for k, v in err.items()}}
 
 
 def _mean_world_vector(codes: np.ndarray, world_vector: np.ndarray, num_actions: int) -> list[dict]:
@@ -279,6 +292,11 @@ def _markdown(r: dict, cfg: EvalConfig) -> str:
            f"| planning cost, random search, same budget | {r['plan_random_cost_mean']:.4f} ± "
            f"{r['plan_random_cost_std']:.4f} (CEM lower on {r['plan_cem_wins']} of {r['plan_episodes']}) |"]
           if "plan_episodes" in r else []),
+        *([f"| latent-to-robot adapter ({r['adapter_method']}), world_vector MSE | "
+           f"{r['adapter_mse_world_vector']:.3g} vs {r['adapter_baseline_mse_world_vector']:.3g} predicting the "
+           f"mean (the adapter's error is {r['adapter_mse_world_vector'] / r['adapter_baseline_mse_world_vector']:.0%} "
+           f"of the mean's) |"]
+          if "adapter_mse_world_vector" in r else []),
         "",
         "## Does the model respond to its latent actions?",
         "",

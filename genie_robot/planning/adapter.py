@@ -94,17 +94,19 @@ def fit(method: str, ids: list[np.ndarray], actions: list[np.ndarray], num_actio
     if len(flat_ids) == 0:
         raise ValueError("no labelled transitions to fit the adapter on")
     overall = flat_act.mean(0)
+    # The baseline any held-out error is judged against (eval: the adapter vs predicting this mean).
+    info = {"fitted_transitions": len(flat_ids), "train_mean_action": overall.round(6).tolist()}
     if method == "mean":
         # An id never seen in the labelled data maps to the overall mean action.
         w = np.stack([flat_act[flat_ids == k].mean(0) if (flat_ids == k).any() else overall
                       for k in range(num_actions)])
-        return Adapter(method, num_actions, w, {"fitted_transitions": len(flat_ids)})
+        return Adapter(method, num_actions, w, info)
     probe = Adapter(method, num_actions, np.zeros((2 * num_actions + 1, ACTION_DIM)), {})
     x = np.concatenate([probe._features(s) for s in ids])
     reg = ridge * np.eye(x.shape[1])
     reg[-1, -1] = 0  # no penalty on the bias
     w = np.linalg.solve(x.T @ x + reg, x.T @ flat_act)
-    return Adapter(method, num_actions, w, {"fitted_transitions": len(flat_ids), "ridge": ridge})
+    return Adapter(method, num_actions, w, {**info, "ridge": ridge})
 
 
 def held_out_error(adapter: Adapter, ids: list[np.ndarray], actions: list[np.ndarray],

@@ -211,9 +211,9 @@ class DynamicsStage(Stage):
         _, tokens, actions = self._targets(frames_u8)
         d = self.cfg.dynamics
         inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max)
-        logits = model(inp, actions)
-        loss = F.cross_entropy(logits[mask], tokens[mask])
-        acc = (logits[mask].argmax(-1) == tokens[mask]).float().mean()
+        logits = model(inp, actions, mask)
+        loss = F.cross_entropy(logits, tokens[mask])
+        acc = (logits.argmax(-1) == tokens[mask]).float().mean()
         return loss, {"masked_accuracy": acc.item()}
 
     @torch.no_grad()
@@ -222,8 +222,7 @@ class DynamicsStage(Stage):
         d = self.cfg.dynamics
         gen = torch.Generator(device=tokens.device).manual_seed(0)  # the same masks at every evaluation
         inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max, generator=gen)
-        logits = model(inp, actions)
-        acc = (logits[mask].argmax(-1) == tokens[mask]).float().mean().item()
+        acc = (model(inp, actions, mask).argmax(-1) == tokens[mask]).float().mean().item()
         # Next frame from the past and the action alone: the last frame fully masked, one pass.
         last = tokens.clone()
         last[:, -1] = self.model.mask_id
