@@ -76,9 +76,9 @@ HELDOUT_SIM := $(BIN)/genie-robot sim sim.out=$(HELDOUT) sim.seed=$(HELDOUT_SEED
 REF_TEMPERATURE := 1.0
 REF_EVAL = $(BIN)/genie-robot eval $(HELDOUT_DATA) eval.temperature=$(REF_TEMPERATURE)
 # make demo's shorter one (inside 6 minutes on 2 cores), recorded on the card too, so make demo prints
-# numbers the card has: 16 clips, one per-action grid, a small plan.
-DEMO_EVAL = $(REF_EVAL) eval.max_clips=16 eval.grid_contexts=1 eval.plan_episodes=2 eval.plan_samples=8 \
-	eval.plan_iterations=2
+# numbers the card has: 12 clips, one per-action grid of 4 frames, one small plan.
+DEMO_EVAL = $(REF_EVAL) eval.max_clips=12 eval.grid_contexts=1 eval.grid_horizon=4 eval.plan_episodes=1 \
+	eval.plan_samples=8 eval.plan_iterations=2
 
 demo: setup
 	$(HELDOUT_SIM)

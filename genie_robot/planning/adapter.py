@@ -95,7 +95,7 @@ def fit(method: str, ids: list[np.ndarray], actions: list[np.ndarray], num_actio
         raise ValueError("no labelled transitions to fit the adapter on")
     overall = flat_act.mean(0)
     # The baseline any held-out error is judged against (eval: the adapter vs predicting this mean).
-    info = {"fitted_transitions": len(flat_ids), "train_mean_action": overall.round(6).tolist()}
+    info = {"fitted_transitions": len(flat_ids), "train_mean_action": overall.tolist()}
     if method == "mean":
         # An id never seen in the labelled data maps to the overall mean action.
         w = np.stack([flat_act[flat_ids == k].mean(0) if (flat_ids == k).any() else overall
