@@ -47,7 +47,7 @@ def main() -> int:
             continue
         a, b = theirs.get(key), ours.get(key)
         mark = "" if a is not None and b is not None and abs(a - b) <= args.tolerance else "  <- differs"
-        show = lambda v: f"{v:10.4f}" if isinstance(v, float) else f"{v!s:>10}"  # noqa: E731
+        show = lambda v: f"{v:10.5g}" if isinstance(v, float) else f"{v!s:>10}"  # noqa: E731
         print(f"| {label:<54} | {show(a)} | {show(b)} |{mark}")
     return 0
 

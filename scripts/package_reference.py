@@ -112,7 +112,7 @@ def _eval_section(card: dict) -> list[str]:
 
     lines = ["", "## Held-out evaluation", ""]
     for title, ev in evals:
-        plan = (f", planning: {ev['plan_episodes']} episodes of {ev['plan_budget']} candidates"
+        plan = (f", planning: {ev['plan_episodes']} episode(s) of {ev['plan_budget']} candidates"
                 if ev.get("plan_episodes") else ", no planning")
         lines.append(f"- {title}: `{ev.get('data', '?')}`, {ev['clips']} clips of {ev['frames_per_clip']} frames, "
                      f"MaskGIT {ev['maskgit_steps']} steps at temperature {ev['temperature']}{plan}.")

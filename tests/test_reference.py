@@ -103,7 +103,7 @@ def test_the_card_records_evaluations_and_a_new_one_is_compared_with_it(packaged
     assert compare.main() == 0
     shown = capsys.readouterr().out
     psnr_row = next(line for line in shown.splitlines() if "tokenizer reconstruction PSNR" in line)
-    assert psnr_row.count(f"{card['demo_eval']['tokenizer_psnr']:.4f}") == 2 and "differs" not in psnr_row
+    assert psnr_row.count(f"{card['demo_eval']['tokenizer_psnr']:.5g}") == 2 and "differs" not in psnr_row
     assert main([*args, "eval.steps=1", "eval.out=other"]) == 0
     monkeypatch.setattr(sys, "argv", ["compare_card.py", "--name", "tiny-ref", "--eval", "other/eval.json"])
     assert compare.main() == 1
