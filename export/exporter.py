@@ -135,7 +135,6 @@ def export_engine(engine: WorldModel, out: str | Path, opset: int = 18, progress
             "num_actions": cfg.lam.num_actions,
             "mask_id": engine.dynamics.mask_id,
             "lam_input": cfg.lam.input,
-            "maskgit": {"steps": 25, "temperature": 2.0, "schedule": "cosine"},
             "cache": {"layers": tc.num_layers, "heads": tc.num_heads, "head_dim": tc.inner_dim // tc.num_heads,
                       "layout": ["layers", "batch", "tokens", "heads", "time", "head_dim"]},
             "graphs": graphs,

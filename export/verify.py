@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from genie_robot.inference.world_model import WorldModel
+from genie_robot.models.config import SAMPLING
 from genie_robot.planning.cem import plan
 from genie_robot.runtime import OnnxWorldModel, read_manifest
 from genie_robot_export.exporter import PRECISIONS, graph_specs
@@ -91,7 +92,7 @@ def check_rollouts(torch_engine: WorldModel, onnx_engine: OnnxWorldModel, seed: 
     context = rng.integers(0, 256, (n_ctx, cfg.channels, h, w), dtype=np.uint8)
     horizon = cfg.frames + 1  # past the window: the cache slides
     acts = rng.integers(0, cfg.lam.num_actions, (3, horizon))
-    kw = {"steps": 6, "temperature": 2.0, "seed": seed}
+    kw = {"steps": 6, "temperature": SAMPLING.temperature, "seed": seed}
     if not onnx_engine._has_lam():
         kw["context_actions"] = rng.integers(0, cfg.lam.num_actions, n_ctx - 1)
     a, b = torch_engine.imagine(context, acts, **kw), onnx_engine.imagine(context, acts, **kw)

@@ -1,50 +1,207 @@
-"""`genie-robot <command> [hydra overrides]`: the one entry point.
+"""`genie-robot <verb> [hydra overrides]`: the one entry point.
 
-Commands:
-  sim            write the simulated RT-1 dataset (sim.*)
-  train          train one stage: stage=tokenizer|lam|dynamics model=<size> train=<recipe>
-  eval           ckpt=<run dir> data=<dataset>: Genie's metrics + pictures on validation clips (eval.*)
-  fit-adapter    ckpt=<run dir> [data=...] [adapter.*]: latent -> RT-1 action adapter, saved beside the model
-  imagine        prompt=<image> actions=0,3,3,5 [ckpt=<run dir>]: a GIF of the imagined future
-  export         ckpt=<run dir> out=<dir> [precision=fp32|fp16] [opset=18]: ONNX graphs + manifest
-  export-verify  ckpt=<run dir> out=<dir>: the export against the torch model (graphs, imagine, plan)
-  data-info      print one JSON object describing data.path
-  contact-sheet  PNG of frames from several episodes of data.path (sheet.*)
-  bench data|sim|rollout  throughput; the last line printed is one JSON object
-                 (bench rollout bench.rollout.engine=torch|onnx)
+`genie-robot --help` lists the verbs; `genie-robot <verb> --help` prints what that verb does and
+the config sections it reads, with their current values (after any overrides on the same line);
+`genie-robot <verb> [overrides] --cfg` prints the whole resolved config and runs nothing.
+Each verb is one function below, found through the `VERBS` table.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
 
 from genie_robot.config import load_config, typed
 
-COMMANDS = ("sim", "train", "eval", "fit-adapter", "imagine", "export", "export-verify", "data-info",
-            "contact-sheet", "bench")
 BENCH_TARGETS = ("data", "sim", "rollout")
 
 
+def _data(cfg: DictConfig):
+    from genie_robot.data.reader import DataConfig
+
+    return typed(cfg.data, DataConfig)
+
+
+def _engine_and_data(cfg: DictConfig):
+    from genie_robot.inference.world_model import WorldModel
+
+    engine = WorldModel.load(cfg.ckpt)
+    return engine, engine.match_data(_data(cfg))
+
+
+def sim(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.sim.writer import SimConfig, write_sim_dataset
+
+    print(f"wrote simulated RT-1 dataset: {write_sim_dataset(typed(cfg.sim, SimConfig))}")
+    return 0
+
+
+def train(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.training.trainer import Trainer
+
+    print(json.dumps({"stage": cfg.stage, **Trainer(cfg).fit()}))
+    return 0
+
+
+def evaluate(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.evaluation.report import EvalConfig
+    from genie_robot.evaluation.report import evaluate as run
+
+    engine, data = _engine_and_data(cfg)
+    print(json.dumps(run(engine, data, typed(cfg.eval, EvalConfig))))
+    return 0
+
+
+def fit_adapter(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.inference.fit_adapter import AdapterConfig
+    from genie_robot.inference.fit_adapter import fit_adapter as run
+
+    engine, data = _engine_and_data(cfg)
+    print(json.dumps(run(engine, data, typed(cfg.adapter, AdapterConfig))))
+    return 0
+
+
+def imagine(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.inference.prompt import imagine_from_image
+
+    print(f"wrote {imagine_from_image(cfg)}")
+    return 0
+
+
+def export(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot_export.exporter import export as run
+
+    print(f"wrote {run(cfg.ckpt, cfg.out, cfg.precision, cfg.opset)}")
+    return 0
+
+
+def export_verify(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot_export.verify import verify
+
+    report = verify(cfg.ckpt, cfg.out)
+    print(json.dumps(report))
+    if not report["ok"]:
+        print(f"genie-robot export-verify: the export in {cfg.out} does NOT match {cfg.ckpt}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def data_info(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.data.info import describe
+
+    data = _data(cfg)
+    print(json.dumps(describe(data.path, data.image_key, clip_span=data.span)))
+    return 0
+
+
+def contact_sheet(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.evaluation.contact_sheet import contact_sheet as run
+
+    data = _data(cfg)
+    print(f"wrote contact sheet: {run(data.path, cfg.sheet.out, cfg.sheet.episodes, cfg.sheet.frames, data.image_key)}")
+    return 0
+
+
+def bench(cfg: DictConfig, target: str | None) -> int:
+    from genie_robot import bench as b
+
+    if target == "rollout":
+        from genie_robot.models import ModelConfig
+
+        r = cfg.bench.rollout
+        result = b.bench_rollout(typed(cfg.model, ModelConfig), list(r.batches), r.context_frames, r.horizon,
+                                 r.steps, r.temperature, r.repeats, r.ckpt, r.engine, r.uncached,
+                                 list(cfg.runtime.providers), cfg.runtime.threads)
+    elif target == "data":
+        result = b.bench_data(_data(cfg), cfg.bench.warmup_batches, cfg.bench.batches)
+    else:
+        from genie_robot.sim.writer import SimConfig
+
+        result = b.bench_sim(typed(cfg.sim, SimConfig), cfg.bench.sim_episodes)
+    print(json.dumps(result))  # the last line printed is one JSON object
+    return 0
+
+
+@dataclass(frozen=True)
+class Verb:
+    run: Callable[[DictConfig, str | None], int]
+    summary: str  # one line for `genie-robot --help`
+    usage: str  # the overrides it is usually given
+    sections: tuple[str, ...]  # the config it reads, printed by `genie-robot <verb> --help`
+
+
+VERBS: dict[str, Verb] = {
+    "sim": Verb(sim, "write the simulated RT-1 dataset (MuJoCo Google Robot)", "[sim.episodes=N] [sim.seed=S]",
+                ("sim",)),
+    "train": Verb(train, "train one stage of a model", "stage=tokenizer|lam|dynamics model=<size> train=<recipe>",
+                  ("stage", "model", "train", "data")),
+    "eval": Verb(evaluate, "Genie's metrics and pictures on held-out clips", "ckpt=<run dir or reference> [data...]",
+                 ("ckpt", "data", "eval")),
+    "fit-adapter": Verb(fit_adapter, "fit the latent -> RT-1 action adapter, saved beside the model",
+                        "ckpt=<run dir> [adapter.method=mean|ridge]", ("ckpt", "data", "adapter")),
+    "imagine": Verb(imagine, "one image in, a GIF of the imagined future out",
+                    "prompt=<image> actions=0,3,3,5 [ckpt=<run dir>]", ("ckpt", "prompt", "actions", "imagine")),
+    "export": Verb(export, "ONNX graphs + manifest for the onnxruntime engine",
+                   "ckpt=<run dir> out=<dir> [precision=fp32|fp16] [opset=18]", ("ckpt", "out", "precision", "opset")),
+    "export-verify": Verb(export_verify, "check an export against the torch model (graphs, imagine, plan)",
+                          "ckpt=<run dir> out=<dir>", ("ckpt", "out")),
+    "data-info": Verb(data_info, "one JSON object describing the dataset at data.path", "[data.path=<dir>]",
+                      ("data",)),
+    "contact-sheet": Verb(contact_sheet, "a PNG of frames from several episodes of data.path", "[sheet.*]",
+                          ("data", "sheet")),
+    "bench": Verb(bench, "throughput of the loader, the simulator or imagination (JSON)",
+                  "data|sim|rollout [bench.rollout.engine=torch|onnx]", ("bench", "data", "sim", "runtime")),
+}
+
+
+def _overview() -> str:
+    width = max(map(len, VERBS))
+    lines = [f"  {name:<{width}}  {verb.summary}" for name, verb in VERBS.items()]
+    return ("usage: genie-robot <verb> [hydra overrides] [--help | --cfg]\n\nverbs:\n" + "\n".join(lines)
+            + "\n\n`genie-robot <verb> --help`: the verb's config with its current values; "
+              "`--cfg`: the whole resolved config.")
+
+
+def _verb_help(name: str, cfg: DictConfig) -> str:
+    verb = VERBS[name]
+    parts = [f"genie-robot {name} {verb.usage}\n  {verb.summary}\n\nconfig it reads (current values):"]
+    for key in verb.sections:
+        value = cfg[key]
+        if isinstance(value, DictConfig):
+            body = OmegaConf.to_yaml(value, resolve=True).rstrip().replace("\n", "\n  ")
+            parts.append(f"{key}:\n  {body}")
+        else:
+            parts.append(f"{key}: {value}")
+    return "\n".join(parts)
+
+
 def _usage(msg: str) -> int:
-    print(f"genie-robot: {msg}\n\n{__doc__}", file=sys.stderr)
+    print(f"genie-robot: {msg}\n\n{_overview()}", file=sys.stderr)
     return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
+        print(_overview())
         return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        return _usage(f"unknown command '{command}' (commands: {', '.join(COMMANDS)})")
+    name, rest = argv[0], argv[1:]
+    if name not in VERBS:
+        return _usage(f"unknown verb '{name}' (verbs: {', '.join(VERBS)})")
+    want_help = any(a in ("-h", "--help") for a in rest)
+    want_cfg = "--cfg" in rest
+    rest = [a for a in rest if a not in ("-h", "--help", "--cfg", "--json")]  # bench: JSON is always the last line
     target = None
-    if command == "bench":
+    if name == "bench" and not want_help:
         if not rest or rest[0] not in BENCH_TARGETS:
             return _usage(f"bench needs a target: {', '.join(BENCH_TARGETS)}")
         target, rest = rest[0], rest[1:]
-    rest = [a for a in rest if a != "--json"]  # JSON is always the last line of bench output
+    elif name == "bench" and rest and rest[0] in BENCH_TARGETS:
+        rest = rest[1:]
     # `actions=0,3,3,5` would be a Hydra sweep; quote it into one string.
     rest = [f"actions='{a[8:]}'" if a.startswith("actions=") and "'" not in a else a for a in rest]
 
@@ -60,82 +217,19 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from genie_robot.data.layout import DatasetError
-    from genie_robot.data.reader import DataConfig
-    from genie_robot.sim.writer import SimConfig
 
     try:
         cfg = load_config(rest)
-        if command == "sim":
-            from genie_robot.sim.writer import write_sim_dataset
-
-            path = write_sim_dataset(typed(cfg.sim, SimConfig))
-            print(f"wrote simulated RT-1 dataset: {path}")
-        elif command == "train":
-            from genie_robot.training.trainer import Trainer
-
-            result = Trainer(cfg).fit()
-            print(json.dumps({"stage": cfg.stage, **result}))
-        elif command in ("eval", "fit-adapter"):
-            from genie_robot.inference.world_model import WorldModel
-
-            engine = WorldModel.load(cfg.ckpt)
-            data = engine.match_data(typed(cfg.data, DataConfig))
-            if command == "eval":
-                from genie_robot.evaluation.report import EvalConfig, evaluate
-
-                print(json.dumps(evaluate(engine, data, typed(cfg.eval, EvalConfig))))
-            else:
-                from genie_robot.planning.fit_adapter import AdapterConfig, fit_adapter
-
-                print(json.dumps(fit_adapter(engine, data, typed(cfg.adapter, AdapterConfig))))
-        elif command == "imagine":
-            from genie_robot.inference.prompt import imagine_from_image
-
-            print(f"wrote {imagine_from_image(cfg)}")
-        elif command == "export":
-            from genie_robot_export.exporter import export
-
-            print(f"wrote {export(cfg.ckpt, cfg.out, cfg.precision, cfg.opset)}")
-        elif command == "export-verify":
-            from genie_robot_export.verify import verify
-
-            report = verify(cfg.ckpt, cfg.out)
-            print(json.dumps(report))
-            if not report["ok"]:
-                print(f"genie-robot export-verify: the export in {cfg.out} does NOT match {cfg.ckpt}", file=sys.stderr)
-                return 1
-        elif command == "data-info":
-            from genie_robot.data.info import describe
-
-            data = typed(cfg.data, DataConfig)
-            print(json.dumps(describe(data.path, data.image_key, clip_span=data.span)))
-        elif command == "contact-sheet":
-            from genie_robot.evaluation.contact_sheet import contact_sheet
-
-            data = typed(cfg.data, DataConfig)
-            out = contact_sheet(data.path, cfg.sheet.out, cfg.sheet.episodes, cfg.sheet.frames, data.image_key)
-            print(f"wrote contact sheet: {out}")
-        elif target == "rollout":
-            from genie_robot.bench import bench_rollout
-            from genie_robot.models import ModelConfig
-
-            r = cfg.bench.rollout
-            print(json.dumps(bench_rollout(typed(cfg.model, ModelConfig), list(r.batches), r.context_frames, r.horizon,
-                                           r.steps, r.temperature, r.repeats, r.ckpt, r.engine, r.uncached,
-                                           list(cfg.runtime.providers), cfg.runtime.threads)))
-        elif target == "data":
-            from genie_robot.bench import bench_data
-
-            result = bench_data(typed(cfg.data, DataConfig), cfg.bench.warmup_batches, cfg.bench.batches)
-            print(json.dumps(result))
-        else:
-            from genie_robot.bench import bench_sim
-
-            print(json.dumps(bench_sim(typed(cfg.sim, SimConfig), cfg.bench.sim_episodes)))
+        if want_help:
+            print(_verb_help(name, cfg))
+            return 0
+        if want_cfg:
+            print(OmegaConf.to_yaml(cfg, resolve=True))
+            return 0
+        return VERBS[name].run(cfg, target)
     except (DatasetError, HydraException, OmegaConfBaseException, ValueError, OSError, RuntimeError) as e:
-        print(f"genie-robot {command}: error: {e}", file=sys.stderr)
+        print(f"genie-robot {name}: error: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

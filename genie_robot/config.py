@@ -15,7 +15,13 @@ from typing import TypeVar
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from genie_robot.models.config import SAMPLING
+
 T = TypeVar("T")
+
+# `${sampling:steps}` in configs/config.yaml: MaskGIT's defaults come from one place (SAMPLING), and
+# the keys stay in the YAML, so `eval.temperature=1.0` overrides them as before.
+OmegaConf.register_new_resolver("sampling", lambda key: getattr(SAMPLING, key), replace=True)
 
 
 def config_dir() -> Path:

@@ -31,8 +31,8 @@ def run(export_dir: str, clip: np.ndarray, gif: Path, node_bin: Path, params: Pa
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from genie_robot.evaluation.pictures import save_gif
-    from genie_robot.inference.image import fit_image
+    from genie_robot.core.image import fit_image
+    from genie_robot.pictures import save_gif
     from genie_robot.runtime.camera import to_rgb
     from genie_robot_interfaces.action import Plan
     from genie_robot_ros.world_model_node import image_msg
@@ -99,10 +99,11 @@ def main() -> int:
 
     from genie_robot.config import config_dir, load_config, typed
     from genie_robot.data.reader import DataConfig, read_clips
+    from genie_robot.data.schema import IMAGE_SHAPE
 
     cfg = load_config(sys.argv[1:])
     data = typed(cfg.data, DataConfig)
-    h, w = 256, 320  # the head camera's resolution (RT-1)
+    h, w = IMAGE_SHAPE[:2]  # the head camera's resolution (RT-1)
     frames, _ = read_clips(replace(data, resolution=[h, w], clip_frames=CONTEXT + AHEAD, batch_size=1), "val", 1,
                            ["world_vector"])
     gif = Path(cfg.output_dir) / "demo" / "ros_plan.gif"

@@ -28,6 +28,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
+from genie_robot.models.config import SAMPLING
 from genie_robot.runtime.camera import FrameBuffer, FrameError, to_model_frame
 from genie_robot.runtime.service import Cancelled, RequestError, ServiceLimits, WorldModelService
 from genie_robot_interfaces.action import Plan
@@ -43,8 +44,8 @@ PARAMETERS = {  # name: (default, description)
     "max_candidates": (64, "largest num_candidates / num_samples accepted"),
     "max_horizon": (16, "largest horizon accepted"),
     "max_context": (16, "most context frames a request may send"),
-    "temperature": (2.0, "MaskGIT temperature for requests that send <= 0"),
-    "maskgit_steps": (25, "MaskGIT steps for requests that send 0"),
+    "temperature": (SAMPLING.temperature, "MaskGIT temperature for requests that send <= 0"),
+    "maskgit_steps": (SAMPLING.steps, "MaskGIT steps for requests that send 0"),
     "camera_qos": ("sensor_data", "sensor_data (best effort) or reliable"),
     "camera_depth": (5, "camera subscription queue depth"),
 }
@@ -108,7 +109,7 @@ class WorldModelNode(Node):
 
     @staticmethod
     def _load(p: dict):
-        from genie_robot.inference.engine import Limits
+        from genie_robot.core.engine import Limits
 
         limits = Limits(max_batch=p["max_candidates"], max_horizon=p["max_horizon"])
         if p["engine"] == "onnx":

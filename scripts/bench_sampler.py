@@ -1,4 +1,4 @@
-"""MaskGIT sampling cost per step: the two-level draw (genie_robot.inference.maskgit.draw) against the
+"""MaskGIT sampling cost per step: the two-level draw (genie_robot.core.maskgit.draw) against the
 float64 whole-row inverse CDF it replaced, on one frame's masked tokens, in one run. One JSON line.
 
     python scripts/bench_sampler.py [--vocab 8192] [--tokens 320] [--batches 1 8 16] [--repeats 3]
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from genie_robot.inference.maskgit import draw
+from genie_robot.core.maskgit import draw
 
 
 def whole_row(z: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

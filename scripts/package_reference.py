@@ -24,8 +24,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from genie_robot.checkpoint import stage_checkpoint
 from genie_robot.reference import CARD, HEADLINE_METRICS, REFERENCES_DIR, STAGE_FILES, sha256
-from genie_robot.training.checkpoint import latest_checkpoint
 from genie_robot.training.stages import STAGES
 
 
@@ -157,7 +157,7 @@ def main() -> None:
     old = json.loads((tmp / CARD).read_text()) if (tmp / CARD).is_file() else {}
     stages = dict(old.get("stages", {}))
     for stage in args.stages:
-        ckpt = latest_checkpoint(run / stage / "checkpoints")
+        ckpt = stage_checkpoint(run / stage)
         if ckpt is None:
             raise SystemExit(f"{run / stage} has no checkpoint to package")
         shutil.rmtree(tmp / stage, ignore_errors=True)

@@ -1,7 +1,7 @@
 """Shared fixtures: two small datasets on disk in the real TFDS format, and a trained tiny run.
 
 - `spec_dataset`: written by TFDS's own builder machinery from a feature spec typed in
-  here from RT1_FORMAT.md (not from genie_robot's), with content that encodes (episode,
+  here from docs/RT1_FORMAT.md (not from genie_robot's), with content that encodes (episode,
   step) so clip windowing can be checked exactly from frames and actions.
 - `sim_dataset`: written by `genie-robot`'s simulator writer.
 """
@@ -24,7 +24,7 @@ SPEC_LENGTHS = [3, 10, 16, 17, 20, 33, 40, 5, 25, 16, 31, 12]
 
 
 def spec_features():
-    """RT1_FORMAT.md, transcribed field by field."""
+    """The RT-1 spec (docs/RT1_FORMAT.md), transcribed field by field."""
     import tensorflow_datasets as tfds
 
     f32 = np.float32

@@ -78,3 +78,39 @@ def test_bench_rollout_times_the_onnxruntime_engine_in_its_own_process():
     assert result["engine"] == "onnx" and result["provider"] == "CPUExecutionProvider"
     assert result["rows"][0]["cached_frames_per_s"] > 0 and "uncached_frames_per_s" not in result["rows"][0]
     assert "onnxruntime engine: CPUExecutionProvider active" in r.stderr  # the one line naming the provider
+
+
+def test_every_verb_prints_its_help_with_its_config_and_runs_nothing(tmp_path, capsys):
+    """`genie-robot <verb> --help` works for every verb (it once crashed in Hydra's lexer), shows
+    the config sections the verb reads with the values overrides on the same line gave them."""
+    from genie_robot.cli import VERBS, main
+
+    r = run("--help")
+    assert r.returncode == 0
+    for name, verb in VERBS.items():
+        assert f"  {name}" in r.stdout and verb.summary in r.stdout
+    r = run("data-info", "--help")
+    assert r.returncode == 0 and "\ndata:\n" in r.stdout and "Traceback" not in r.stderr
+    capsys.readouterr()
+    for name, verb in VERBS.items():
+        assert main([name, "--help", f"output_dir={tmp_path}"]) == 0, name
+        out = capsys.readouterr().out
+        assert out.startswith(f"genie-robot {name} ")
+        for section in verb.sections:
+            assert f"\n{section}:" in out, (name, section)
+    assert not any(tmp_path.iterdir())  # nothing ran
+    assert main(["eval", "eval.temperature=0.7", "--help"]) == 0
+    assert "temperature: 0.7" in capsys.readouterr().out
+    assert main(["bench", "rollout", "--help"]) == 0
+
+
+def test_cfg_prints_the_resolved_config():
+    r = run("eval", "eval.temperature=0.7", "--cfg")
+    assert r.returncode == 0, r.stderr
+    import yaml
+
+    cfg = yaml.safe_load(r.stdout)
+    assert cfg["eval"]["temperature"] == 0.7
+    from genie_robot.models.config import SAMPLING
+
+    assert cfg["eval"]["steps"] == SAMPLING.steps and cfg["imagine"]["temperature"] == SAMPLING.temperature

@@ -29,10 +29,10 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from genie_robot.data.layout import DatasetError, DatasetLayout, check_shards_exist, read_layout
+from genie_robot.data.schema import ACTION_KEYS
 from genie_robot.data.validate import open_builder, read_error
 
 log = logging.getLogger(__name__)
-DEFAULT_ACTION_KEYS = ("world_vector", "rotation_delta", "gripper_closedness_action")
 _SUMMED_ACTIONS = ("world_vector", "rotation_delta")
 
 
@@ -53,7 +53,7 @@ class DataConfig:
     seed: int = 0
     shuffle: bool = True
     shuffle_buffer: int = 512
-    action_keys: list[str] = field(default_factory=lambda: list(DEFAULT_ACTION_KEYS))
+    action_keys: list[str] = field(default_factory=lambda: list(ACTION_KEYS))
     repeat: bool = False  # loop over epochs forever (training); each pass reshuffles
 
     @property

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from genie_robot.data.schema import ACTION_KEYS, IMAGE_SHAPE  # noqa: F401 (part of the spec)
+
 DATASET_NAME = "fractal20220817_data"
 DATASET_VERSION = "0.1.0"
-IMAGE_SHAPE = (256, 320, 3)
-ACTION_KEYS = ("world_vector", "rotation_delta", "gripper_closedness_action")
 
 _T = tfds.features.Tensor
 

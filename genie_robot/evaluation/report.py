@@ -28,9 +28,10 @@ import numpy as np
 from tqdm import tqdm
 
 from genie_robot.data.reader import DataConfig, read_clips
-from genie_robot.evaluation.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr, ssim, standardize
-from genie_robot.evaluation.pictures import grid, save_gif, save_png
 from genie_robot.inference.world_model import WorldModel
+from genie_robot.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr, ssim, standardize
+from genie_robot.models.config import SAMPLING
+from genie_robot.pictures import grid, save_gif, save_png
 from genie_robot.planning.adapter import ACTION_KEYS, held_out_error
 from genie_robot.planning.cem import plan, random_search
 
@@ -40,8 +41,8 @@ class EvalConfig:
     out: str = "outputs/eval"
     max_clips: int = 64          # validation clips to evaluate (all of them if fewer)
     t: int = 4                   # ΔtPSNR horizon, the paper's t
-    steps: int = 25              # MaskGIT steps per generated frame
-    temperature: float = 2.0
+    steps: int = SAMPLING.steps  # MaskGIT steps per generated frame
+    temperature: float = SAMPLING.temperature
     seed: int = 0
     grid_contexts: int = 3       # validation contexts in the per-action picture
     grid_horizon: int = 6        # frames per rollout in it (repeats of one action)

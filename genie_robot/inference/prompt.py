@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from genie_robot.evaluation.pictures import save_gif
-from genie_robot.inference.image import fit_image
+from genie_robot.core.image import fit_image
 from genie_robot.inference.world_model import Limits, WorldModel
+from genie_robot.pictures import save_gif
 
 
 def parse_actions(text) -> list[int]:

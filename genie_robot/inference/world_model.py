@@ -3,7 +3,7 @@
 What planners call: `imagine` rolls out future frames for a batch of latent action sequences
 from one shared context, `infer_actions` labels real video with latent actions, `encode` /
 `decode` convert between frames and tokens. The API, its checks and the rollout loop are
-shared with the onnxruntime engine (genie_robot.inference.engine, .rollout); this module
+shared with the onnxruntime engine (genie_robot.core.engine, .rollout); this module
 supplies the torch primitives: one window through each network, and the dynamics model's
 cached step (`DynamicsModel.step`: a MaskGIT step runs only the new frame's tokens against
 the temporal keys/values of the finished frames). `cached=False` keeps the plain path (the
@@ -20,20 +20,12 @@ import torch
 from omegaconf import OmegaConf
 
 from genie_robot import reference
+from genie_robot.checkpoint import CheckpointError, load_frozen, load_weights, stage_checkpoint
 from genie_robot.config import typed
-from genie_robot.inference.engine import Engine, Imagination, Limits
+from genie_robot.core.engine import Engine, Imagination, Limits
 from genie_robot.models import ModelConfig, build
-from genie_robot.training.checkpoint import CheckpointError, latest_checkpoint, load_weights
-from genie_robot.training.stages import load_frozen
 
-__all__ = ["Imagination", "Limits", "TorchDynamics", "WorldModel", "stage_checkpoint"]
-
-
-def stage_checkpoint(path: Path) -> Path | None:
-    """A checkpoint directory, or a stage's run directory standing for its latest checkpoint."""
-    if (path / "config.yaml").is_file():
-        return path
-    return latest_checkpoint(path / "checkpoints") if (path / "checkpoints").is_dir() else None
+__all__ = ["Imagination", "Limits", "TorchDynamics", "WorldModel"]
 
 
 class WorldModel(Engine):

@@ -9,6 +9,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """MaskGIT's sampling defaults (Genie: 25 steps, temperature 2): the one place the engines, the
+    planner, eval, the ROS node's parameters and the CLI's configs (`${sampling:steps}`) read them."""
+
+    steps: int = 25
+    temperature: float = 2.0
+
+
+SAMPLING = Sampling()
+
+
 @dataclass
 class STConfig:
     """Width and depth of one ST-transformer."""
@@ -78,6 +90,15 @@ class LAMConfig:
 @dataclass
 class DynamicsConfig:
     transformer: STConfig = field(default_factory=STConfig)
+    # How the latent action reaches the frame it leads to: "input" adds its embedding to every
+    # token of that frame (Genie); "film" also scales and shifts that frame's input to every block
+    # (zero-initialized, so it starts as "input"), the change that made the LAM's decoder use its
+    # action (docs/MODELS.md), so no layer can drop it.
+    action_conditioning: str = "input"
+    # Training mask (genie_robot.models.dynamics.mask_tokens): "genie" masks frames 2..T at one rate,
+    # so every context is itself masked; "clean_past" keeps the frames before a random first masked
+    # frame whole, as sampling sees them.
+    masking: str = "genie"
     mask_rate_min: float = 0.5  # per-sample Bernoulli mask rate ~ U[min, max] on frames 2..T
     mask_rate_max: float = 1.0
 
@@ -118,6 +139,11 @@ class ModelConfig:
         if self.lam.action_conditioning not in ("input", "film"):
             raise ValueError(
                 f"model.lam.action_conditioning must be 'input' or 'film', got '{self.lam.action_conditioning}'")
+        if self.dynamics.action_conditioning not in ("input", "film"):
+            raise ValueError("model.dynamics.action_conditioning must be 'input' or 'film', got "
+                             f"'{self.dynamics.action_conditioning}'")
+        if self.dynamics.masking not in ("genie", "clean_past"):
+            raise ValueError(f"model.dynamics.masking must be 'genie' or 'clean_past', got '{self.dynamics.masking}'")
         if self.lam.encoder_input not in ("frames", "frames_and_difference"):
             raise ValueError(f"model.lam.encoder_input must be 'frames' or 'frames_and_difference', got "
                              f"'{self.lam.encoder_input}'")

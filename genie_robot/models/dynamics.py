@@ -3,7 +3,9 @@
 Input: tokens z_1..z_T (masked ones replaced by a learned mask token) with the latent
 action a_t's embedding added to every token of frame t+1 (added, not concatenated, as in
 the paper). The causal ST-transformer lets frame t see frames <= t, so one forward predicts
-every masked token of every frame from the past and the actions.
+every masked token of every frame from the past and the actions. With
+`action_conditioning: film` the action also scales and shifts frame t+1's input to every
+block (FiLM, zero-initialized), as the LAM's decoder does.
 """
 
 from __future__ import annotations
@@ -32,6 +34,24 @@ class DynamicsModel(nn.Module):
         # training goes to what changes. (With an untied head the demo model stayed below a
         # copy-the-last-frame baseline after its CPU budget.)
         self.head_bias = nn.Parameter(torch.zeros(vocab))
+        self.film = None
+        if cfg.action_conditioning == "film":
+            # Zero-initialized: training starts from Genie's additive conditioning and learns how far
+            # to modulate each block.
+            self.film = nn.Linear(d, 2 * cfg.transformer.num_layers * d)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+
+    def _film(self, act_XD: torch.Tensor, present_X: torch.Tensor | None = None
+              ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per block (scale, shift) [..., 1, D] of action embeddings [..., D]; zero where `present` is False."""
+        if self.film is None:
+            return None
+        mod = self.film(act_XD)
+        if present_X is not None:
+            mod = mod * present_X[..., None].to(mod.dtype)
+        mod = mod.unflatten(-1, (len(self.transformer.blocks), 2, -1)).unsqueeze(-4)  # [..., 1, L, 2, D]
+        return [(mod[..., i, 0, :], mod[..., i, 1, :]) for i in range(mod.shape[-3])]
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Logits [..., vocab] of transformer outputs h [..., D]."""
@@ -49,9 +69,11 @@ class DynamicsModel(nn.Module):
         frame), so it is skipped where no loss is taken.
         """
         x = self.embed(tokens_BTS)
-        act = self.action_embed(actions_BT1)[:, :, None, :]  # [B, T-1, 1, D]
-        x = torch.cat([x[:, :1], x[:, 1:] + act], dim=1)
-        h = self.transformer(self.pos(x))
+        act = self.action_embed(actions_BT1)  # [B, T-1, D]
+        x = torch.cat([x[:, :1], x[:, 1:] + act[:, :, None]], dim=1)
+        # The first frame has no action: no modulation (the actions' embeddings padded with a zero row).
+        film = self._film(F.pad(act, (0, 0, 1, 0)), F.pad(torch.ones_like(actions_BT1, dtype=torch.bool), (1, 0)))
+        h = self.transformer(self.pos(x), film)
         return self.head(h if where_BTS is None else h[where_BTS])
 
     def step(self, tokens_BS: torch.Tensor, action_B: torch.Tensor | None, t: int | torch.Tensor,
@@ -59,16 +81,19 @@ class DynamicsModel(nn.Module):
         """Logits [B, S, vocab] of one frame at window position t, given the earlier frames' cache.
 
         `action_B` is the action that leads into this frame: None, or negative entries
-        (genie_robot.inference.rollout.NO_ACTION), for the window's first frame, which has
+        (genie_robot.core.rollout.NO_ACTION), for the window's first frame, which has
         none (a sentinel as well as None, so one exported graph serves every position). The
         cache (`empty_cache`, grown by the returned keys/values along dim 3) holds every layer's
         temporal keys/values of frames 0..t-1, so a MaskGIT step costs one frame, not t+1.
         """
         x = self.embed(tokens_BS)
+        film = None
         if action_B is not None:
-            act = self.action_embed(action_B.clamp(min=0))[:, None, :]
-            x = x + torch.where((action_B >= 0)[:, None, None], act, torch.zeros_like(act))
-        h, k, v = self.transformer.step(self.pos.at(x, t), past_k, past_v)
+            present = action_B >= 0
+            act = self.action_embed(action_B.clamp(min=0))
+            x = x + torch.where(present[:, None, None], act[:, None, :], torch.zeros_like(act[:, None, :]))
+            film = self._film(act, present)
+        h, k, v = self.transformer.step(self.pos.at(x, t), past_k, past_v, film)
         return self.head(h), k, v
 
     def empty_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,14 +106,28 @@ class DynamicsModel(nn.Module):
         return torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
 
 
+MASKINGS = ("genie", "clean_past")
+
+
 def mask_tokens(tokens_BTS: torch.Tensor, mask_id: int, rate_min: float, rate_max: float,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Genie's training mask: frames 2..T masked with a per-sample rate ~ U[rate_min, rate_max].
+                generator: torch.Generator | None = None, masking: str = "genie") -> tuple[torch.Tensor, torch.Tensor]:
+    """The training mask, at a per-sample rate ~ U[rate_min, rate_max].
+
+    "genie": frames 2..T masked at that rate (the paper's recipe). Every frame's context is then
+    itself half to fully masked, while sampling predicts a frame after fully known ones.
+    "clean_past": per sample, a first masked frame k (uniform over 2..T); frames before it stay
+    whole, frames k..T are masked at that rate. Frame k is trained exactly as it is sampled (clean
+    past, partly masked present); the later frames as in Genie's recipe.
 
     Returns (masked tokens, boolean mask of the positions to predict).
     """
-    b = tokens_BTS.shape[0]
+    if masking not in MASKINGS:
+        raise ValueError(f"masking must be one of {MASKINGS}, got '{masking}'")
+    b, t = tokens_BTS.shape[:2]
     rate = torch.empty(b, 1, 1, device=tokens_BTS.device).uniform_(rate_min, rate_max, generator=generator)
     mask = torch.rand(tokens_BTS.shape, device=tokens_BTS.device, generator=generator) < rate
     mask[:, 0] = False  # the first frame is always context
+    if masking == "clean_past" and t > 1:
+        first = torch.randint(1, t, (b, 1), device=tokens_BTS.device, generator=generator)
+        mask &= (torch.arange(t, device=tokens_BTS.device)[None] >= first)[:, :, None]
     return tokens_BTS.masked_fill(mask, mask_id), mask

@@ -7,7 +7,7 @@ formula); norms, softmax and elementwise work are left out.
 
 from __future__ import annotations
 
-from genie_robot.models.config import ModelConfig, STConfig
+from genie_robot.models.config import SAMPLING, ModelConfig, STConfig
 
 
 def st_layer_flops(cfg: STConfig, new_tokens: int, frame_tokens: int, temporal_keys: int) -> float:
@@ -34,7 +34,8 @@ def dynamics_forward_flops(cfg: ModelConfig, frames: int, skip_masked: bool = Tr
     return total + 2.0 * frames * s * st.d_model * cfg.tokenizer.num_codes  # output head
 
 
-def generated_frame_flops(cfg: ModelConfig, maskgit_steps: int = 25, context: int | None = None) -> dict[str, float]:
+def generated_frame_flops(cfg: ModelConfig, maskgit_steps: int = SAMPLING.steps,
+                          context: int | None = None) -> dict[str, float]:
     """FLOPs to generate one frame after `context` frames (default: a full window).
 
     cached: each MaskGIT step runs only the new frame's tokens against cached past keys and

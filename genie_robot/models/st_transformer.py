@@ -146,14 +146,19 @@ class STTransformer(nn.Module):
                 x_BTSD = block(x_BTSD)
         return self.norm(x_BTSD)
 
-    def step(self, x_BSD: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+    def step(self, x_BSD: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor,
+             film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`STBlock.step` through every layer; past_k/past_v are [layers, B*S, heads, T_past, head_dim].
 
-        Returns the new frame's output and its keys/values [layers, B*S, heads, 1, head_dim].
+        `film` as in `forward`, broadcastable to the one frame [B, S, D]. Returns the new frame's
+        output and its keys/values [layers, B*S, heads, 1, head_dim].
         """
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
+            if film is not None:
+                scale, shift = film[i]
+                x_BSD = x_BSD * (1 + scale) + shift
             x_BSD, k, v = block.step(x_BSD, past_k[i], past_v[i])
             ks.append(k)
             vs.append(v)

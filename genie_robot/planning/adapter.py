@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-ACTION_KEYS = ("world_vector", "rotation_delta", "gripper_closedness_action")
+from genie_robot.data.schema import ACTION_KEYS
+
 ACTION_DIM = 7
 METHODS = ("mean", "ridge")
 FORMAT = 1

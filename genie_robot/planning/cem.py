@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from genie_robot.models.config import SAMPLING
+
 COSTS = ("pixel", "token")
 
 
@@ -63,7 +65,8 @@ def _goal(engine, goal_image, cost: str) -> tuple[np.ndarray, np.ndarray | None]
 
 
 def plan(engine, context, goal_image, horizon: int, num_samples: int = 32, iterations: int = 4, seed: int = 0,
-         elite_fraction: float = 0.125, cost: str = "pixel", steps: int = 25, temperature: float = 2.0,
+         elite_fraction: float = 0.125, cost: str = "pixel", steps: int = SAMPLING.steps,
+         temperature: float = SAMPLING.temperature,
          smoothing: float = 0.1, progress: Callable[[int, float], None] | None = None,
          rng: np.random.Generator | None = None) -> PlanResult:
     """Best latent action sequence of length `horizon` from `context` towards `goal_image` [3, h, w]."""
@@ -96,7 +99,8 @@ def plan(engine, context, goal_image, horizon: int, num_samples: int = 32, itera
 
 
 def random_search(engine, context, goal_image, horizon: int, budget: int, batch: int, seed: int = 0,
-                  cost: str = "pixel", steps: int = 25, temperature: float = 2.0) -> float:
+                  cost: str = "pixel", steps: int = SAMPLING.steps,
+                  temperature: float = SAMPLING.temperature) -> float:
     """Best cost of `budget` uniformly random sequences: the baseline CEM has to beat."""
     check_plan_args(horizon, budget, 1, 1.0, cost)
     goal, goal_tokens = _goal(engine, goal_image, cost)

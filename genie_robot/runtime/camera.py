@@ -12,7 +12,7 @@ from collections import deque
 
 import numpy as np
 
-from genie_robot.inference.image import fit_image
+from genie_robot.core.image import fit_image
 
 # encoding -> (bytes per pixel, channel order giving RGB)
 ENCODINGS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)), "bgra8": (4, (2, 1, 0)),

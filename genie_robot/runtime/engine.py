@@ -2,7 +2,7 @@
 
 What runs on a robot: the graphs `genie-robot export` wrote, behind the same API as the torch
 `WorldModel` (`encode`, `decode`, `infer_actions`, `imagine`, and `genie_robot.planning.plan`
-on top). Both engines share `genie_robot.inference.engine.Engine` (checks, windowing) and the
+on top). Both engines share `genie_robot.core.engine.Engine` (checks, windowing) and the
 rollout loop with its one MaskGIT sampler, so the same seed gives the same tokens.
 
 Execution providers are tried in the configured order (TensorRT, CUDA, CPU by default) and
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from genie_robot.inference.engine import Engine, EngineError, Limits
+from genie_robot.core.engine import Engine, EngineError, Limits
 from genie_robot.models.config import ModelConfig
 from genie_robot.runtime.manifest import CODEBOOK, GRAPHS, ONNX_DTYPES, ManifestError, read_manifest
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from genie_robot.inference.engine import EngineError
+from genie_robot.core.engine import EngineError
 
 FORMAT = "genie-robot-onnx"
 FORMAT_VERSION = 1
@@ -56,7 +56,7 @@ def read_manifest(directory: str | Path, check_files: bool = True) -> dict:
     if doc.get("format_version") != FORMAT_VERSION:
         raise ManifestError(f"{path} has format_version {doc.get('format_version')!r}; this runtime reads version "
                             f"{FORMAT_VERSION}: re-export the model with this genie-robot version")
-    for key in ("model", "graphs", "files", "precision", "maskgit", "cache"):
+    for key in ("model", "graphs", "files", "precision", "cache"):
         if key not in doc:
             raise ManifestError(f"{path} lacks the field '{key}'")
     files = doc["files"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from genie_robot.models.config import SAMPLING
 from genie_robot.runtime.camera import FrameBuffer
 
 
@@ -34,8 +35,8 @@ class ServiceLimits:
     max_candidates: int = 64
     max_horizon: int = 16
     max_context: int = 16
-    temperature: float = 2.0  # defaults for requests that leave them at 0
-    maskgit_steps: int = 25
+    temperature: float = SAMPLING.temperature  # defaults for requests that leave them at 0
+    maskgit_steps: int = SAMPLING.steps
 
 
 class WorldModelService:

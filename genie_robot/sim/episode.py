@@ -14,12 +14,13 @@ import mujoco
 import numpy as np
 from PIL import Image
 
+from genie_robot.data.schema import IMAGE_SHAPE
 from genie_robot.sim.controller import ScriptedController, plan_segments
 from genie_robot.sim.ik import ELBOW_LOW_POSTURE, FINGER_JOINTS, ArmIK
 from genie_robot.sim.scene import build_model, sample_scene
 
 CONTROL_HZ = 3.0
-IMAGE_HEIGHT, IMAGE_WIDTH = 256, 320
+IMAGE_HEIGHT, IMAGE_WIDTH = IMAGE_SHAPE[:2]
 FINGER_OPEN, FINGER_CLOSED = 0.01, 1.3
 # Nominal gripper orientation: fingers pointing forward and down at the table.
 _Z = np.array([0.35, 0.2, -0.9]) / np.linalg.norm([0.35, 0.2, -0.9])

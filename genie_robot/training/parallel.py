@@ -81,10 +81,6 @@ def _average_grad(p: torch.Tensor) -> None:
     p.grad.div_(dist.get_world_size())
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
     """Global gradient-norm clipping that also works when FSDP2 shards some parameters (DTensor)
     and leaves others whole (the VQ codebooks)."""

@@ -8,18 +8,14 @@ evaluation. The training loop is the same for all three.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 
-from genie_robot.config import typed
-from genie_robot.evaluation.metrics import kmeans, nmi, standardize
+from genie_robot.checkpoint import CheckpointError, load_frozen, unwrap
+from genie_robot.metrics import kmeans, nmi, psnr, standardize
 from genie_robot.models import ModelConfig, build, mask_tokens
-from genie_robot.training.checkpoint import CheckpointError, latest_checkpoint, load_weights, weights_digest
-from genie_robot.training.parallel import unwrap
 
 STAGES = ("tokenizer", "lam", "dynamics")
 
@@ -27,43 +23,6 @@ STAGES = ("tokenizer", "lam", "dynamics")
 def to_unit(frames_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 [B, T, C, H, W] -> float in [0, 1] on `device`."""
     return frames_u8.to(device, non_blocking=True).to(torch.get_default_dtype()).div_(255.0)
-
-
-def frame_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR (dB) of each image of [..., C, H, W] in [0, 1]: shape [...]."""
-    mse = (pred.clamp(0, 1) - target).pow(2).flatten(-3).mean(-1)
-    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean PSNR (dB) over samples, for images in [0, 1]."""
-    mse = (pred.clamp(0, 1) - target).pow(2).flatten(1).mean(1)
-    return (10 * torch.log10(1.0 / mse.clamp(min=1e-10))).mean()
-
-
-def load_frozen(
-    ckpt: str | None, component: str, model_cfg: ModelConfig, device: torch.device
-) -> tuple[nn.Module, str, Path]:
-    """A trained component for a later stage, checked against this run's model config."""
-    if not ckpt:
-        raise CheckpointError(f"this stage needs a trained {component}: set train.{component}_ckpt=<checkpoint dir>")
-    path = Path(ckpt)
-    if not (path / "config.yaml").is_file() and (path / "checkpoints").is_dir():
-        path = latest_checkpoint(path / "checkpoints") or path  # a stage's run directory: its latest checkpoint
-    if not (path / "config.yaml").is_file():
-        raise CheckpointError(f"train.{component}_ckpt={ckpt} is not a checkpoint directory (no config.yaml)")
-    saved = typed(OmegaConf.load(path / "config.yaml").model, ModelConfig)
-    ours = getattr(model_cfg, component)
-    theirs = getattr(saved, component)
-    if ours != theirs or saved.resolution != model_cfg.resolution or saved.frames != model_cfg.frames:
-        raise CheckpointError(
-            f"{component} checkpoint {path} was trained with a different model config "
-            f"(resolution {saved.resolution}, frames {saved.frames}, {component}={theirs}) than this run "
-            f"(resolution {model_cfg.resolution}, frames {model_cfg.frames}, {component}={ours})")
-    model = build(model_cfg, component)
-    load_weights(path, model)
-    model.to(device).eval().requires_grad_(False)
-    return model, weights_digest(path), path
 
 
 class Stage:
@@ -107,7 +66,8 @@ class TokenizerStage(Stage):
         x = to_unit(frames_u8, self.device)
         out = model(x)
         used = out.vq.indices.unique().numel()
-        return ({"psnr": psnr(out.recon, x).item(), "codes_used": float(used),
+        clip_psnr = psnr(out.recon.flatten(1, 2), x.flatten(1, 2), peak=1.0)  # one MSE over each whole clip
+        return ({"psnr": clip_psnr.mean().item(), "codes_used": float(used),
                  "perplexity": out.vq.perplexity.item()},
                 {"reconstruction": torch.cat([x[0], out.recon[0].clamp(0, 1)], dim=-1)}, out.vq.indices)
 
@@ -161,13 +121,13 @@ class LAMStage(Stage):
             target = x[:, 1:]  # every metric: mean over transitions of the next frame's PSNR
             random = torch.randint(0, lam.vq.num_codes, out.actions.shape, device=x.device,
                                    generator=torch.Generator(device=x.device).manual_seed(0))
-            each = torch.stack([frame_psnr(lam.decode_ids(inp, torch.full_like(out.actions, a)), target)
+            each = torch.stack([psnr(lam.decode_ids(inp, torch.full_like(out.actions, a)), target, peak=1.0)
                                 for a in range(lam.vq.num_codes)])  # [A, B, T-1]
             metrics.update(
-                psnr=frame_psnr(out.recon, target).mean().item(),
-                psnr_random_actions=frame_psnr(lam.decode_ids(inp, random), target).mean().item(),
+                psnr=psnr(out.recon, target, peak=1.0).mean().item(),
+                psnr_random_actions=psnr(lam.decode_ids(inp, random), target, peak=1.0).mean().item(),
                 psnr_best_action=each.max(0).values.mean().item(),
-                psnr_copy_previous_frame=frame_psnr(x[:, :-1], target).mean().item())
+                psnr_copy_previous_frame=psnr(x[:, :-1], target, peak=1.0).mean().item())
             images["next_frame"] = torch.cat([x[0, 1:], out.recon[0]], dim=-1)
         else:
             metrics["token_accuracy"] = (out.recon.argmax(-1) == inp[:, 1:]).float().mean().item()
@@ -210,7 +170,7 @@ class DynamicsStage(Stage):
     def loss(self, model, frames_u8):
         _, tokens, actions = self._targets(frames_u8)
         d = self.cfg.dynamics
-        inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max)
+        inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max, masking=d.masking)
         logits = model(inp, actions, mask)
         loss = F.cross_entropy(logits, tokens[mask])
         acc = (logits.argmax(-1) == tokens[mask]).float().mean()
@@ -221,7 +181,8 @@ class DynamicsStage(Stage):
         x, tokens, actions = self._targets(frames_u8)
         d = self.cfg.dynamics
         gen = torch.Generator(device=tokens.device).manual_seed(0)  # the same masks at every evaluation
-        inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max, generator=gen)
+        inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max, generator=gen,
+                                masking=d.masking)
         acc = (model(inp, actions, mask).argmax(-1) == tokens[mask]).float().mean().item()
         # Next frame from the past and the action alone: the last frame fully masked, one pass.
         last = tokens.clone()
@@ -229,11 +190,18 @@ class DynamicsStage(Stage):
         pred = tokens.clone()
         pred[:, -1] = model(last, actions)[:, -1].argmax(-1)
         next_acc = (pred[:, -1] == tokens[:, -1]).float().mean().item()
+        # The same with random actions: while training, whether the model uses its actions at all
+        # (the two accuracies equal: it ignores them) is visible here, next to copying the last frame.
+        random = torch.randint(0, self.cfg.lam.num_actions, actions.shape, device=actions.device, generator=gen)
+        random_acc = (model(last, random)[:, -1].argmax(-1) == tokens[:, -1]).float().mean().item()
+        copy_acc = (tokens[:, -2] == tokens[:, -1]).float().mean().item()
         frames = self.tokenizer.decode(pred[:1, -2:])[0]
         truth = self.tokenizer.decode(tokens[:1, -2:])[0]
         image = torch.cat([x[0, -2:], truth, frames], dim=-1)  # [2, C, H, 3W]: real | tokenized | predicted
         return ({"masked_accuracy": acc, "next_frame_token_accuracy": next_acc,
-                 "next_frame_psnr": psnr(frames[-1:], x[0, -1:]).item()},
+                 "next_frame_token_accuracy_random_actions": random_acc,
+                 "next_frame_token_accuracy_copy_previous": copy_acc,
+                 "next_frame_psnr": psnr(frames[-1:], x[0, -1:], peak=1.0).mean().item()},
                 {"next_frame": image}, actions)
 
 

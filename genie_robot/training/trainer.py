@@ -24,25 +24,24 @@ import torch.distributed as dist
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from genie_robot.config import typed
-from genie_robot.data.reader import ClipDataset, DataConfig
-from genie_robot.models import ModelConfig
-from genie_robot.training import parallel
-from genie_robot.training.checkpoint import (
+from genie_robot import pictures
+from genie_robot.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
+    unwrap,
 )
+from genie_robot.config import typed
+from genie_robot.data.reader import ClipDataset, DataConfig
+from genie_robot.models import ModelConfig
+from genie_robot.training import parallel
 from genie_robot.training.stages import make_stage
 
 
 def save_png(image_CHW: torch.Tensor, path: Path) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = (image_CHW.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    Image.fromarray(array).save(path)
+    """A [C, H, W] float image in [0, 1] as a PNG (pictures.save_png on its uint8 HWC form)."""
+    pictures.save_png((image_CHW.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy(), path)
 
 
 class TrainingError(RuntimeError):
@@ -271,7 +270,7 @@ class Trainer:
 
     def evaluate(self, batch: dict, writer=None, history=None) -> dict[str, float]:
         """Metrics and pictures on the fixed validation batch (TensorBoard and samples/*.png)."""
-        parallel.unwrap(self.model).eval()
+        unwrap(self.model).eval()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             metrics, images, ids = self.stage.evaluate(self.model, batch["frames"])
         metrics.update(self.stage.probe(ids, batch["actions"]))
@@ -286,7 +285,7 @@ class Trainer:
 
     def evaluate_split(self) -> dict[str, float]:
         """Metrics over every held-out clip; written to <out>/eval.json. `*_used` count distinct codes."""
-        parallel.unwrap(self.model).eval()
+        unwrap(self.model).eval()
         sums: dict[str, float] = {}
         ids, actions, n = [], [], 0
         for batch in self._loader_val():

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from genie_robot.inference.maskgit import check_sampling
-from genie_robot.inference.rollout import DynamicsBackend, rollout
-from genie_robot.models.config import ModelConfig
+from genie_robot.core.maskgit import check_sampling
+from genie_robot.core.rollout import DynamicsBackend, rollout
+from genie_robot.models.config import SAMPLING, ModelConfig
 
 
 class EngineError(RuntimeError):
@@ -82,7 +82,7 @@ class Engine:
         if x.ndim != 5 or x.shape[2] != c or tuple(x.shape[3:]) != (h, w):
             raise ValueError(f"{name} must be [T, {c}, {h}, {w}] or [B, T, {c}, {h}, {w}] (channels first, the "
                              f"model's resolution), got shape {tuple(x.shape)}; "
-                             f"genie_robot.inference.image.fit_image resizes any picture")
+                             f"genie_robot.core.image.fit_image resizes any picture")
         if np.issubdtype(x.dtype, np.floating):
             if x.size and (not np.isfinite(x).all() or x.min() < 0 or x.max() > 1):
                 raise ValueError(f"float {name} must be finite and in [0, 1]")
@@ -165,7 +165,7 @@ class Engine:
         return out[0] if np.ndim(frames) == 4 else out
 
     # --- imagination ----------------------------------------------------------------------
-    def imagine(self, context, latent_actions, steps: int = 25, temperature: float = 2.0,
+    def imagine(self, context, latent_actions, steps: int = SAMPLING.steps, temperature: float = SAMPLING.temperature,
                 seed: int | None = None, rng: np.random.Generator | None = None, context_actions=None,
                 cached: bool = True) -> Imagination:
         """Predicted frames for each row of `latent_actions` [B, H], all from one context.

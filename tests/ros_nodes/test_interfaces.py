@@ -93,7 +93,7 @@ def test_colcon_builds_the_interface_package_in_a_workspace(tmp_path):
     """What a ROS machine does: `colcon build` over a workspace holding genie_robot_interfaces."""
     import shutil
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     shutil.copytree(repo / "genie_robot_interfaces", tmp_path / "ws/src/genie_robot_interfaces")
     venv_bin = Path(sys.executable).parent
     env = {**os.environ, "AMENT_PREFIX_PATH": sys.prefix, "CMAKE_PREFIX_PATH": sys.prefix,

@@ -12,8 +12,8 @@ import torch
 from conftest import make_cfg
 from safetensors.torch import load_file, save_file
 
+from genie_robot.checkpoint import CheckpointError, list_checkpoints
 from genie_robot.config import load_config
-from genie_robot.training.checkpoint import CheckpointError, list_checkpoints
 from genie_robot.training.trainer import Trainer, TrainingError
 
 

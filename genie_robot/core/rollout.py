@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from genie_robot.inference.maskgit import MASK, sample_step
+from genie_robot.core.maskgit import MASK, sample_step
 
 NO_ACTION = -1  # the action into a window's first frame, which has none (genie_robot.models.dynamics)
 

@@ -8,6 +8,9 @@
 
 A checkpoint is first written to a hidden temp directory and then renamed into place, so a
 crash leaves either the whole checkpoint or none of it. Only the last `keep` are kept.
+
+One module below both training (which writes checkpoints) and inference (which loads them):
+run directories, the latest checkpoint of a stage, and frozen stages checked against a config.
 """
 
 from __future__ import annotations
@@ -31,15 +34,21 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from genie_robot.inference.engine import EngineError
+from genie_robot.config import typed
+from genie_robot.core.engine import EngineError
+from genie_robot.models import ModelConfig, build
 from genie_robot.reference import sha256
-from genie_robot.training.parallel import unwrap
 
 STEP_PREFIX = "step_"
 
 
 class CheckpointError(EngineError):
     """A checkpoint that is missing, incomplete or does not fit the model being built."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper (FSDP2 and plain modules are their own)."""
+    return model.module if hasattr(model, "module") else model
 
 
 def _distributed() -> bool:
@@ -58,6 +67,13 @@ def list_checkpoints(root: Path) -> list[Path]:
 def latest_checkpoint(root: Path) -> Path | None:
     found = list_checkpoints(root)
     return found[-1] if found else None
+
+
+def stage_checkpoint(path: Path) -> Path | None:
+    """A checkpoint directory, or a stage's run directory standing for its latest checkpoint."""
+    if (path / "config.yaml").is_file():
+        return path
+    return latest_checkpoint(path / "checkpoints") if (path / "checkpoints").is_dir() else None
 
 
 def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -146,3 +162,26 @@ def load_weights(path: Path, model: nn.Module) -> None:
 def weights_digest(path: Path) -> str:
     """sha256 of a checkpoint's weights: ties a dynamics model to the exact tokenizer and LAM."""
     return sha256(path / "model.safetensors")
+
+
+def load_frozen(
+    ckpt: str | None, component: str, model_cfg: ModelConfig, device: torch.device
+) -> tuple[nn.Module, str, Path]:
+    """A trained component for a later stage, checked against this run's model config."""
+    if not ckpt:
+        raise CheckpointError(f"this stage needs a trained {component}: set train.{component}_ckpt=<checkpoint dir>")
+    path = stage_checkpoint(Path(ckpt)) or Path(ckpt)  # a stage's run directory: its latest checkpoint
+    if not (path / "config.yaml").is_file():
+        raise CheckpointError(f"train.{component}_ckpt={ckpt} is not a checkpoint directory (no config.yaml)")
+    saved = typed(OmegaConf.load(path / "config.yaml").model, ModelConfig)
+    ours = getattr(model_cfg, component)
+    theirs = getattr(saved, component)
+    if ours != theirs or saved.resolution != model_cfg.resolution or saved.frames != model_cfg.frames:
+        raise CheckpointError(
+            f"{component} checkpoint {path} was trained with a different model config "
+            f"(resolution {saved.resolution}, frames {saved.frames}, {component}={theirs}) than this run "
+            f"(resolution {model_cfg.resolution}, frames {model_cfg.frames}, {component}={ours})")
+    model = build(model_cfg, component)
+    load_weights(path, model)
+    model.to(device).eval().requires_grad_(False)
+    return model, weights_digest(path), path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -67,9 +69,21 @@ def test_st_transformer_is_causal_in_time(layout):
         assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :])
 
 
-def test_dynamics_logits_are_causal(tiny):
+def _dynamics(cfg, conditioning: str):
+    """A dynamics model with the given action conditioning, its FiLM live (as after training)."""
+    cfg = copy.deepcopy(cfg)
+    cfg.dynamics.action_conditioning = conditioning
+    dyn = build(cfg, "dynamics").eval()
+    if dyn.film is not None:
+        torch.nn.init.normal_(dyn.film.weight, std=0.1)
+    return dyn
+
+
+@pytest.mark.parametrize("conditioning", ["input", "film"])
+def test_dynamics_logits_are_causal(tiny, conditioning):
+    """The action of transition t changes the logits of frame t+1 and never those of frames <= t."""
     torch.manual_seed(0)
-    dyn = build(tiny, "dynamics").eval()
+    dyn = _dynamics(tiny, conditioning)
     b, t, s = 2, tiny.frames, tiny.tokens_per_frame()
     tokens = torch.randint(0, tiny.tokenizer.num_codes, (b, t, s))
     actions = torch.randint(0, tiny.lam.num_actions, (b, t - 1))
@@ -83,6 +97,25 @@ def test_dynamics_logits_are_causal(tiny):
             assert torch.allclose(base[:, : k + 1], changed[:, : k + 1], atol=1e-6)
             assert not torch.allclose(base[:, k + 1], changed[:, k + 1])
 
+
+
+@pytest.mark.parametrize("conditioning", ["input", "film"])
+def test_dynamics_cached_step_equals_the_full_forward(tiny, conditioning):
+    """Sampling runs `step` frame by frame on a key/value cache; each frame's logits must be the
+    full forward's, the window's first frame (no action) included."""
+    torch.manual_seed(0)
+    dyn = _dynamics(tiny, conditioning)
+    b, t, s = 2, tiny.frames, tiny.tokens_per_frame()
+    tokens = torch.randint(0, tiny.tokenizer.num_codes + 1, (b, t, s))
+    actions = torch.randint(0, tiny.lam.num_actions, (b, t - 1))
+    full = dyn(tokens, actions)
+    k, v = dyn.empty_cache(b, torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        for i in range(t):
+            action = torch.full((b,), -1) if i == 0 else actions[:, i - 1]
+            logits, k_i, v_i = dyn.step(tokens[:, i], action, i, k, v)
+            assert torch.allclose(logits, full[:, i], atol=1e-4), i
+            k, v = torch.cat([k, k_i], dim=3), torch.cat([v, v_i], dim=3)
 
 
 def test_dynamics_logits_at_chosen_positions_equal_the_full_logits_there(tiny):
@@ -177,6 +210,23 @@ def test_mask_tokens_keeps_the_first_frame_and_respects_rates():
     rate = mask[:, 1:].float().mean(dim=(1, 2))
     assert rate.min() > 0.4 and rate.max() <= 1.0 and 0.65 < rate.mean() < 0.85
     assert (masked[mask] == 10).all() and (masked[~mask] == tokens[~mask]).all()
+
+
+def test_clean_past_masking_keeps_every_frame_before_the_first_masked_one_whole():
+    """`masking=clean_past`: frames before a per-sample first masked frame k are whole (as sampling
+    sees its past), frames from k on are masked at the sample's rate, and k covers frames 2..T."""
+    tokens = torch.randint(0, 10, (256, 5, 40))
+    masked, mask = mask_tokens(tokens, 10, 0.5, 1.0, torch.Generator().manual_seed(0), masking="clean_past")
+    assert not mask[:, 0].any() and (masked[~mask] == tokens[~mask]).all()
+    frame_masked = mask.any(dim=2)  # [B, T]
+    first = frame_masked.float().argmax(dim=1)
+    for b in range(tokens.shape[0]):
+        k = int(first[b])
+        assert not frame_masked[b, :k].any() and frame_masked[b, k:].all()
+        assert mask[b, k:].float().mean() > 0.35
+    assert set(first.tolist()) == {1, 2, 3, 4}
+    with pytest.raises(ValueError, match="masking must be one of"):
+        mask_tokens(tokens, 10, 0.5, 1.0, masking="future")
 
 
 def test_vq_reports_usage_and_restarts_dead_codes():

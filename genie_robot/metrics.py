@@ -12,11 +12,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def psnr(pred_u8: np.ndarray, target_u8: np.ndarray) -> np.ndarray:
-    """PSNR (dB) per leading index of uint8 images [N, ...]."""
-    err = (pred_u8.astype(np.float64) - target_u8.astype(np.float64)) / 255.0
-    mse = (err**2).reshape(len(err), -1).mean(1)
-    return 10 * np.log10(1.0 / np.maximum(mse, 1e-10))
+def psnr(pred, target, peak: float = 255.0):
+    """PSNR (dB) of each image of [..., C, H, W]: shape [...].
+
+    numpy uint8 images (peak 255, computed in float64), or torch tensors in [0, peak] (training
+    takes peak 1 on its float frames; the prediction is clamped to the valid range first).
+    """
+    if isinstance(pred, np.ndarray):
+        err = (pred.astype(np.float64) - np.asarray(target, np.float64)) / peak
+        mse = (err**2).reshape(*err.shape[:-3], -1).mean(-1)
+        return 10 * np.log10(1.0 / np.maximum(mse, 1e-10))
+    mse = ((pred.clamp(0, peak) - target) / peak).pow(2).flatten(-3).mean(-1)
+    return 10 * mse.clamp(min=1e-10).reciprocal().log10()
 
 
 def ssim(pred_u8: np.ndarray, target_u8: np.ndarray) -> float:

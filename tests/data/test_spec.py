@@ -1,4 +1,4 @@
-"""The simulator writes RT-1's on-disk format field for field (spec: RT1_FORMAT.md)."""
+"""The simulator writes RT-1's on-disk format field for field (spec: docs/RT1_FORMAT.md)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from genie_robot.evaluation.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr, ssim
+from genie_robot.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr, ssim
 
 
 def test_nmi_is_one_for_a_relabelling_and_near_zero_for_independent_labels():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from domain_coordinator import domain_id
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 CAMERA = textwrap.dedent("""

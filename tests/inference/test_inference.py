@@ -8,7 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from genie_robot.config import config_dir, typed
-from genie_robot.inference.maskgit import MASK, sample_step, still_masked
+from genie_robot.core.maskgit import MASK, sample_step, still_masked
 from genie_robot.inference.world_model import Limits, WorldModel
 from genie_robot.models import ModelConfig, build
 
@@ -50,7 +50,7 @@ def test_sample_step_keeps_known_tokens_and_follows_the_schedule():
 def test_the_two_level_draw_is_the_plain_inverse_cdf(vocab):
     """`draw` (float32, blocks) picks the token a float64 cumulative sum over the whole row picks,
     with the same log-probability, for peaked and flat rows alike."""
-    from genie_robot.inference.maskgit import draw
+    from genie_robot.core.maskgit import draw
 
     rng = np.random.default_rng(vocab)
     z = (rng.standard_normal((3000, vocab)) * rng.choice([0.1, 1.0, 8.0], (3000, 1))).astype(np.float32)
@@ -126,7 +126,7 @@ def test_a_model_without_a_lam_says_so_when_a_call_needs_it(engine):
 def test_fit_image_crops_the_centre_and_resizes(tmp_path):
     from PIL import Image
 
-    from genie_robot.inference.image import fit_image
+    from genie_robot.core.image import fit_image
 
     # A 100x300 picture: the centred 100x125 crop (aspect 4:5) is red, the sides blue.
     img = np.zeros((100, 300, 3), np.uint8)
@@ -166,8 +166,8 @@ def test_world_model_loads_a_trained_run_and_the_imagine_cli_writes_a_gif(traine
 def test_loading_names_what_is_missing_or_mismatched(trained, tmp_path):
     import shutil
 
-    from genie_robot.inference.engine import EngineError
-    from genie_robot.training.checkpoint import CheckpointError
+    from genie_robot.checkpoint import CheckpointError
+    from genie_robot.core.engine import EngineError
 
     with pytest.raises(CheckpointError, match="holds no dynamics checkpoint"):
         WorldModel.load(trained / "train/tiny/tokenizer")
