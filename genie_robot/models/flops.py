@@ -1,7 +1,7 @@
 """Analytic FLOP counts for the ST-transformer, dynamics steps and generated frames.
 
 Counted as 2 FLOPs per multiply-accumulate of every matmul and attention product (the
-convention of torch.utils.flop_counter, against which tests/test_models.py checks the
+convention of torch.utils.flop_counter, against which tests/models/test_models.py checks the
 formula); norms, softmax and elementwise work are left out.
 """
 
