@@ -196,12 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     want_cfg = "--cfg" in rest
     rest = [a for a in rest if a not in ("-h", "--help", "--cfg", "--json")]  # bench: JSON is always the last line
     target = None
-    if name == "bench" and not want_help:
-        if not rest or rest[0] not in BENCH_TARGETS:
+    if name == "bench":
+        if rest and rest[0] in BENCH_TARGETS:
+            target, rest = rest[0], rest[1:]
+        elif not want_help:
             return _usage(f"bench needs a target: {', '.join(BENCH_TARGETS)}")
-        target, rest = rest[0], rest[1:]
-    elif name == "bench" and rest and rest[0] in BENCH_TARGETS:
-        rest = rest[1:]
     # `actions=0,3,3,5` would be a Hydra sweep; quote it into one string.
     rest = [f"actions='{a[8:]}'" if a.startswith("actions=") and "'" not in a else a for a in rest]
 

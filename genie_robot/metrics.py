@@ -1,4 +1,4 @@
-"""Evaluation metrics on numpy arrays: PSNR, latent-action quality against real actions, Fréchet distance.
+"""Evaluation metrics: PSNR (numpy or torch); latent-action quality and Fréchet distance (numpy).
 
 Latent actions are never trained on the dataset's action labels; these metrics ask how much of
 the real action they capture. Real action vectors are standardized and clustered with k-means

@@ -19,6 +19,8 @@ class Sampling:
 
 
 SAMPLING = Sampling()
+# The dynamics model's training masks (genie_robot.models.dynamics.mask_tokens).
+MASKINGS = ("genie", "clean_past")
 
 
 @dataclass
@@ -142,8 +144,8 @@ class ModelConfig:
         if self.dynamics.action_conditioning not in ("input", "film"):
             raise ValueError("model.dynamics.action_conditioning must be 'input' or 'film', got "
                              f"'{self.dynamics.action_conditioning}'")
-        if self.dynamics.masking not in ("genie", "clean_past"):
-            raise ValueError(f"model.dynamics.masking must be 'genie' or 'clean_past', got '{self.dynamics.masking}'")
+        if self.dynamics.masking not in MASKINGS:
+            raise ValueError(f"model.dynamics.masking must be one of {MASKINGS}, got '{self.dynamics.masking}'")
         if self.lam.encoder_input not in ("frames", "frames_and_difference"):
             raise ValueError(f"model.lam.encoder_input must be 'frames' or 'frames_and_difference', got "
                              f"'{self.lam.encoder_input}'")

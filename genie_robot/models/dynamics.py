@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genie_robot.models.config import DynamicsConfig
+from genie_robot.models.config import MASKINGS, DynamicsConfig
 from genie_robot.models.st_transformer import PositionEmbedding, STTransformer
 
 
@@ -104,9 +104,6 @@ class DynamicsModel(nn.Module):
         heads = cfg.num_heads
         shape = (cfg.num_layers, batch * self.tokens_per_frame, heads, 0, cfg.inner_dim // heads)
         return torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
-
-
-MASKINGS = ("genie", "clean_past")
 
 
 def mask_tokens(tokens_BTS: torch.Tensor, mask_id: int, rate_min: float, rate_max: float,
