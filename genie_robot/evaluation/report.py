@@ -184,14 +184,19 @@ def _action_response(engine: WorldModel, frames: np.ndarray, codes: np.ndarray, 
                 acc.setdefault("copy", []).append(float((z[:, t - 1] == z[:, t]).float().mean()))
                 masked = z[:, : t + 1].clone()
                 masked[:, t] = engine.dynamics.mask_id
+                changed = z[:, t - 1] != z[:, t]
                 for name, act in (("inferred", inferred), ("random", random)):
                     ids = engine.dynamics(masked, act[:, :t])[:, t].argmax(-1)
                     acc.setdefault(name, []).append(float((ids == z[:, t]).float().mean()))
+                    if changed.any():  # copying gets none of these: only the action and the motion can
+                        acc.setdefault(f"changed_{name}", []).append(float((ids == z[:, t])[changed].float().mean()))
                     decoded = u8(engine.tokenizer.decode(ids[:, None])[0])
                     acc.setdefault(f"psnr_{name}", []).append(float(psnr(decoded, clip[t][None])[0]))
             add("copy_previous_frame_token_accuracy", acc["copy"])
             for name in ("inferred", "random"):
                 add(f"dynamics_next_frame_token_accuracy_{name}", acc[name])
+                if acc.get(f"changed_{name}"):
+                    add(f"dynamics_changed_token_accuracy_{name}", acc[f"changed_{name}"])
                 add(f"dynamics_next_frame_psnr_{name}", acc[f"psnr_{name}"])
     out: dict[str, float] = {}
     for key, values in rows.items():
@@ -313,6 +318,10 @@ def _markdown(r: dict, cfg: EvalConfig) -> str:
         f"| dynamics token accuracy | {_pm(r, 'dynamics_next_frame_token_accuracy_inferred', 3)} | "
         f"{_pm(r, 'dynamics_next_frame_token_accuracy_random', 3)} | - | "
         f"{_pm(r, 'copy_previous_frame_token_accuracy', 3)} |",
+        *([f"| dynamics token accuracy where the frame changes | "
+           f"{_pm(r, 'dynamics_changed_token_accuracy_inferred', 3)} | "
+           f"{_pm(r, 'dynamics_changed_token_accuracy_random', 3)} | - | 0 |"]
+          if "dynamics_changed_token_accuracy_inferred" in r else []),
         "",
         "Which way each latent action moves the arm: the mean real `world_vector` of the transitions it labels.",
         "",

@@ -103,6 +103,15 @@ class DynamicsConfig:
     masking: str = "genie"
     mask_rate_min: float = 0.5  # per-sample Bernoulli mask rate ~ U[min, max] on frames 2..T
     mask_rate_max: float = 1.0
+    # Training targets (genie_robot.models.dynamics.code_targets): 0 scores only the exact code
+    # (Genie's one-hot cross-entropy); > 0 spreads each target over the tokenizer's codes by
+    # softmax(-cosine distance / code_smoothing), so a code next to the right one counts as nearly
+    # right. With 8,192 codes the tokens where the arm moves were otherwise at chance (docs/MODELS.md).
+    code_smoothing: float = 0.0
+    # Initial token embeddings (tied to the output layer): "random" (normal, Genie's) or "codebook",
+    # the tokenizer's code vectors through a fixed random projection, so codes that draw alike start
+    # alike in the input and in the logits (DynamicsModel.init_embeddings_from).
+    embed_init: str = "random"
 
 
 @dataclass
@@ -160,6 +169,12 @@ class ModelConfig:
                          ("lam.encoder", self.lam.encoder), ("lam.decoder", self.lam.decoder),
                          ("dynamics.transformer", self.dynamics.transformer)):
             st.validate(f"model.{name}")
+        if self.dynamics.embed_init not in ("random", "codebook"):
+            raise ValueError("model.dynamics.embed_init must be 'random' or 'codebook', got "
+                             f"'{self.dynamics.embed_init}'")
+        if self.dynamics.code_smoothing < 0:
+            raise ValueError(f"model.dynamics.code_smoothing must be >= 0 (0: one-hot targets), "
+                             f"got {self.dynamics.code_smoothing}")
         if not 0.0 < self.dynamics.mask_rate_min <= self.dynamics.mask_rate_max <= 1.0:
             raise ValueError("model.dynamics mask rates must satisfy 0 < min <= max <= 1")
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genie_robot.models.config import MASKINGS, DynamicsConfig
-from genie_robot.models.st_transformer import PositionEmbedding, STTransformer
+from genie_robot.models.st_transformer import FiLM, PositionEmbedding, STTransformer
 
 
 class DynamicsModel(nn.Module):
@@ -34,24 +34,29 @@ class DynamicsModel(nn.Module):
         # training goes to what changes. (With an untied head the demo model stayed below a
         # copy-the-last-frame baseline after its CPU budget.)
         self.head_bias = nn.Parameter(torch.zeros(vocab))
-        self.film = None
-        if cfg.action_conditioning == "film":
-            # Zero-initialized: training starts from Genie's additive conditioning and learns how far
-            # to modulate each block.
-            self.film = nn.Linear(d, 2 * cfg.transformer.num_layers * d)
-            nn.init.zeros_(self.film.weight)
-            nn.init.zeros_(self.film.bias)
+        # Zero-initialized: training starts from Genie's additive conditioning.
+        self.film = FiLM(d, cfg.transformer) if cfg.action_conditioning == "film" else None
 
-    def _film(self, act_XD: torch.Tensor, present_X: torch.Tensor | None = None
-              ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """Per block (scale, shift) [..., 1, D] of action embeddings [..., D]; zero where `present` is False."""
-        if self.film is None:
-            return None
-        mod = self.film(act_XD)
-        if present_X is not None:
-            mod = mod * present_X[..., None].to(mod.dtype)
-        mod = mod.unflatten(-1, (len(self.transformer.blocks), 2, -1)).unsqueeze(-4)  # [..., 1, L, 2, D]
-        return [(mod[..., i, 0, :], mod[..., i, 1, :]) for i in range(mod.shape[-3])]
+    def _film(self, act_XD: torch.Tensor, present_X: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        return self.film.blocks(act_XD, present_X) if self.film is not None else None
+
+    @torch.no_grad()
+    def init_embeddings_from(self, codebook_VC: torch.Tensor, seed: int = 0) -> None:
+        """Token embeddings from the tokenizer's codes: e_i = sqrt(D) * P c_i, P a random orthonormal map.
+
+        The output layer is tied to these embeddings, so the logits start as cosine similarities
+        between an output direction and every code: moving probability to the codes that look
+        like the right one is then a smooth move of one vector, not 8,192 separate logits. The
+        norm matches the default N(0, 1) init's (sqrt(D)); the MASK embedding stays random.
+        """
+        vocab, code_dim = codebook_VC.shape
+        d = self.embed.embedding_dim
+        if vocab != self.vocab or code_dim > d:
+            raise ValueError(f"a codebook of {vocab} x {code_dim} cannot initialize {self.vocab} embeddings of {d}")
+        gen = torch.Generator().manual_seed(seed)
+        proj, _ = torch.linalg.qr(torch.randn(d, code_dim, generator=gen))  # [D, C], orthonormal columns
+        codes = F.normalize(codebook_VC.detach().float().cpu(), dim=-1)
+        self.embed.weight[: self.vocab] = (codes @ proj.T * d**0.5).to(self.embed.weight)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Logits [..., vocab] of transformer outputs h [..., D]."""
@@ -128,3 +133,19 @@ def mask_tokens(tokens_BTS: torch.Tensor, mask_id: int, rate_min: float, rate_ma
         first = torch.randint(1, t, (b, 1), device=tokens_BTS.device, generator=generator)
         mask &= (torch.arange(t, device=tokens_BTS.device)[None] >= first)[:, :, None]
     return tokens_BTS.masked_fill(mask, mask_id), mask
+
+
+def code_targets(codebook_VC: torch.Tensor, ids_N: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Soft training targets [N, V]: each code's weight falls with its cosine distance to the true one.
+
+    The tokenizer's codes are dense in code space (on the sim-rt1 tokenizer, decoding every token
+    as its nearest other code still gives 30 dB against the exact decode), so a one-hot target
+    over 8,192 of them asks for one code among many that draw the same patch; where the arm
+    moves, the dynamics then stayed at chance. Weights softmax(-(1 - cos) / temperature) keep the
+    true code the most likely target and make its neighbours nearly right.
+    """
+    if temperature <= 0:
+        raise ValueError(f"code target temperature must be > 0, got {temperature}")
+    codes = F.normalize(codebook_VC.float(), dim=-1)
+    distance = 1 - codes[ids_N] @ codes.T  # [N, V], 0 at the true code
+    return F.softmax(-distance / temperature, dim=-1)

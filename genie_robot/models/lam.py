@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genie_robot.models.config import LAMConfig
-from genie_robot.models.st_transformer import PositionEmbedding, STTransformer, patchify, unpatchify
+from genie_robot.models.st_transformer import FiLM, PositionEmbedding, STTransformer, patchify, unpatchify
 from genie_robot.models.vq import VectorQuantizer, VQOutput
 
 
@@ -92,12 +92,7 @@ class LatentActionModel(nn.Module):
         self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, entropy_weight=cfg.entropy_weight)
         # --- decoder ---
         self.action_in = nn.Linear(cfg.code_dim, dec.d_model)
-        self.film = None
-        if cfg.action_conditioning == "film":
-            # Zero-initialized: every block starts unmodulated, and learns how much to listen.
-            self.film = nn.Linear(cfg.code_dim, 2 * dec.num_layers * dec.d_model)
-            nn.init.zeros_(self.film.weight)
-            nn.init.zeros_(self.film.bias)
+        self.film = FiLM(cfg.code_dim, dec) if cfg.action_conditioning == "film" else None
         self.dec_pos = PositionEmbedding(frames, tokens, dec.d_model)
         self.decoder = STTransformer(dec)
 
@@ -128,11 +123,7 @@ class LatentActionModel(nn.Module):
         """
         e = self._inputs(x[:, :-1], self.dec_embed)
         e = self.dec_pos(e) + self.action_in(actions_BTC)[:, :, None, :]
-        film = None
-        if self.film is not None:
-            b, t, _ = actions_BTC.shape
-            mod = self.film(actions_BTC).view(b, t, 1, len(self.decoder.blocks), 2, -1)
-            film = [(mod[..., i, 0, :], mod[..., i, 1, :]) for i in range(mod.shape[3])]
+        film = self.film.blocks(actions_BTC) if self.film is not None else None
         out = self.head(self.decoder(e, film))
         if self.input == "pixels":
             # Around the previous frame (residual outputs): copying x_t costs nothing, so what the

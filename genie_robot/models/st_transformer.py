@@ -165,6 +165,31 @@ class STTransformer(nn.Module):
         return self.norm(x_BSD), torch.stack(ks), torch.stack(vs)
 
 
+class FiLM(nn.Linear):
+    """Per-block feature-wise modulation by a condition (the LAM's and the dynamics' action).
+
+    One linear map from the condition to a (scale, shift) pair per block of an STTransformer,
+    zero-initialized so training starts unmodulated and learns how far to listen. A subclass of
+    nn.Linear, so its checkpoint entries are plain `film.weight` / `film.bias`.
+    """
+
+    def __init__(self, cond_dim: int, cfg: STConfig):
+        super().__init__(cond_dim, 2 * cfg.num_layers * cfg.d_model)
+        self.num_layers = cfg.num_layers
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def blocks(self, cond_XC: torch.Tensor, present_X: torch.Tensor | None = None
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(scale, shift) [..., 1, D] per block for conditions [..., C], to modulate the tokens
+        [..., S, D] of each condition; zero where `present` (boolean [...]) is False."""
+        mod = self(cond_XC)
+        if present_X is not None:
+            mod = mod * present_X[..., None].to(mod.dtype)
+        mod = mod.unflatten(-1, (self.num_layers, 2, -1)).unsqueeze(-4)  # [..., 1, L, 2, D]
+        return [(mod[..., i, 0, :], mod[..., i, 1, :]) for i in range(self.num_layers)]
+
+
 class PositionEmbedding(nn.Module):
     """Learned, factorized (time + space) additive position embeddings."""
 

@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from genie_robot.config import config_dir, typed
-from genie_robot.models import COMPONENTS, ModelConfig, STConfig, STTransformer, build, mask_tokens
+from genie_robot.models import COMPONENTS, ModelConfig, STConfig, STTransformer, build, code_targets, mask_tokens
 
 MODEL_CONFIGS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml") if not p.stem.startswith("_"))
 
@@ -227,6 +227,39 @@ def test_clean_past_masking_keeps_every_frame_before_the_first_masked_one_whole(
     assert set(first.tolist()) == {1, 2, 3, 4}
     with pytest.raises(ValueError, match="masking must be one of"):
         mask_tokens(tokens, 10, 0.5, 1.0, masking="future")
+
+
+def test_code_targets_weigh_codes_by_their_distance_to_the_true_one():
+    """`code_smoothing`: the true code is the likeliest target, nearer codes weigh more, and the
+    weights sum to one; a vanishing temperature is the one-hot target."""
+    torch.manual_seed(0)
+    codebook = torch.nn.functional.normalize(torch.randn(64, 8), dim=-1)
+    ids = torch.tensor([3, 17, 40])
+    q = code_targets(codebook, ids, 0.1)
+    assert q.shape == (3, 64) and torch.allclose(q.sum(-1), torch.ones(3))
+    assert (q.argmax(-1) == ids).all()
+    cos = codebook[ids] @ codebook.T
+    order = cos.argsort(dim=-1, descending=True)
+    assert (q.gather(1, order).diff(dim=-1) <= 1e-7).all()  # weights fall with distance
+    assert torch.equal(code_targets(codebook, ids, 1e-4).argmax(-1), ids)
+    assert (code_targets(codebook, ids, 1e-4).gather(1, ids[:, None]) > 0.999).all()
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        code_targets(codebook, ids, 0.0)
+
+
+def test_codebook_embedding_init_keeps_the_codes_geometry(tiny):
+    """`embed_init: codebook`: the (tied) token embeddings are the codes through an orthonormal map,
+    so two codes' embeddings are as similar as the codes, and their norm is the default init's."""
+    model = build(tiny, "dynamics")
+    vocab, d = model.vocab, model.embed.embedding_dim
+    codebook = torch.randn(vocab, 4)
+    model.init_embeddings_from(codebook)
+    e = model.embed.weight[:vocab].detach()
+    unit = torch.nn.functional.normalize(codebook, dim=-1)
+    assert torch.allclose(e @ e.T / d, unit @ unit.T, atol=1e-5)
+    assert torch.allclose(e.norm(dim=-1), torch.full((vocab,), d**0.5), atol=1e-4)
+    with pytest.raises(ValueError, match="cannot initialize"):
+        model.init_embeddings_from(torch.randn(vocab + 1, 4))
 
 
 def test_vq_reports_usage_and_restarts_dead_codes():

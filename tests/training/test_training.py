@@ -67,10 +67,13 @@ def test_resume_continues_the_exact_loss_sequence(sim_dataset, tmp_path):
     assert losses(split, "tiny", "tokenizer") == losses(straight, "tiny", "tokenizer")
 
 
-def test_dynamics_resume_draws_the_same_masks(trained, sim_dataset, tmp_path):
-    """Dynamics uses the global RNG (masking): resume must restore it exactly."""
+@pytest.mark.parametrize("recipe", [[], ["model.dynamics.code_smoothing=0.05", "model.dynamics.embed_init=codebook",
+                                     "model.dynamics.masking=clean_past"]], ids=["genie", "soft-targets"])
+def test_dynamics_resume_draws_the_same_masks(trained, sim_dataset, tmp_path, recipe):
+    """Dynamics uses the global RNG (masking): resume must restore it exactly (with either recipe)."""
     ckpt = trained / "train/tiny"
-    frozen = [f"train.tokenizer_ckpt={ckpt}/tokenizer", f"train.lam_ckpt={ckpt}/lam", "stage=dynamics", "train.steps=6"]
+    frozen = [f"train.tokenizer_ckpt={ckpt}/tokenizer", f"train.lam_ckpt={ckpt}/lam", "stage=dynamics", "train.steps=6",
+              *recipe]
     Trainer(make_cfg(sim_dataset, tmp_path / "a", *frozen)).fit()
     Trainer(make_cfg(sim_dataset, tmp_path / "b", *frozen, "train.stop_at=3")).fit()
     Trainer(make_cfg(sim_dataset, tmp_path / "b", *frozen, "train.resume=true")).fit()
