@@ -108,9 +108,10 @@ class DynamicsConfig:
     # softmax(-cosine distance / code_smoothing), so a code next to the right one counts as nearly
     # right. With 8,192 codes the tokens where the arm moves were otherwise at chance (docs/MODELS.md).
     code_smoothing: float = 0.0
-    # Initial token embeddings (tied to the output layer): "random" (normal, Genie's) or "codebook",
+    # Initial token embeddings (tied to the output layer): "random" (normal, Genie's); "codebook",
     # the tokenizer's code vectors through a fixed random projection, so codes that draw alike start
-    # alike in the input and in the logits (DynamicsModel.init_embeddings_from).
+    # alike in the input and in the logits; "mixed", half codebook and half random, so they also
+    # start distinguishable (DynamicsModel.init_embeddings_from).
     embed_init: str = "random"
 
 
@@ -169,8 +170,8 @@ class ModelConfig:
                          ("lam.encoder", self.lam.encoder), ("lam.decoder", self.lam.decoder),
                          ("dynamics.transformer", self.dynamics.transformer)):
             st.validate(f"model.{name}")
-        if self.dynamics.embed_init not in ("random", "codebook"):
-            raise ValueError("model.dynamics.embed_init must be 'random' or 'codebook', got "
+        if self.dynamics.embed_init not in ("random", "codebook", "mixed"):
+            raise ValueError("model.dynamics.embed_init must be 'random', 'codebook' or 'mixed', got "
                              f"'{self.dynamics.embed_init}'")
         if self.dynamics.code_smoothing < 0:
             raise ValueError(f"model.dynamics.code_smoothing must be >= 0 (0: one-hot targets), "

@@ -41,8 +41,13 @@ class DynamicsModel(nn.Module):
         return self.film.blocks(act_XD, present_X) if self.film is not None else None
 
     @torch.no_grad()
-    def init_embeddings_from(self, codebook_VC: torch.Tensor, seed: int = 0) -> None:
+    def init_embeddings_from(self, codebook_VC: torch.Tensor, seed: int = 0, share: float = 1.0) -> None:
         """Token embeddings from the tokenizer's codes: e_i = sqrt(D) * P c_i, P a random orthonormal map.
+
+        `share` < 1 keeps part of each embedding random: e_i = sqrt(D) * (sqrt(share) P c_i +
+        sqrt(1 - share) r_i), r_i a random unit vector, so neighbouring codes start alike but
+        distinguishable (with share 1 the nearest codes' embeddings are at cosine 0.985, and
+        exact copying has to be learned back; docs/MODELS.md).
 
         The output layer is tied to these embeddings, so the logits start as cosine similarities
         between an output direction and every code: moving probability to the codes that look
@@ -56,7 +61,11 @@ class DynamicsModel(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         proj, _ = torch.linalg.qr(torch.randn(d, code_dim, generator=gen))  # [D, C], orthonormal columns
         codes = F.normalize(codebook_VC.detach().float().cpu(), dim=-1)
-        self.embed.weight[: self.vocab] = (codes @ proj.T * d**0.5).to(self.embed.weight)
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"the codebook's share of the embeddings must be in (0, 1], got {share}")
+        own = F.normalize(torch.randn(vocab, d, generator=gen), dim=-1)
+        mixed = share**0.5 * codes @ proj.T + (1 - share) ** 0.5 * own
+        self.embed.weight[: self.vocab] = (mixed * d**0.5).to(self.embed.weight)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Logits [..., vocab] of transformer outputs h [..., D]."""

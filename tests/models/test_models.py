@@ -260,6 +260,14 @@ def test_codebook_embedding_init_keeps_the_codes_geometry(tiny):
     assert torch.allclose(e.norm(dim=-1), torch.full((vocab,), d**0.5), atol=1e-4)
     with pytest.raises(ValueError, match="cannot initialize"):
         model.init_embeddings_from(torch.randn(vocab + 1, 4))
+    # `mixed`: half the codes' geometry, half random, at the same norm
+    model.init_embeddings_from(codebook, share=0.5)
+    e = model.embed.weight[:vocab].detach()
+    off = ~torch.eye(vocab, dtype=torch.bool)
+    assert torch.allclose(e.norm(dim=-1), torch.full((vocab,), d**0.5), rtol=0.3)
+    assert ((e @ e.T / d)[off] - 0.5 * (unit @ unit.T)[off]).abs().mean() < 0.25
+    with pytest.raises(ValueError, match="share"):
+        model.init_embeddings_from(codebook, share=0.0)
 
 
 def test_vq_reports_usage_and_restarts_dead_codes():
