@@ -21,6 +21,9 @@ class Sampling:
 SAMPLING = Sampling()
 # The dynamics model's training masks (genie_robot.models.dynamics.mask_tokens).
 MASKINGS = ("genie", "clean_past")
+# The dynamics model's initial token embeddings: the tokenizer codes' share of each one
+# (genie_robot.models.dynamics.DynamicsModel.init_embeddings_from); 0 leaves the random init.
+EMBED_INITS = {"random": 0.0, "codebook": 1.0, "mixed": 0.5}
 
 
 @dataclass
@@ -170,8 +173,8 @@ class ModelConfig:
                          ("lam.encoder", self.lam.encoder), ("lam.decoder", self.lam.decoder),
                          ("dynamics.transformer", self.dynamics.transformer)):
             st.validate(f"model.{name}")
-        if self.dynamics.embed_init not in ("random", "codebook", "mixed"):
-            raise ValueError("model.dynamics.embed_init must be 'random', 'codebook' or 'mixed', got "
+        if self.dynamics.embed_init not in EMBED_INITS:
+            raise ValueError(f"model.dynamics.embed_init must be one of {tuple(EMBED_INITS)}, got "
                              f"'{self.dynamics.embed_init}'")
         if self.dynamics.code_smoothing < 0:
             raise ValueError(f"model.dynamics.code_smoothing must be >= 0 (0: one-hot targets), "

@@ -58,11 +58,11 @@ class DynamicsModel(nn.Module):
         d = self.embed.embedding_dim
         if vocab != self.vocab or code_dim > d:
             raise ValueError(f"a codebook of {vocab} x {code_dim} cannot initialize {self.vocab} embeddings of {d}")
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"the codebook's share of the embeddings must be in (0, 1], got {share}")
         gen = torch.Generator().manual_seed(seed)
         proj, _ = torch.linalg.qr(torch.randn(d, code_dim, generator=gen))  # [D, C], orthonormal columns
         codes = F.normalize(codebook_VC.detach().float().cpu(), dim=-1)
-        if not 0.0 < share <= 1.0:
-            raise ValueError(f"the codebook's share of the embeddings must be in (0, 1], got {share}")
         own = F.normalize(torch.randn(vocab, d, generator=gen), dim=-1)
         mixed = share**0.5 * codes @ proj.T + (1 - share) ** 0.5 * own
         self.embed.weight[: self.vocab] = (mixed * d**0.5).to(self.embed.weight)

@@ -16,6 +16,7 @@ from torch import nn
 from genie_robot.checkpoint import CheckpointError, load_frozen, unwrap
 from genie_robot.metrics import kmeans, nmi, psnr, standardize
 from genie_robot.models import ModelConfig, build, code_targets, mask_tokens
+from genie_robot.models.config import EMBED_INITS
 
 STAGES = ("tokenizer", "lam", "dynamics")
 
@@ -152,9 +153,9 @@ class DynamicsStage(Stage):
         self.tokenizer, tok_digest, _ = load_frozen(train_cfg.tokenizer_ckpt, "tokenizer", cfg, device)
         self.lam, lam_digest, self.lam_path = load_frozen(train_cfg.lam_ckpt, "lam", cfg, device)
         self.lineage = {"tokenizer": tok_digest, "lam": lam_digest}
-        if cfg.dynamics.embed_init != "random":  # a resumed run's checkpoint overwrites this
-            self.model.init_embeddings_from(self.tokenizer.vq.codebook, seed=train_cfg.seed,
-                                            share=1.0 if cfg.dynamics.embed_init == "codebook" else 0.5)
+        share = EMBED_INITS[cfg.dynamics.embed_init]
+        if share > 0:  # a resumed run's checkpoint overwrites this
+            self.model.init_embeddings_from(self.tokenizer.vq.codebook, seed=train_cfg.seed, share=share)
         if cfg.lam.input == "tokens":
             lam_meta = json.loads((self.lam_path / "trainer.json").read_text())
             if lam_meta.get("lineage", {}).get("tokenizer") != tok_digest:
