@@ -1,11 +1,13 @@
 """Does a dynamics checkpoint use its latent actions? A teacher-forced probe, cheap enough per checkpoint.
 
-For held-out clips: the real tokens of frames 1..t, frame t+1 fully masked, one forward pass
+For held-out clips: the real tokens of frames 0..t-1, frame t fully masked, one forward pass
 with the LAM's inferred actions and with random ones (t = 2, 4, 6 of the 8-frame window). Per
 variant: PSNR of the decoded argmax frame against the real one, exact token accuracy, and,
-on the tokens that change from frame t to t+1 (where copying scores nothing and only the
+on the tokens that change from frame t-1 to t (where copying scores nothing and only the
 motion and the action can help), accuracy and negative log-likelihood of the true code. The
-gap between inferred and random actions is what the action is worth to the model.
+gap between inferred and random actions is what the action is worth to the model. These are
+`genie-robot eval`'s teacher-forced figures (`genie_robot.evaluation.report.action_response`),
+without its rollouts, on a dynamics checkpoint that need not be in a run directory yet.
 
     python scripts/dynamics_probe.py outputs/abl/soft0.01/dynamics/checkpoints/step_0000500 ... \\
         --data outputs/heldout/fractal20220817_data/0.1.0 --clips 16
@@ -15,8 +17,7 @@ many of those sit on patches whose pixels changed, and how alike neighbouring co
 token decoded as its k-th nearest other code, against the exact decode).
 
 The tokenizer and LAM default to the shipped reference's (the ablations train dynamics on them).
-Prints one JSON line per checkpoint. `genie-robot eval` reports the same teacher-forced figures
-(without the likelihood) next to its rollouts.
+Prints one JSON line per checkpoint.
 """
 
 from __future__ import annotations
@@ -33,48 +34,27 @@ from omegaconf import OmegaConf
 from genie_robot.checkpoint import load_frozen
 from genie_robot.config import typed
 from genie_robot.data.reader import DataConfig, read_clips
+from genie_robot.evaluation.report import action_response
+from genie_robot.inference.world_model import WorldModel
 from genie_robot.metrics import psnr
 from genie_robot.models import ModelConfig
 from genie_robot.reference import resolve
+
+TRANSITIONS = (2, 4, 6)  # frames predicted per clip: early, middle and late in the 8-frame window
 
 
 def probe(dynamics_dir: str, tokenizer_dir: str, lam_dir: str, data: str, clips: int, seed: int) -> dict:
     cpu = torch.device("cpu")
     cfg = typed(OmegaConf.load(Path(dynamics_dir) / "config.yaml").model, ModelConfig)
-    tokenizer, _, _ = load_frozen(tokenizer_dir, "tokenizer", cfg, cpu)
-    lam, _, _ = load_frozen(lam_dir, "lam", cfg, cpu)
-    dynamics, _, _ = load_frozen(dynamics_dir, "dynamics", cfg, cpu)
+    modules = {name: load_frozen(path, name, cfg, cpu)[0]
+               for name, path in (("tokenizer", tokenizer_dir), ("lam", lam_dir), ("dynamics", dynamics_dir))}
+    engine = WorldModel(cfg, modules["tokenizer"], modules["dynamics"], lam=modules["lam"], source=dynamics_dir)
     frames, _ = read_clips(DataConfig(path=data, clip_frames=cfg.frames, resolution=cfg.resolution,
                                       val_fraction=1.0, batch_size=8), "val", clips, ["world_vector"])
-    gen = torch.Generator().manual_seed(seed)
-    rows: dict[str, list[float]] = {}
-
-    def add(key: str, value) -> None:
-        rows.setdefault(key, []).append(float(value))
-
-    with torch.no_grad():
-        for i in range(0, len(frames), 8):
-            x = torch.from_numpy(frames[i:i + 8]).float() / 255
-            tokens = tokenizer.encode(x)
-            actions = lam.infer_actions(tokens if cfg.lam.input == "tokens" else x)
-            for t in range(2, cfg.frames, 2):
-                masked = tokens[:, : t + 1].clone()
-                masked[:, t] = dynamics.mask_id
-                target, changed = tokens[:, t], tokens[:, t] != tokens[:, t - 1]
-                add("changed_fraction", changed.float().mean())
-                random = torch.randint(0, cfg.lam.num_actions, actions[:, :t].shape, generator=gen)
-                for name, act in (("inferred", actions[:, :t]), ("random", random)):
-                    logits = dynamics(masked, act)[:, t]
-                    ids = logits.argmax(-1)
-                    add(f"token_accuracy_{name}", (ids == target).float().mean())
-                    add(f"changed_token_accuracy_{name}", (ids == target)[changed].float().mean())
-                    add(f"changed_token_nll_{name}", F.cross_entropy(logits[changed], target[changed]))
-                    context = tokens[:, : t + 1].clone()
-                    context[:, t] = ids
-                    add(f"psnr_{name}", psnr(tokenizer.decode(context)[:, t], x[:, t], peak=1.0).mean())
-                add("psnr_copy_previous_frame", psnr(x[:, t - 1], x[:, t], peak=1.0).mean())
-    out = {"checkpoint": dynamics_dir, "clips": len(frames)}
-    out.update({k: round(float(np.mean(v)), 4) for k, v in rows.items()})
+    codes = np.stack([engine.infer_actions(clip) for clip in frames])
+    result = action_response(engine, frames, codes, seed, transitions=TRANSITIONS)
+    out = {"checkpoint": dynamics_dir, "clips": len(frames), "transitions": list(TRANSITIONS)}
+    out.update({k: round(v, 4) for k, v in result.items() if not k.startswith("lam_")})
     return out
 
 

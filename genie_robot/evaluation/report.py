@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +113,7 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
     result = {
         "data": str(data.path),
         "clips": int(n), "frames_per_clip": int(t_len), "maskgit_steps": cfg.steps, "temperature": cfg.temperature,
+        "vocab": int(engine.cfg.tokenizer.num_codes),
         "tokenizer_psnr": float(np.mean(rec_psnr)),
         "tokenizer_ssim": float(np.mean(rec_ssim)),
         f"psnr_t{cfg.t}_inferred_actions": float(np.mean(inferred_psnr)),
@@ -128,7 +131,7 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         "majority_baseline_accuracy": majority,
         "fvd": fvd, "fvd_note": fvd_note,
         "model": engine.source,
-        **_action_response(engine, frames, np.stack(codes), cfg.seed),
+        **action_response(engine, frames, np.stack(codes), cfg.seed),
         **_adapter_error(engine, codes, real_actions),
         "world_vector_per_latent_action": _mean_world_vector(codes_flat, acts[:, :3], num_actions),
     }
@@ -141,7 +144,8 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
     return result
 
 
-def _action_response(engine: WorldModel, frames: np.ndarray, codes: np.ndarray, seed: int) -> dict:
+def action_response(engine: WorldModel, frames: np.ndarray, codes: np.ndarray, seed: int,
+                    transitions: Sequence[int] | None = None) -> dict:
     """Does each part use the latent action? One teacher-forced step per transition, no sampling.
 
     ΔtPSNR is near zero both when the LAM's codes carry no motion and when the dynamics model
@@ -149,11 +153,17 @@ def _action_response(engine: WorldModel, frames: np.ndarray, codes: np.ndarray, 
     copying the previous frame:
     - LAM: next-frame PSNR of its decoder with the inferred action, a random action, and the
       best of all actions per transition (what the codes can say at most).
-    - Dynamics: the next frame fully masked after real frames, one pass; token accuracy and
-      PSNR of the decoded argmax frame with inferred vs random actions.
+    - Dynamics: frame t fully masked after real frames 0..t-1, one pass; token accuracy and
+      PSNR of the decoded argmax frame with inferred vs random actions, and on the tokens that
+      change from frame t-1 (where copying scores nothing) accuracy and the negative
+      log-likelihood of the true code (uniform over the vocabulary: log V nats). The likelihood
+      moves long before the argmax does, so a short training run's effect shows there first.
+    `transitions`: the frames t the dynamics predicts (default every one, 1..T-1).
     Each value: mean and standard deviation over clips of the per-clip mean over transitions.
+    `scripts/dynamics_probe.py` runs this on a dynamics checkpoint alone, without rollouts.
     """
     import torch
+    import torch.nn.functional as F
 
     rng = np.random.default_rng(seed + 1)
     num_actions = engine.cfg.lam.num_actions
@@ -180,16 +190,19 @@ def _action_response(engine: WorldModel, frames: np.ndarray, codes: np.ndarray, 
                 add("lam_psnr_best_of_all_actions", np.max(each, axis=0))
             z = engine.tokenizer.encode(x)
             acc: dict[str, list[float]] = {}
-            for t in range(1, z.shape[1]):
+            for t in transitions or range(1, z.shape[1]):
                 acc.setdefault("copy", []).append(float((z[:, t - 1] == z[:, t]).float().mean()))
                 masked = z[:, : t + 1].clone()
                 masked[:, t] = engine.dynamics.mask_id
                 changed = z[:, t - 1] != z[:, t]
                 for name, act in (("inferred", inferred), ("random", random)):
-                    ids = engine.dynamics(masked, act[:, :t])[:, t].argmax(-1)
+                    logits = engine.dynamics(masked, act[:, :t])[:, t]
+                    ids = logits.argmax(-1)
                     acc.setdefault(name, []).append(float((ids == z[:, t]).float().mean()))
                     if changed.any():  # copying gets none of these: only the action and the motion can
                         acc.setdefault(f"changed_{name}", []).append(float((ids == z[:, t])[changed].float().mean()))
+                        acc.setdefault(f"nll_{name}", []).append(
+                            float(F.cross_entropy(logits[changed].float(), z[:, t][changed])))
                     decoded = u8(engine.tokenizer.decode(ids[:, None])[0])
                     acc.setdefault(f"psnr_{name}", []).append(float(psnr(decoded, clip[t][None])[0]))
             add("copy_previous_frame_token_accuracy", acc["copy"])
@@ -197,6 +210,7 @@ def _action_response(engine: WorldModel, frames: np.ndarray, codes: np.ndarray, 
                 add(f"dynamics_next_frame_token_accuracy_{name}", acc[name])
                 if acc.get(f"changed_{name}"):
                     add(f"dynamics_changed_token_accuracy_{name}", acc[f"changed_{name}"])
+                    add(f"dynamics_changed_token_nll_{name}", acc[f"nll_{name}"])
                 add(f"dynamics_next_frame_psnr_{name}", acc[f"psnr_{name}"])
     out: dict[str, float] = {}
     for key, values in rows.items():
@@ -322,6 +336,10 @@ def _markdown(r: dict, cfg: EvalConfig) -> str:
            f"{_pm(r, 'dynamics_changed_token_accuracy_inferred', 3)} | "
            f"{_pm(r, 'dynamics_changed_token_accuracy_random', 3)} | - | 0 |"]
           if "dynamics_changed_token_accuracy_inferred" in r else []),
+        *([f"| dynamics NLL of the true code where the frame changes (nats; uniform "
+           f"{math.log(r['vocab']):.2f}) | {_pm(r, 'dynamics_changed_token_nll_inferred')} | "
+           f"{_pm(r, 'dynamics_changed_token_nll_random')} | - | - |"]
+          if "dynamics_changed_token_nll_inferred" in r else []),
         "",
         "Which way each latent action moves the arm: the mean real `world_vector` of the transitions it labels.",
         "",

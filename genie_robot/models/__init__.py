@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 COMPONENTS = ("tokenizer", "lam", "dynamics")
 _LAZY = {
-    "DynamicsModel": "dynamics", "mask_tokens": "dynamics", "code_targets": "dynamics", "LatentActionModel": "lam",
+    "DynamicsModel": "dynamics", "mask_tokens": "dynamics", "code_targets": "dynamics", "token_loss": "dynamics",
+    "LatentActionModel": "lam",
     "STTransformer": "st_transformer", "VideoTokenizer": "tokenizer",
 }
 
@@ -47,4 +48,5 @@ def build(cfg: ModelConfig, component: str) -> nn.Module:
 __all__ = [
     "COMPONENTS", "DynamicsConfig", "DynamicsModel", "LAMConfig", "LatentActionModel", "ModelConfig",
     "STConfig", "STTransformer", "TokenizerConfig", "VideoTokenizer", "build", "code_targets", "mask_tokens",
+    "token_loss",
 ]

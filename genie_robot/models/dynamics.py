@@ -158,3 +158,25 @@ def code_targets(codebook_VC: torch.Tensor, ids_N: torch.Tensor, temperature: fl
     codes = F.normalize(codebook_VC.float(), dim=-1)
     distance = 1 - codes[ids_N] @ codes.T  # [N, V], 0 at the true code
     return F.softmax(-distance / temperature, dim=-1)
+
+
+def token_loss(logits_NV: torch.Tensor, target_N: torch.Tensor, codebook_VC: torch.Tensor, smoothing: float,
+               soft_N: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of the masked tokens' logits: one-hot targets, or `code_targets` where `soft_N`.
+
+    `smoothing` 0 is Genie's one-hot loss everywhere. Otherwise the tokens where `soft_N` is true
+    (every token when it is None) are scored against soft targets at that temperature and the rest
+    against their exact code, each token weighing the same in the mean. Soft targets are built only
+    for the tokens that get them: one row is the whole vocabulary, so building them for every
+    masked token would be a [tokens, 8,192] tensor per step where most rows stay one-hot.
+    """
+    if smoothing <= 0:
+        return F.cross_entropy(logits_NV, target_N)
+    if soft_N is None:
+        return F.cross_entropy(logits_NV, code_targets(codebook_VC, target_N, smoothing))
+    hard = ~soft_N
+    total = F.cross_entropy(logits_NV[hard], target_N[hard], reduction="sum") if hard.any() else logits_NV.sum() * 0
+    if soft_N.any():
+        soft = code_targets(codebook_VC, target_N[soft_N], smoothing)
+        total = total + F.cross_entropy(logits_NV[soft_N], soft, reduction="sum")
+    return total / max(len(target_N), 1)

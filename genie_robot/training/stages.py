@@ -15,7 +15,7 @@ from torch import nn
 
 from genie_robot.checkpoint import CheckpointError, load_frozen, unwrap
 from genie_robot.metrics import kmeans, nmi, psnr, standardize
-from genie_robot.models import ModelConfig, build, code_targets, mask_tokens
+from genie_robot.models import ModelConfig, build, mask_tokens, token_loss
 from genie_robot.models.config import EMBED_INITS
 
 STAGES = ("tokenizer", "lam", "dynamics")
@@ -177,10 +177,10 @@ class DynamicsStage(Stage):
         inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max, masking=d.masking)
         logits = model(inp, actions, mask)
         target = tokens[mask]
-        if d.code_smoothing > 0:
-            loss = F.cross_entropy(logits, code_targets(self.tokenizer.vq.codebook, target, d.code_smoothing))
-        else:
-            loss = F.cross_entropy(logits, target)
+        soft = None
+        if d.code_smoothing_tokens == "changed":  # the code differs from the frame before's (frame 0 is never masked)
+            soft = (tokens != torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1))[mask]
+        loss = token_loss(logits, target, self.tokenizer.vq.codebook, d.code_smoothing, soft)
         acc = (logits.argmax(-1) == target).float().mean()
         return loss, {"masked_accuracy": acc.item()}
 

@@ -73,6 +73,10 @@ def test_eval_command_writes_json_markdown_and_pictures(trained, sim_dataset, tm
     for key in ("copy_previous_frame_psnr", "lam_psnr_inferred", "lam_psnr_random", "lam_psnr_best_of_all_actions",
                 "dynamics_next_frame_psnr_inferred", "dynamics_next_frame_psnr_random", "psnr_t2_copy_first_frame"):
         assert np.isfinite(result[key]) and np.isfinite(result[key + "_std"]), key
+    # the likelihood of the true code where the frame changes, in nats (a uniform guess: log vocab)
+    for key in ("dynamics_changed_token_nll_inferred", "dynamics_changed_token_nll_random"):
+        assert 0 < result[key] < 3 * np.log(result["vocab"]) and result[key + "_std"] >= 0, key
+    assert f"uniform {np.log(result['vocab']):.2f}" in md
     # the best of all actions, per transition, is at least as good as the inferred one
     assert result["lam_psnr_best_of_all_actions"] >= result["lam_psnr_inferred"] - 1e-3
     per_action = result["world_vector_per_latent_action"]

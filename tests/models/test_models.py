@@ -9,7 +9,16 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from genie_robot.config import config_dir, typed
-from genie_robot.models import COMPONENTS, ModelConfig, STConfig, STTransformer, build, code_targets, mask_tokens
+from genie_robot.models import (
+    COMPONENTS,
+    ModelConfig,
+    STConfig,
+    STTransformer,
+    build,
+    code_targets,
+    mask_tokens,
+    token_loss,
+)
 
 MODEL_CONFIGS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml") if not p.stem.startswith("_"))
 
@@ -245,6 +254,27 @@ def test_code_targets_weigh_codes_by_their_distance_to_the_true_one():
     assert (code_targets(codebook, ids, 1e-4).gather(1, ids[:, None]) > 0.999).all()
     with pytest.raises(ValueError, match="temperature must be > 0"):
         code_targets(codebook, ids, 0.0)
+
+
+def test_token_loss_smooths_only_the_tokens_it_is_told_to():
+    """`code_smoothing_tokens: changed`: one-hot cross-entropy where the code is copied, soft targets
+    where it changes, each token weighing the same; smoothing 0 is Genie's loss whatever the mask."""
+    torch.manual_seed(0)
+    codebook = torch.nn.functional.normalize(torch.randn(64, 8), dim=-1)
+    logits, target = torch.randn(6, 64), torch.tensor([3, 17, 40, 3, 9, 60])
+    soft = torch.tensor([True, False, True, False, False, True])
+    hard_ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    soft_ce = torch.nn.functional.cross_entropy(logits, code_targets(codebook, target, 0.1), reduction="none")
+    assert torch.allclose(token_loss(logits, target, codebook, 0.1, soft), torch.where(soft, soft_ce, hard_ce).mean())
+    assert torch.allclose(token_loss(logits, target, codebook, 0.1), soft_ce.mean())
+    assert torch.allclose(token_loss(logits, target, codebook, 0.0, soft), hard_ce.mean())
+    for only in (torch.zeros(6, dtype=torch.bool), torch.ones(6, dtype=torch.bool)):  # one side empty
+        expected = torch.where(only, soft_ce, hard_ce).mean()
+        assert torch.allclose(token_loss(logits, target, codebook, 0.1, only), expected)
+    with pytest.raises(ValueError, match="code_smoothing_tokens must be one of"):
+        cfg = model_config("tiny")
+        cfg.dynamics.code_smoothing_tokens = "moving"
+        cfg.validate()
 
 
 def test_codebook_embedding_init_keeps_the_codes_geometry(tiny):

@@ -67,7 +67,8 @@ def test_resume_continues_the_exact_loss_sequence(sim_dataset, tmp_path):
     assert losses(split, "tiny", "tokenizer") == losses(straight, "tiny", "tokenizer")
 
 
-@pytest.mark.parametrize("recipe", [[], ["model.dynamics.code_smoothing=0.05", "model.dynamics.embed_init=codebook",
+@pytest.mark.parametrize("recipe", [[], ["model.dynamics.code_smoothing=0.05", "model.dynamics.embed_init=mixed",
+                                     "model.dynamics.code_smoothing_tokens=changed",
                                      "model.dynamics.masking=clean_past"]], ids=["genie", "soft-targets"])
 def test_dynamics_resume_draws_the_same_masks(trained, sim_dataset, tmp_path, recipe):
     """Dynamics uses the global RNG (masking): resume must restore it exactly (with either recipe)."""
