@@ -10,7 +10,7 @@ gap between inferred and random actions is what the action is worth to the model
 without its rollouts, on a dynamics checkpoint that need not be in a run directory yet.
 
     python scripts/dynamics_probe.py outputs/abl/soft0.01/dynamics/checkpoints/step_0000500 ... \\
-        --data outputs/heldout/fractal20220817_data/0.1.0 --clips 16
+        --data outputs/heldout/fractal20220817_data/0.1.0 --clips 16 [--transitions 1]
 
 `--tokenizer-only` instead describes the tokens themselves: how many change between frames, how
 many of those sit on patches whose pixels changed, and how alike neighbouring codes draw (every
@@ -43,7 +43,8 @@ from genie_robot.reference import resolve
 TRANSITIONS = (2, 4, 6)  # frames predicted per clip: early, middle and late in the 8-frame window
 
 
-def probe(dynamics_dir: str, tokenizer_dir: str, lam_dir: str, data: str, clips: int, seed: int) -> dict:
+def probe(dynamics_dir: str, tokenizer_dir: str, lam_dir: str, data: str, clips: int, seed: int,
+          transitions: tuple[int, ...] = TRANSITIONS) -> dict:
     cpu = torch.device("cpu")
     cfg = typed(OmegaConf.load(Path(dynamics_dir) / "config.yaml").model, ModelConfig)
     modules = {name: load_frozen(path, name, cfg, cpu)[0]
@@ -52,8 +53,8 @@ def probe(dynamics_dir: str, tokenizer_dir: str, lam_dir: str, data: str, clips:
     frames, _ = read_clips(DataConfig(path=data, clip_frames=cfg.frames, resolution=cfg.resolution,
                                       val_fraction=1.0, batch_size=8), "val", clips, ["world_vector"])
     codes = np.stack([engine.infer_actions(clip) for clip in frames])
-    result = action_response(engine, frames, codes, seed, transitions=TRANSITIONS)
-    out = {"checkpoint": dynamics_dir, "clips": len(frames), "transitions": list(TRANSITIONS)}
+    result = action_response(engine, frames, codes, seed, transitions=transitions)
+    out = {"checkpoint": dynamics_dir, "clips": len(frames), "transitions": list(transitions)}
     out.update({k: round(v, 4) for k, v in result.items() if not k.startswith("lam_")})
     return out
 
@@ -99,6 +100,8 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=None, help="tokenizer checkpoint (default: the sim-rt1 reference's)")
     ap.add_argument("--lam", default=None, help="LAM checkpoint (default: the sim-rt1 reference's)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random actions")
+    ap.add_argument("--transitions", type=int, nargs="+", default=list(TRANSITIONS),
+                    help="frames t to predict from frames 0..t-1 (1: the rollouts' first step, after one frame)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     shipped = resolve("sim-rt1", complete=False)
@@ -109,7 +112,7 @@ def main() -> None:
         ap.error("give dynamics checkpoint directories, or --tokenizer-only")
     for ckpt in args.checkpoints:
         print(json.dumps(probe(ckpt, args.tokenizer or str(shipped / "tokenizer"), args.lam or str(shipped / "lam"),
-                               args.data, args.clips, args.seed)), flush=True)
+                               args.data, args.clips, args.seed, tuple(args.transitions))), flush=True)
 
 
 if __name__ == "__main__":
