@@ -166,17 +166,18 @@ def token_loss(logits_NV: torch.Tensor, target_N: torch.Tensor, codebook_VC: tor
 
     `smoothing` 0 is Genie's one-hot loss everywhere. Otherwise the tokens where `soft_N` is true
     (every token when it is None) are scored against soft targets at that temperature and the rest
-    against their exact code, each token weighing the same in the mean. Soft targets are built only
-    for the tokens that get them: one row is the whole vocabulary, so building them for every
-    masked token would be a [tokens, 8,192] tensor per step where most rows stay one-hot.
+    against their exact code, each token weighing the same in the mean. One log-softmax serves
+    both kinds, and soft targets are built only for the tokens that get them: one row is the whole
+    vocabulary, so building them for every masked token would be a [tokens, 8,192] tensor per step
+    where most rows stay one-hot.
     """
     if smoothing <= 0:
         return F.cross_entropy(logits_NV, target_N)
     if soft_N is None:
         return F.cross_entropy(logits_NV, code_targets(codebook_VC, target_N, smoothing))
-    hard = ~soft_N
-    total = F.cross_entropy(logits_NV[hard], target_N[hard], reduction="sum") if hard.any() else logits_NV.sum() * 0
+    logp = logits_NV.log_softmax(-1)
+    per_token = -logp.gather(1, target_N[:, None])[:, 0]
     if soft_N.any():
-        soft = code_targets(codebook_VC, target_N[soft_N], smoothing)
-        total = total + F.cross_entropy(logits_NV[soft_N], soft, reduction="sum")
-    return total / max(len(target_N), 1)
+        per_token = per_token.masked_scatter(
+            soft_N, -(code_targets(codebook_VC, target_N[soft_N], smoothing) * logp[soft_N]).sum(-1))
+    return per_token.mean()
