@@ -175,7 +175,8 @@ def test_the_shipped_reference_matches_its_card_and_its_stages_work_on_sim_frame
 
 def test_the_shipped_reference_runs_in_both_engines(sim_dataset, tmp_path):
     """WorldModel.load("sim-rt1") and its ONNX export (torch-free runtime) give the same latent
-    actions and the same imagined tokens on simulated frames; its adapter comes along; and its
+    actions and the same logits at every MaskGIT step of a rollout on simulated frames; its adapter
+    comes along; and its
     dynamics model, teacher-forced on real frames, predicts the next frame's tokens within 10% of
     copying the previous frame's (a regression check, not a held-out figure: the first dynamics
     stage, trained with Genie's mask, stayed far below copying; that it does not yet use its
@@ -183,6 +184,8 @@ def test_the_shipped_reference_runs_in_both_engines(sim_dataset, tmp_path):
     import numpy as np
     import torch
 
+    from genie_robot.core.maskgit import MASK, sample_step
+    from genie_robot.core.rollout import _build
     from genie_robot.data.reader import DataConfig, read_clips
     from genie_robot.runtime import OnnxWorldModel
     from genie_robot_export.exporter import export
@@ -199,10 +202,28 @@ def test_the_shipped_reference_runs_in_both_engines(sim_dataset, tmp_path):
     actions = wm.infer_actions(frames)
     np.testing.assert_array_equal(actions, onnx.infer_actions(frames))
     plans = np.stack([actions[0, 2:5], (actions[0, 2:5] + 4) % 8])
-    a = wm.imagine(frames[0, :3], plans, steps=6, temperature=1.0, seed=3)
-    b = onnx.imagine(frames[0, :3], plans, steps=6, temperature=1.0, seed=3)
-    np.testing.assert_array_equal(a.tokens, b.tokens)
-    assert a.frames.shape == (2, 3, 3, 64, 80)
+    for engine in (wm, onnx):
+        assert engine.imagine(frames[0, :3], plans, steps=6, temperature=1.0, seed=3).frames.shape == (2, 3, 3, 64, 80)
+    # The same model in both: their logits agree at every MaskGIT step of a rollout (cache built from
+    # the context, appended frame by frame), each step's draw made once from the torch logits and fed to
+    # both. Identical tokens are not asserted for this 8,192-code model: logits that agree to ~1e-5
+    # still flip the rare draw whose uniform number falls that close to a code's boundary, on some CPUs
+    # (the tiny model's identical-token tests are in tests/export).
+    backends = [engine._backend() for engine in (wm, onnx)]
+    assert backends[0].mask_id == backends[1].mask_id
+    context = wm.encode(frames[0, :3])[None]
+    caches = [_build(be, context, actions[None, 0, :2]) for be in backends]
+    rng, worst = np.random.default_rng(3), 0.0
+    for h, act in enumerate(actions[0, 2:5]):
+        t, a = 3 + h, np.array([act])
+        cur = np.full((1, context.shape[2]), MASK)
+        for step in range(6):
+            ids = np.where(cur == MASK, backends[0].mask_id, cur)
+            torch_logits, ort_logits = (be.logits(c, ids, a, t) for be, c in zip(backends, caches, strict=True))
+            worst = max(worst, float(np.abs(torch_logits - ort_logits).max()))
+            cur = sample_step(torch_logits, cur, step, 6, 1.0, rng)
+        caches = [be.append(c, cur, a, t) for be, c in zip(backends, caches, strict=True)]
+    assert worst < 1e-3, worst
     with torch.no_grad():
         z = wm.tokenizer.encode(wm._tensor(frames))
         masked = z.clone()

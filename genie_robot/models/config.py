@@ -123,6 +123,14 @@ class DynamicsConfig:
     # alike in the input and in the logits; "mixed", half codebook and half random, so they also
     # start distinguishable (DynamicsModel.init_embeddings_from).
     embed_init: str = "random"
+    # Targets from the LAM's decoder (genie_robot.training.stages.DynamicsStage): the share of
+    # training clips whose first masked frame k is scored against the tokens of the LAM decoder's
+    # prediction of frame k from real frame k-1 and the inferred action, instead of the real frame
+    # k. 0 is Genie's recipe (real frames only). The real next frame is one of many the same
+    # action allows, and with 8,192 codes the dynamics stayed at chance on every token the arm
+    # moves into and copied the last frame under any action; the decoder's prediction is what the
+    # action implies, a target the dynamics can learn (docs/MODELS.md). Needs masking=clean_past.
+    lam_teacher: float = 0.0
 
 
 @dataclass
@@ -189,6 +197,12 @@ class ModelConfig:
         if self.dynamics.code_smoothing_tokens not in SMOOTHED_TOKENS:
             raise ValueError(f"model.dynamics.code_smoothing_tokens must be one of {SMOOTHED_TOKENS}, got "
                              f"'{self.dynamics.code_smoothing_tokens}'")
+        if not 0.0 <= self.dynamics.lam_teacher <= 1.0:
+            raise ValueError(
+                f"model.dynamics.lam_teacher is a share of clips in [0, 1], got {self.dynamics.lam_teacher}")
+        if self.dynamics.lam_teacher > 0 and (self.dynamics.masking != "clean_past" or self.lam.input != "pixels"):
+            raise ValueError("model.dynamics.lam_teacher > 0 needs model.dynamics.masking=clean_past (a first masked "
+                             "frame to score) and a pixel LAM (model.lam.input=pixels: its decoder draws the target)")
         if not 0.0 < self.dynamics.mask_rate_min <= self.dynamics.mask_rate_max <= 1.0:
             raise ValueError("model.dynamics mask rates must satisfy 0 < min <= max <= 1")
 

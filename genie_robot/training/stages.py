@@ -171,15 +171,43 @@ class DynamicsStage(Stage):
         actions = self.lam.infer_actions(tokens if self.cfg.lam.input == "tokens" else x)
         return x, tokens, actions
 
+    @torch.no_grad()
+    def _teacher(self, x: torch.Tensor, tokens: torch.Tensor, actions: torch.Tensor,
+                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`model.dynamics.lam_teacher`: tokens and scored positions with the LAM decoder's targets.
+
+        For a drawn share of the clips, the first masked frame k becomes the LAM decoder's
+        prediction of frame k from real frame k-1 and the inferred action k-1, tokenized after the
+        real frames 0..k-1 (the tokenizer is causal in time, so those keep their tokens). Only frame
+        k is scored in those clips: the frames after it would be predicted from a past that is
+        half teacher, half real. The other clips keep their real tokens and Genie's loss.
+        """
+        b, t = tokens.shape[:2]
+        first = mask.any(-1).to(torch.uint8).argmax(1)  # clean_past: frames before it are whole
+        teach = torch.rand(b, device=tokens.device) < self.cfg.dynamics.lam_teacher
+        if not teach.any():
+            return tokens, mask
+        frame = torch.arange(t, device=tokens.device)[None]
+        xt = x[teach]
+        pred = self.lam.decode_ids(xt, actions[teach])  # frames 1..T-1, each from the real frame before
+        later = (frame >= first[teach, None])[:, 1:, None, None, None]
+        tokens = tokens.clone()
+        tokens[teach] = self.tokenizer.encode(torch.cat([xt[:, :1], torch.where(later, pred, xt[:, 1:])], dim=1))
+        return tokens, mask & ~(teach[:, None] & (frame > first[:, None]))[:, :, None]
+
     def loss(self, model, frames_u8):
-        _, tokens, actions = self._targets(frames_u8)
+        x, tokens, actions = self._targets(frames_u8)
         d = self.cfg.dynamics
         inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max, masking=d.masking)
-        logits = model(inp, actions, mask)
-        target = tokens[mask]
+        scored = mask
+        if d.lam_teacher > 0:
+            tokens, scored = self._teacher(x, tokens, actions, mask)
+            inp = tokens.masked_fill(mask, self.model.mask_id)
+        logits = model(inp, actions, scored)
+        target = tokens[scored]
         soft = None
         if d.code_smoothing_tokens == "changed":  # the code differs from the frame before's (frame 0 is never masked)
-            soft = (tokens != torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1))[mask]
+            soft = (tokens != torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1))[scored]
         loss = token_loss(logits, target, self.tokenizer.vq.codebook, d.code_smoothing, soft)
         acc = (logits.argmax(-1) == target).float().mean()
         return loss, {"masked_accuracy": acc.item()}

@@ -29,7 +29,9 @@ from genie_robot.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
+    load_weights,
     save_checkpoint,
+    stage_checkpoint,
     unwrap,
 )
 from genie_robot.config import typed
@@ -77,6 +79,10 @@ class TrainConfig:
     num_workers: int = 0
     tokenizer_ckpt: str | None = None
     lam_ckpt: str | None = None
+    # Weights (not optimizer state) of a trained checkpoint of the same stage to start from, e.g. a
+    # shipped dynamics model fine-tuned with another recipe; ignored when resuming (the run's own
+    # checkpoint has them). The model config must match.
+    init_from: str | None = None
     progress: bool = True
     optim: dict[str, OptimConfig] = field(default_factory=dict)  # per stage
 
@@ -143,6 +149,8 @@ class Trainer:
         self.last_ckpt: Path | None = None
         if self.tcfg.resume:
             self._resume()
+        elif self.tcfg.init_from:
+            self._init_from(Path(self.tcfg.init_from))
 
     # --- setup ------------------------------------------------------------------------
     def _check_writable(self) -> None:
@@ -166,6 +174,17 @@ class Trainer:
         self.step, self.data_pos, self.last_ckpt = state["step"], state["data_position"], ckpt
         if self.is_main:
             print(f"resumed {self.stage_name} from {ckpt} at step {self.step}")
+
+    def _init_from(self, path: Path) -> None:
+        ckpt = stage_checkpoint(path) or path  # a stage's run directory: its latest checkpoint
+        state = json.loads((ckpt / "trainer.json").read_text()) if (ckpt / "trainer.json").is_file() else {}
+        if state.get("lineage", {}) != self.stage.lineage:
+            raise CheckpointError(
+                f"train.init_from={path} was trained against other frozen checkpoints ({state.get('lineage')}) "
+                f"than this run ({self.stage.lineage}); point train.tokenizer_ckpt/lam_ckpt at the ones it used")
+        load_weights(ckpt, self.model)
+        if self.is_main:
+            print(f"{self.stage_name}: weights from {ckpt}")
 
     def _loader(self, split: str) -> torch.utils.data.DataLoader:
         ds = ClipDataset(self.dcfg, split, self.rank, self.world)

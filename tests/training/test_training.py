@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def test_resume_continues_the_exact_loss_sequence(sim_dataset, tmp_path):
 
 @pytest.mark.parametrize("recipe", [[], ["model.dynamics.code_smoothing=0.05", "model.dynamics.embed_init=mixed",
                                      "model.dynamics.code_smoothing_tokens=changed",
-                                     "model.dynamics.masking=clean_past"]], ids=["genie", "soft-targets"])
+                                     "model.dynamics.masking=clean_past"],
+                                    ["model.dynamics.masking=clean_past", "model.dynamics.lam_teacher=0.5"]],
+                         ids=["genie", "soft-targets", "lam-teacher"])
 def test_dynamics_resume_draws_the_same_masks(trained, sim_dataset, tmp_path, recipe):
     """Dynamics uses the global RNG (masking): resume must restore it exactly (with either recipe)."""
     ckpt = trained / "train/tiny"
@@ -79,6 +82,49 @@ def test_dynamics_resume_draws_the_same_masks(trained, sim_dataset, tmp_path, re
     Trainer(make_cfg(sim_dataset, tmp_path / "b", *frozen, "train.stop_at=3")).fit()
     Trainer(make_cfg(sim_dataset, tmp_path / "b", *frozen, "train.resume=true")).fit()
     assert losses(tmp_path / "b", "tiny", "dynamics") == losses(tmp_path / "a", "tiny", "dynamics")
+
+
+def test_lam_teacher_scores_the_decoders_next_frame_and_only_that_frame(trained, sim_dataset, tmp_path):
+    """`lam_teacher=1`: each clip's first masked frame k is the tokens of the LAM decoder's prediction
+    from real frame k-1 and the inferred action, tokenized after the real frames; frames < k keep
+    their real tokens and nothing after k is scored."""
+    ckpt = trained / "train/tiny"
+    trainer = Trainer(make_cfg(sim_dataset, tmp_path, "stage=dynamics", f"train.tokenizer_ckpt={ckpt}/tokenizer",
+                               f"train.lam_ckpt={ckpt}/lam", "model.dynamics.masking=clean_past",
+                               "model.dynamics.lam_teacher=1.0"))
+    stage = trainer.stage
+    x, tokens, actions = stage._targets(next(trainer._batches()))
+    b, t, s = tokens.shape
+    first = torch.tensor([1, t - 1, 2, 1][:b])
+    mask = (torch.arange(t)[None, :, None] >= first[:, None, None]).expand(b, t, s).clone()
+    mask[:, :, ::2] &= torch.arange(t)[None, :, None] > first[:, None, None]  # frame k half masked
+    taught, scored = stage._teacher(x, tokens, actions, mask)
+    frame = torch.arange(t)[None, :, None]
+    assert torch.equal(scored, mask & (frame == first[:, None, None]))
+    for i, k in enumerate(first.tolist()):
+        assert torch.equal(taught[i, :k], tokens[i, :k])
+        pred = stage.lam.decode_ids(x[i : i + 1], actions[i : i + 1])[:, k - 1 : k]
+        expect = stage.tokenizer.encode(torch.cat([x[i : i + 1, :k], pred], dim=1))[0, k]
+        assert torch.equal(taught[i, k], expect)
+        assert not torch.equal(taught[i, k], tokens[i, k])  # the tiny LAM's guess is not the real frame
+    with pytest.raises(ValueError, match=r"lam_teacher > 0 needs model.dynamics.masking=clean_past"):
+        Trainer(make_cfg(sim_dataset, tmp_path / "g", "stage=dynamics", f"train.tokenizer_ckpt={ckpt}/tokenizer",
+                         f"train.lam_ckpt={ckpt}/lam", "model.dynamics.lam_teacher=0.5"))
+
+
+def test_init_from_starts_from_a_trained_stage_and_checks_its_lineage(trained, sim_dataset, tmp_path):
+    ckpt = trained / "train/tiny"
+    frozen = ["stage=dynamics", f"train.tokenizer_ckpt={ckpt}/tokenizer", f"train.lam_ckpt={ckpt}/lam"]
+    trainer = Trainer(make_cfg(sim_dataset, tmp_path, *frozen, f"train.init_from={ckpt}/dynamics"))
+    saved = load_file(ckpt / "dynamics/checkpoints/step_0000030/model.safetensors")
+    assert all(torch.equal(v, saved[k]) for k, v in trainer.model.state_dict().items())
+    other = tmp_path / "other"
+    shutil.copytree(ckpt / "dynamics/checkpoints/step_0000030", other)
+    meta = json.loads((other / "trainer.json").read_text())
+    meta["lineage"]["lam"] = "0" * 64
+    (other / "trainer.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"init_from=.*other was trained against other frozen checkpoints"):
+        Trainer(make_cfg(sim_dataset, tmp_path / "o", *frozen, f"train.init_from={other}"))
 
 
 def test_keeps_only_the_last_k_checkpoints(sim_dataset, tmp_path):
@@ -118,8 +164,6 @@ def test_dynamics_refuses_a_tokenizer_from_another_config(trained, sim_dataset, 
 
 
 def test_weights_of_the_wrong_shape_are_named(trained, sim_dataset, tmp_path):
-    import shutil
-
     src = trained / "train/tiny/tokenizer/checkpoints/step_0000030"
     bad = tmp_path / "bad"
     shutil.copytree(src, bad)
