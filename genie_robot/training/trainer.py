@@ -177,6 +177,8 @@ class Trainer:
 
     def _init_from(self, path: Path) -> None:
         ckpt = stage_checkpoint(path) or path  # a stage's run directory: its latest checkpoint
+        if not (ckpt / "model.safetensors").is_file():
+            raise CheckpointError(f"train.init_from={path} is not a checkpoint (no model.safetensors in {ckpt})")
         state = json.loads((ckpt / "trainer.json").read_text()) if (ckpt / "trainer.json").is_file() else {}
         if state.get("lineage", {}) != self.stage.lineage:
             raise CheckpointError(

@@ -125,6 +125,8 @@ def test_init_from_starts_from_a_trained_stage_and_checks_its_lineage(trained, s
     (other / "trainer.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"init_from=.*other was trained against other frozen checkpoints"):
         Trainer(make_cfg(sim_dataset, tmp_path / "o", *frozen, f"train.init_from={other}"))
+    with pytest.raises(CheckpointError, match=r"init_from=.*missing is not a checkpoint \(no model.safetensors"):
+        Trainer(make_cfg(sim_dataset, tmp_path / "m", *frozen, f"train.init_from={tmp_path / 'missing'}"))
 
 
 def test_keeps_only_the_last_k_checkpoints(sim_dataset, tmp_path):
