@@ -176,8 +176,7 @@ def test_the_shipped_reference_matches_its_card_and_its_stages_work_on_sim_frame
 def test_the_shipped_reference_runs_in_both_engines(sim_dataset, tmp_path):
     """WorldModel.load("sim-rt1") and its ONNX export (torch-free runtime) give the same latent
     actions and the same logits at every MaskGIT step of a rollout on simulated frames; its adapter
-    comes along; and its
-    dynamics model, teacher-forced on real frames, predicts the next frame's tokens within 10% of
+    comes along; and its dynamics model, teacher-forced on real frames, predicts the next frame's tokens within 10% of
     copying the previous frame's (a regression check, not a held-out figure: the first dynamics
     stage, trained with Genie's mask, stayed far below copying; that it does not yet use its
     latent actions is measured on the card, docs/MODELS.md)."""

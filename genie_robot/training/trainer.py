@@ -167,23 +167,24 @@ class Trainer:
         if ckpt is None:
             raise CheckpointError(f"train.resume=true but {self.out / 'checkpoints'} holds no checkpoint")
         state = load_checkpoint(ckpt, self.model, self.optimizer)
-        if state.get("lineage", {}) != self.stage.lineage:
-            raise CheckpointError(
-                f"{ckpt} was trained against other frozen checkpoints ({state.get('lineage')}) than this run "
-                f"({self.stage.lineage}); point train.tokenizer_ckpt/lam_ckpt at the ones it used")
+        self._check_lineage(state, str(ckpt))
         self.step, self.data_pos, self.last_ckpt = state["step"], state["data_position"], ckpt
         if self.is_main:
             print(f"resumed {self.stage_name} from {ckpt} at step {self.step}")
+
+    def _check_lineage(self, state: dict, source: str) -> None:
+        """A checkpoint of this stage must have been trained against this run's frozen checkpoints."""
+        if state.get("lineage", {}) != self.stage.lineage:
+            raise CheckpointError(
+                f"{source} was trained against other frozen checkpoints ({state.get('lineage')}) than this run "
+                f"({self.stage.lineage}); point train.tokenizer_ckpt/lam_ckpt at the ones it used")
 
     def _init_from(self, path: Path) -> None:
         ckpt = stage_checkpoint(path) or path  # a stage's run directory: its latest checkpoint
         if not (ckpt / "model.safetensors").is_file():
             raise CheckpointError(f"train.init_from={path} is not a checkpoint (no model.safetensors in {ckpt})")
         state = json.loads((ckpt / "trainer.json").read_text()) if (ckpt / "trainer.json").is_file() else {}
-        if state.get("lineage", {}) != self.stage.lineage:
-            raise CheckpointError(
-                f"train.init_from={path} was trained against other frozen checkpoints ({state.get('lineage')}) "
-                f"than this run ({self.stage.lineage}); point train.tokenizer_ckpt/lam_ckpt at the ones it used")
+        self._check_lineage(state, f"train.init_from={path}")
         load_weights(ckpt, self.model)
         if self.is_main:
             print(f"{self.stage_name}: weights from {ckpt}")
