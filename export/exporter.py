@@ -58,7 +58,7 @@ def graph_specs(engine: WorldModel, dtype: torch.dtype) -> dict:
     tc = cfg.dynamics.transformer
     past_t = min(2, f - 1)
     past = torch.export.Dim("past", min=0, max=f - 1)
-    cache = (tc.num_layers, b, s, tc.num_heads, past_t, tc.inner_dim // tc.num_heads)
+    cache = (tc.num_layers, b, engine.dynamics.rows, tc.num_heads, past_t, tc.inner_dim // tc.num_heads)
     dyn_args = (torch.randint(0, v + 1, (b, s), generator=gen), torch.tensor([1, -1]), torch.tensor(past_t),
                 torch.randn(cache, generator=gen).to(dtype), torch.randn(cache, generator=gen).to(dtype))
     dyn_in = ["tokens", "action", "t", "past_k", "past_v"]
@@ -136,6 +136,7 @@ def export_engine(engine: WorldModel, out: str | Path, opset: int = 18, progress
             "mask_id": engine.dynamics.mask_id,
             "lam_input": cfg.lam.input,
             "cache": {"layers": tc.num_layers, "heads": tc.num_heads, "head_dim": tc.inner_dim // tc.num_heads,
+                      "rows": engine.dynamics.rows,  # tokens per frame, + 1 with a prepended action token
                       "layout": ["layers", "batch", "tokens", "heads", "time", "head_dim"]},
             "graphs": graphs,
             "files": {p.name: sha256(p) for p in sorted(tmp.iterdir())},

@@ -100,7 +100,8 @@ class DynamicsConfig:
     # How the latent action reaches the frame it leads to: "input" adds its embedding to every
     # token of that frame (Genie); "film" also scales and shifts that frame's input to every block
     # (zero-initialized, so it starts as "input"), the change that made the LAM's decoder use its
-    # action (docs/MODELS.md), so no layer can drop it.
+    # action (docs/MODELS.md), so no layer can drop it; "prepend" puts it in front of that frame's
+    # tokens as a token of its own (Jasmine, arXiv 2510.27002), which every token reads by attention.
     action_conditioning: str = "input"
     # Training mask (genie_robot.models.dynamics.mask_tokens): "genie" masks frames 2..T at one rate,
     # so every context is itself masked; "clean_past" keeps the frames before a random first masked
@@ -169,8 +170,8 @@ class ModelConfig:
         if self.lam.action_conditioning not in ("input", "film"):
             raise ValueError(
                 f"model.lam.action_conditioning must be 'input' or 'film', got '{self.lam.action_conditioning}'")
-        if self.dynamics.action_conditioning not in ("input", "film"):
-            raise ValueError("model.dynamics.action_conditioning must be 'input' or 'film', got "
+        if self.dynamics.action_conditioning not in ("input", "film", "prepend"):
+            raise ValueError("model.dynamics.action_conditioning must be 'input', 'film' or 'prepend', got "
                              f"'{self.dynamics.action_conditioning}'")
         if self.dynamics.masking not in MASKINGS:
             raise ValueError(f"model.dynamics.masking must be one of {MASKINGS}, got '{self.dynamics.masking}'")

@@ -5,7 +5,10 @@ action a_t's embedding added to every token of frame t+1 (added, not concatenate
 the paper). The causal ST-transformer lets frame t see frames <= t, so one forward predicts
 every masked token of every frame from the past and the actions. With
 `action_conditioning: film` the action also scales and shifts frame t+1's input to every
-block (FiLM, zero-initialized), as the LAM's decoder does.
+block (FiLM, zero-initialized), as the LAM's decoder does. With `action_conditioning: prepend`
+the action is instead one extra token at the front of the frame it leads to (Jasmine, arXiv
+2510.27002: prepending, not adding, made its CoinRun rollouts follow the actions): every token of
+the frame reads it through spatial attention, and none carries it mixed into its own embedding.
 """
 
 from __future__ import annotations
@@ -25,8 +28,13 @@ class DynamicsModel(nn.Module):
         self.vocab, self.mask_id = vocab, vocab
         self.frames, self.tokens_per_frame, self.num_actions = frames, tokens_per_frame, num_actions
         self.embed = nn.Embedding(vocab + 1, d)  # the extra id is MASK
-        self.action_embed = nn.Embedding(num_actions, d)
-        self.pos = PositionEmbedding(frames, tokens_per_frame, d)
+        # Prepending gives every frame an action token; the window's first frame has no action and
+        # gets a learned "none" one (the extra id), so every frame has the same layout.
+        self.prepend = cfg.action_conditioning == "prepend"
+        self.action_embed = nn.Embedding(num_actions + self.prepend, d)
+        # Rows per frame in the transformer and in the sampling cache: the tokens, plus the action's.
+        self.rows = tokens_per_frame + self.prepend
+        self.pos = PositionEmbedding(frames, self.rows, d)
         self.transformer = STTransformer(cfg.transformer)
         # MaskGIT's output layer: logits against the token embeddings themselves (tied) plus a bias.
         # A frame mostly repeats the last one's tokens; with tied weights an output that carries the
@@ -83,6 +91,11 @@ class DynamicsModel(nn.Module):
         frame), so it is skipped where no loss is taken.
         """
         x = self.embed(tokens_BTS)
+        if self.prepend:
+            none = torch.full_like(actions_BT1[:, :1], self.num_actions)
+            act = self.action_embed(torch.cat([none, actions_BT1], dim=1))  # [B, T, D]
+            h = self.transformer(self.pos(torch.cat([act[:, :, None], x], dim=2)))[:, :, 1:]
+            return self.head(h if where_BTS is None else h[where_BTS])
         act = self.action_embed(actions_BT1)  # [B, T-1, D]
         x = torch.cat([x[:, :1], x[:, 1:] + act[:, :, None]], dim=1)
         # The first frame has no action: no modulation (the actions' embeddings padded with a zero row).
@@ -98,9 +111,16 @@ class DynamicsModel(nn.Module):
         (genie_robot.core.rollout.NO_ACTION), for the window's first frame, which has
         none (a sentinel as well as None, so one exported graph serves every position). The
         cache (`empty_cache`, grown by the returned keys/values along dim 3) holds every layer's
-        temporal keys/values of frames 0..t-1, so a MaskGIT step costs one frame, not t+1.
+        temporal keys/values of frames 0..t-1, so a MaskGIT step costs one frame, not t+1. With
+        `prepend` the cache has a row per frame for the action token too (`rows`).
         """
         x = self.embed(tokens_BS)
+        if self.prepend:
+            if action_B is None:
+                action_B = torch.full(tokens_BS.shape[:1], -1, dtype=torch.long, device=tokens_BS.device)
+            act = self.action_embed(torch.where(action_B >= 0, action_B, self.num_actions))
+            h, k, v = self.transformer.step(self.pos.at(torch.cat([act[:, None], x], dim=1), t), past_k, past_v)
+            return self.head(h[:, 1:]), k, v
         film = None
         if action_B is not None:
             present = action_B >= 0
@@ -111,12 +131,12 @@ class DynamicsModel(nn.Module):
         return self.head(h), k, v
 
     def empty_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of zero past frames: [layers, batch*S, heads, 0, head_dim] each."""
+        """Keys and values of zero past frames: [layers, batch*rows, heads, 0, head_dim] each."""
         cfg = self.transformer.cfg
         if cfg.attention != "st":
             raise ValueError(f"cached sampling needs the 'st' layout, this model uses '{cfg.attention}'")
         heads = cfg.num_heads
-        shape = (cfg.num_layers, batch * self.tokens_per_frame, heads, 0, cfg.inner_dim // heads)
+        shape = (cfg.num_layers, batch * self.rows, heads, 0, cfg.inner_dim // heads)
         return torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
 
 

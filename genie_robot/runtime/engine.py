@@ -130,7 +130,8 @@ class OrtDynamics:
         self.step_graph, self.append_graph, self.device = step, append, device
         self.mask_id = int(manifest["mask_id"])
         c = manifest["cache"]
-        self.shape = (c["layers"], 1, manifest["tokens_per_frame"], c["heads"], 0, c["head_dim"])
+        # Rows per frame: the tokens, plus one for a prepended action token (exports before that have no "rows").
+        self.shape = (c["layers"], 1, c.get("rows", manifest["tokens_per_frame"]), c["heads"], 0, c["head_dim"])
         self.dtype = step.dtypes["past_k"]
 
     def _value(self, array: np.ndarray) -> ort.OrtValue:

@@ -88,7 +88,7 @@ def _dynamics(cfg, conditioning: str):
     return dyn
 
 
-@pytest.mark.parametrize("conditioning", ["input", "film"])
+@pytest.mark.parametrize("conditioning", ["input", "film", "prepend"])
 def test_dynamics_logits_are_causal(tiny, conditioning):
     """The action of transition t changes the logits of frame t+1 and never those of frames <= t."""
     torch.manual_seed(0)
@@ -108,7 +108,7 @@ def test_dynamics_logits_are_causal(tiny, conditioning):
 
 
 
-@pytest.mark.parametrize("conditioning", ["input", "film"])
+@pytest.mark.parametrize("conditioning", ["input", "film", "prepend"])
 def test_dynamics_cached_step_equals_the_full_forward(tiny, conditioning):
     """Sampling runs `step` frame by frame on a key/value cache; each frame's logits must be the
     full forward's, the window's first frame (no action) included."""
@@ -127,10 +127,11 @@ def test_dynamics_cached_step_equals_the_full_forward(tiny, conditioning):
             k, v = torch.cat([k, k_i], dim=3), torch.cat([v, v_i], dim=3)
 
 
-def test_dynamics_logits_at_chosen_positions_equal_the_full_logits_there(tiny):
+@pytest.mark.parametrize("conditioning", ["input", "prepend"])
+def test_dynamics_logits_at_chosen_positions_equal_the_full_logits_there(tiny, conditioning):
     """Training takes logits only at the masked positions; they must be the full forward's."""
     torch.manual_seed(0)
-    dyn = build(tiny, "dynamics").eval()
+    dyn = _dynamics(tiny, conditioning)
     b, t, s = 3, tiny.frames, tiny.tokens_per_frame()
     tokens = torch.randint(0, tiny.tokenizer.num_codes, (b, t, s))
     actions = torch.randint(0, tiny.lam.num_actions, (b, t - 1))
