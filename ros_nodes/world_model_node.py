@@ -4,9 +4,13 @@ Watches the camera (`image`, remappable; rgb8, bgr8, rgba8, bgra8 or mono8, any 
 keeps the latest frames at the model's rate; serves `~/rollout` and `~/infer_actions`
 (genie_robot_interfaces/srv) and the `~/plan` action (feedback per CEM iteration, cancel
 honoured); publishes `~/status` (JSON: model, provider, buffer fill, last latency) at 1 Hz.
-Requests run one at a time, in arrival order (the engine is behind one lock); a plan goal is
-accepted while another runs and waits its turn. Every bad request gets success=false with a
-message saying what was wrong, and the node keeps serving.
+Requests run one at a time, in arrival order (genie_robot.runtime.service.RequestQueue); a plan
+goal is accepted while another runs and waits its turn. At most `max_queue` requests wait or run;
+one more gets success=false, "busy: ..., retry after N ms". The executor has a thread for each of
+those plus spare ones, so the camera, the status timer and cancels always find one: when waiting
+requests held every thread, rclpy's executor spun on the callbacks queued behind them and a 10 Hz
+camera cut the node's throughput sevenfold. Every bad request gets success=false with a message
+saying what was wrong, and the node keeps serving.
 
     ros2 run genie_robot world_model_node --ros-args --params-file world_model.yaml
 """
@@ -48,7 +52,11 @@ PARAMETERS = {  # name: (default, description)
     "maskgit_steps": (SAMPLING.steps, "MaskGIT steps for requests that send 0"),
     "camera_qos": ("sensor_data", "sensor_data (best effort) or reliable"),
     "camera_depth": (5, "camera subscription queue depth"),
+    "max_queue": (16, "requests waiting or running at once; one more is refused as busy with a retry hint"),
 }
+# Executor threads beyond one per queued request: the camera, the status timer, action goal and
+# cancel callbacks, and a request being refused as busy.
+SPARE_THREADS = 4
 
 
 def image_msg(frame: np.ndarray) -> Image:
@@ -69,7 +77,8 @@ class WorldModelNode(Node):
         cfg = self.engine.cfg
         limits = ServiceLimits(context_frames=min(p["context_frames"], cfg.frames), max_candidates=p["max_candidates"],
                                max_horizon=p["max_horizon"], max_context=p["max_context"],
-                               temperature=p["temperature"], maskgit_steps=p["maskgit_steps"])
+                               temperature=p["temperature"], maskgit_steps=p["maskgit_steps"],
+                               max_queue=p["max_queue"])
         self.service = WorldModelService(self.engine, limits, FrameBuffer(p["max_context"], p["frame_rate"]))
         self.resolution = list(cfg.resolution)
         self.provider = getattr(self.engine, "active", "torch")
@@ -100,7 +109,7 @@ class WorldModelNode(Node):
         if p["camera_qos"] not in ("sensor_data", "reliable"):
             raise ValueError(f"parameter camera_qos must be sensor_data or reliable, got '{p['camera_qos']}'")
         for name in ("context_frames", "max_candidates", "max_horizon", "max_context", "maskgit_steps",
-                     "camera_depth"):
+                     "camera_depth", "max_queue"):
             if not isinstance(p[name], int) or p[name] < 1:
                 raise ValueError(f"parameter {name} must be an integer >= 1, got {p[name]!r}")
         for name in ("frame_rate", "temperature"):
@@ -135,6 +144,11 @@ class WorldModelNode(Node):
         return to_model_frame(msg.encoding, msg.height, msg.width, msg.step, msg.data, self.resolution, what)
 
     def _frames(self, msgs, what: str) -> list[np.ndarray]:
+        """The request's images as model frames; they must share one size (one camera)."""
+        for i, m in enumerate(msgs[1:], 1):
+            if (m.height, m.width) != (msgs[0].height, msgs[0].width):
+                raise FrameError(f"{what}[{i}] is {m.height}x{m.width} but {what}[0] is {msgs[0].height}x"
+                                 f"{msgs[0].width}: a request's frames must come from one camera (one size)")
         return [self._frame(m, f"{what}[{i}]") for i, m in enumerate(msgs)]
 
     # --- endpoints ------------------------------------------------------------------------
@@ -202,7 +216,8 @@ class WorldModelNode(Node):
         s = self.service
         self.status.publish(String(data=json.dumps({
             "model": self.engine.source, "name": self.engine.cfg.name, "provider": self.provider,
-            "buffer": len(s.buffer), "buffer_capacity": s.buffer.frames.maxlen,
+            "buffer": len(s.buffer), "buffer_capacity": s.buffer.frames.maxlen, "queued": len(s.queue),
+            "camera_age_s": None if s.buffer.age() is None else round(s.buffer.age(), 3),
             "last_latency_ms": None if s.last_latency_ms is None else round(s.last_latency_ms, 1)})))
 
 
@@ -214,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"world_model_node: cannot start: {e}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=node.service.limits.max_queue + SPARE_THREADS)
     executor.add_node(node)
     try:
         executor.spin()

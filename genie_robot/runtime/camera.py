@@ -8,6 +8,7 @@ expected, so the node can answer a bad request with that message and keep servin
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 import numpy as np
@@ -59,6 +60,7 @@ class FrameBuffer:
         self.frames: deque[np.ndarray] = deque(maxlen=capacity)
         self.period = 1.0 / frame_rate
         self.last_stamp: float | None = None
+        self.kept_at: float | None = None  # monotonic time the newest frame was kept
         self.lock = threading.Lock()
 
     def offer(self, stamp: float, make_frame) -> bool:
@@ -73,8 +75,13 @@ class FrameBuffer:
         frame = make_frame()
         with self.lock:
             self.frames.append(frame)
-            self.last_stamp = stamp
+            self.last_stamp, self.kept_at = stamp, time.monotonic()
         return True
+
+    def age(self) -> float | None:
+        """Seconds since the newest frame was kept (None before the first): a stalled camera shows here."""
+        with self.lock:
+            return None if self.kept_at is None else time.monotonic() - self.kept_at
 
     def latest(self, n: int) -> np.ndarray | None:
         """The last n kept frames [n, 3, h, w] (fewer if fewer were kept), or None if there are none."""

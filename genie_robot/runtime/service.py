@@ -3,9 +3,11 @@
 Each method takes plain values (frames already converted by genie_robot.runtime.camera),
 checks them against the node's limits, and calls the engine. Anything wrong raises
 `RequestError` with what was wrong and what was expected; the node turns it into
-`success=false` and keeps serving. One lock serializes engine calls: on a robot's one GPU
-(or a CPU) concurrent rollouts only compete for the same device, and queued requests keep
-memory bounded.
+`success=false` and keeps serving. Engine calls run one at a time in arrival order
+(`RequestQueue`): on a robot's one GPU (or a CPU) concurrent rollouts only compete for the same
+device. At most `max_queue` requests wait or run; one more is refused at once with `Busy`
+("retry after N ms"), so waiting stays bounded in time and memory, and the node can size its
+executor so a waiting request never holds the thread the camera needs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +33,60 @@ class Cancelled(Exception):
     """A plan whose goal was cancelled while it ran."""
 
 
+class Busy(RequestError):
+    """A request refused because `max_queue` requests are already waiting or running."""
+
+    def __init__(self, queued: int, retry_after_ms: float):
+        self.queued, self.retry_after_ms = queued, retry_after_ms
+        super().__init__(f"busy: {queued} requests are queued (max_queue), retry after {retry_after_ms:.0f} ms")
+
+
+class RequestQueue:
+    """First come, first served access to the engine for at most `capacity` requests at a time.
+
+    A plain lock is neither fair nor bounded: under load a late request can overtake an early one,
+    and every waiting request holds a thread. Here each request takes a ticket; tickets run in
+    order, and a request that finds `capacity` tickets out is refused with `Busy`, its retry hint
+    the expected wait (requests ahead times the mean of the recent engine times).
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"request queue capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._cond = threading.Condition()
+        self._tickets: deque[int] = deque()
+        self._next = 0
+        self.recent_ms: deque[float] = deque(maxlen=20)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._tickets)
+
+    def retry_after_ms(self, ahead: int) -> float:
+        mean = sum(self.recent_ms) / len(self.recent_ms) if self.recent_ms else 100.0
+        return max(1.0, ahead * mean)
+
+    @contextmanager
+    def turn(self):
+        """Waits for this request's turn (raises Busy if the queue is full); yields while it runs."""
+        with self._cond:
+            if len(self._tickets) >= self.capacity:
+                raise Busy(len(self._tickets), self.retry_after_ms(len(self._tickets)))
+            ticket = self._next
+            self._next += 1
+            self._tickets.append(ticket)
+            self._cond.wait_for(lambda: self._tickets[0] == ticket)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.recent_ms.append((time.perf_counter() - start) * 1000)
+                self._tickets.popleft()
+                self._cond.notify_all()
+
+
 @dataclass
 class ServiceLimits:
     context_frames: int = 8  # camera frames used when a request brings no context
@@ -37,12 +95,13 @@ class ServiceLimits:
     max_context: int = 16
     temperature: float = SAMPLING.temperature  # defaults for requests that leave them at 0
     maskgit_steps: int = SAMPLING.steps
+    max_queue: int = 16  # requests waiting or running at once; one more is refused with Busy
 
 
 class WorldModelService:
     def __init__(self, engine, limits: ServiceLimits, buffer: FrameBuffer):
         self.engine, self.limits, self.buffer = engine, limits, buffer
-        self.lock = threading.Lock()
+        self.queue = RequestQueue(limits.max_queue)
         self.last_latency_ms: float | None = None
 
     # --- checks ---------------------------------------------------------------------------
@@ -92,7 +151,7 @@ class WorldModelService:
         acts = self._actions(latent_actions, b * h, f"num_candidates * horizon = {b} * {h}").reshape(b, h)
         temp, steps = self._sampling(temperature, maskgit_steps)
         ctx = self.context(frames)
-        with self.lock:
+        with self.queue.turn():
             start = time.perf_counter()
             out = self.engine.imagine(ctx, acts, steps=steps, temperature=temp, seed=int(seed))
             self.last_latency_ms = (time.perf_counter() - start) * 1000
@@ -102,7 +161,7 @@ class WorldModelService:
         if len(frames) < 2:
             raise RequestError(f"infer_actions needs at least 2 frames, got {len(frames)}")
         self._within_context(frames, "frames")
-        with self.lock:
+        with self.queue.turn():
             return self.engine.infer_actions(np.stack(frames))
 
     def plan(self, goal: np.ndarray, frames: list[np.ndarray], horizon: int, num_samples: int, iterations: int,
@@ -121,7 +180,7 @@ class WorldModelService:
             if progress is not None:
                 progress(it, best)
 
-        with self.lock:
+        with self.queue.turn():
             if cancelled():
                 raise Cancelled()
             return plan(self.engine, ctx, goal, horizon=h, num_samples=n, iterations=its, seed=int(seed),

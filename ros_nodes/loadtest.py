@@ -1,0 +1,222 @@
+"""Load test of a running-on-this-machine world_model_node, as a robot loads it: a live camera plus
+concurrent planners.
+
+Starts `world_model_node` on an export (configs/ros/world_model.yaml, plus `-p` overrides), a
+camera process publishing bgr8 frames at `--camera-hz` (256x320, RT-1's camera, a moving
+pattern), then measures `~/rollout` twice with the camera on: one client asking `--requests`
+times in sequence, then `--clients` client processes asking `--requests` times each, all
+started together. Prints one JSON line: requests/s of both and their ratio, latency
+percentiles, the node's CPU time per request and memory before and after, and how old its
+newest camera frame got while loaded. Clients import only rclpy and genie_robot_interfaces (the public API).
+
+    python -m genie_robot_ros.loadtest outputs/export/sim-rt1 --clients 8 --requests 20 --camera-hz 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+NODE = "/world_model_node"
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"process {pid} has no VmRSS (it exited)")
+
+
+# --- roles: each runs in its own process ----------------------------------------------------------
+def camera(hz: float) -> None:
+    """Publishes 256x320 bgr8 frames at `hz`, stamped now, until stopped."""
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    rclpy.init()
+    node = rclpy.create_node("loadtest_camera")
+    pub = node.create_publisher(Image, "image", 10)
+    y, x = np.mgrid[:256, :320]
+    i = 0
+    try:
+        while rclpy.ok():
+            frame = np.stack([(x + 4 * i) % 256, (y + 2 * i) % 256, np.full_like(x, 7 * i % 256)], -1).astype(np.uint8)
+            msg = Image(height=256, width=320, encoding="bgr8", step=320 * 3, data=frame.tobytes())
+            msg.header.stamp = node.get_clock().now().to_msg()
+            msg.header.frame_id = "head_camera"
+            pub.publish(msg)
+            i += 1
+            time.sleep(1.0 / hz)
+    except KeyboardInterrupt:
+        pass
+
+
+def client(requests: int, candidates: int, horizon: int, context: int, steps: int, sync: str | None) -> None:
+    """Asks ~/rollout `requests` times; prints its latencies, start and end as JSON."""
+    import rclpy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from genie_robot_interfaces.srv import Rollout
+
+    rclpy.init()
+    node = rclpy.create_node("loadtest_client")
+    rollout = node.create_client(Rollout, f"{NODE}/rollout")
+    if not rollout.wait_for_service(timeout_sec=60):
+        raise SystemExit("world_model_node's rollout service did not appear within 60 s")
+    ages: list[float] = []  # seconds since the node kept its newest camera frame, from its 1 Hz status
+    node.create_subscription(String, f"{NODE}/status", lambda m: ages.append(json.loads(m.data)["camera_age_s"]), 10)
+
+    def call(req: Rollout.Request, timeout: float):
+        fut = rollout.call_async(req)
+        rclpy.spin_until_future_complete(node, fut, timeout_sec=timeout)
+        if not fut.done():
+            rollout.remove_pending_request(fut)
+            return None
+        return fut.result()
+
+    # Until the server has matched this client's response reader, Fast DDS drops its answers: a
+    # cheap question (answered with an error) is asked until answered; every later one must be.
+    lost = 0
+    while call(Rollout.Request(num_candidates=0), 5.0) is None:
+        lost += 1
+        if lost == 10:
+            raise SystemExit("none of 10 first requests was answered")
+    if sync:
+        (Path(sync) / f"ready-{os.getpid()}").touch()
+        while not (Path(sync) / "go").exists():
+            rclpy.spin_once(node, timeout_sec=0.01)
+    frames = [Image(height=64, width=80, encoding="rgb8", step=240, data=bytes([30 * i % 256]) * (64 * 80 * 3))
+              for i in range(context)]
+    latencies, start = [], time.time()
+    for i in range(requests):
+        t0 = time.perf_counter()
+        r = call(Rollout.Request(context=frames, latent_actions=[i % 8] * (candidates * horizon),
+                                 num_candidates=candidates, horizon=horizon, maskgit_steps=steps, seed=i), 600.0)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        if r is None or not r.success or len(r.frames) != candidates * horizon:
+            raise SystemExit(f"request {i} failed: {'no answer' if r is None else r.message}")
+    print(json.dumps({"latencies_ms": latencies, "start": start, "end": time.time(), "lost_first_answers": lost,
+                      "camera_age_s": [a for a in ages if a is not None]}))
+
+
+# --- the test -------------------------------------------------------------------------------------
+def _clients(args, n: int, sync: Path | None, env: dict) -> list[dict]:
+    cmd = [sys.executable, "-m", "genie_robot_ros.loadtest", "--role", "client", "--requests", str(args.requests),
+           "--candidates", str(args.candidates), "--horizon", str(args.horizon), "--context", str(args.context),
+           "--maskgit-steps", str(args.maskgit_steps)] + (["--sync", str(sync)] if sync else [])
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(n)]
+    if sync:
+        deadline = time.time() + 180
+        while len(list(sync.glob("ready-*"))) < n and time.time() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(0.05)
+        (sync / "go").touch()
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=3600)
+        if p.returncode != 0:
+            raise RuntimeError(f"a load client failed (exit {p.returncode}): {stderr[-3000:]}")
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
+
+
+def _summary(results: list[dict]) -> dict:
+    lat = np.concatenate([r["latencies_ms"] for r in results])
+    wall = max(r["end"] for r in results) - min(r["start"] for r in results)
+    return {"requests": int(lat.size), "requests_per_s": round(lat.size / wall, 3),
+            "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1)}
+
+
+def run(args) -> dict:
+    import tempfile
+
+    from genie_robot.config import config_dir
+
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    params = ["-p", f"model_dir:={args.export}"] + [a for p in args.param for a in ("-p", p)]
+    node = subprocess.Popen([str(Path(sys.executable).parent / "world_model_node"), "--ros-args", "--params-file",
+                             str(Path(config_dir()) / "ros" / "world_model.yaml"), *params], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cam = subprocess.Popen([sys.executable, "-m", "genie_robot_ros.loadtest", "--role", "camera", "--camera-hz",
+                            str(args.camera_hz)], env=env) if args.camera_hz > 0 else None
+    try:
+        _clients(argparse.Namespace(**{**vars(args), "requests": max(2, args.requests // 4)}), 1, None, env)  # warm-up
+        cpu = _cpu_s(node.pid)
+        sequential = _clients(args, 1, None, env)
+        cpu_seq = (_cpu_s(node.pid) - cpu) / args.requests
+        rss_before = _rss_mb(node.pid)
+        with tempfile.TemporaryDirectory() as sync:
+            cpu = _cpu_s(node.pid)
+            concurrent = _clients(args, args.clients, Path(sync), env)
+            cpu_conc = (_cpu_s(node.pid) - cpu) / (args.requests * args.clients)
+        rss_after = _rss_mb(node.pid)
+        alive = node.poll() is None
+    finally:
+        if cam is not None:
+            cam.send_signal(signal.SIGINT)
+            cam.wait(timeout=30)
+        node.send_signal(signal.SIGINT)
+        try:
+            log, _ = node.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            log, _ = node.communicate()
+    seq, conc = _summary(sequential), _summary(concurrent)
+    ages = [a for r in concurrent for a in r["camera_age_s"]]
+    return {
+        "export": args.export, "camera_hz": args.camera_hz, "clients": args.clients,
+        "request": {"candidates": args.candidates, "horizon": args.horizon, "context": args.context,
+                    "maskgit_steps": args.maskgit_steps or "node default"},
+        "sequential": seq, "concurrent": conc,
+        "throughput_ratio": round(conc["requests_per_s"] / seq["requests_per_s"], 3),
+        "node_cpu_ms_per_request": {"sequential": round(cpu_seq * 1000, 1), "concurrent": round(cpu_conc * 1000, 1)},
+        "node_rss_mb": {"before": round(rss_before, 1), "after": round(rss_after, 1)},
+        # The node's status while the concurrent clients ran: how old its newest camera frame got.
+        "camera_age_s_during_load": {"max": max(ages, default=None), "reports": len(ages)},
+        "lost_first_answers": sum(r["lost_first_answers"] for r in sequential + concurrent),
+        "node_alive": alive, "node_exit": node.returncode, "node_log_tail": log[-2000:] if node.returncode else "",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m genie_robot_ros.loadtest", description=__doc__.split("\n\n")[0])
+    ap.add_argument("export", nargs="?", help="exported model directory (genie-robot export)")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--requests", type=int, default=20, help="rollouts per client")
+    ap.add_argument("--camera-hz", type=float, default=30.0, help="0: no camera")
+    ap.add_argument("--candidates", type=int, default=2)
+    ap.add_argument("--horizon", type=int, default=2)
+    ap.add_argument("--context", type=int, default=2, help="context frames each request sends")
+    ap.add_argument("--maskgit-steps", type=int, default=0, help="0: the node's default")
+    ap.add_argument("-p", "--param", action="append", default=[], help="a node parameter, name:=value")
+    ap.add_argument("--role", choices=["test", "camera", "client"], default="test", help=argparse.SUPPRESS)
+    ap.add_argument("--sync", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.role == "camera":
+        camera(args.camera_hz)
+    elif args.role == "client":
+        client(args.requests, args.candidates, args.horizon, args.context, args.maskgit_steps, args.sync)
+    else:
+        if not args.export:
+            ap.error("the export directory is required")
+        print(json.dumps(run(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
