@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 COMPONENTS = ("tokenizer", "lam", "dynamics")
 _LAZY = {
     "DynamicsModel": "dynamics", "mask_tokens": "dynamics", "code_targets": "dynamics", "token_loss": "dynamics",
+    "code_vector_loss": "dynamics",
     "LatentActionModel": "lam",
     "STTransformer": "st_transformer", "VideoTokenizer": "tokenizer",
 }
@@ -41,12 +42,12 @@ def build(cfg: ModelConfig, component: str) -> nn.Module:
                                  token_vocab=cfg.tokenizer.num_codes, token_patch=cfg.tokenizer.patch)
     if component == "dynamics":
         return DynamicsModel(cfg.dynamics, cfg.frames, cfg.tokens_per_frame(), cfg.tokenizer.num_codes,
-                             cfg.lam.num_actions)
+                             cfg.lam.num_actions, code_dim=cfg.tokenizer.code_dim)
     raise ValueError(f"unknown component '{component}' (one of {COMPONENTS})")
 
 
 __all__ = [
     "COMPONENTS", "DynamicsConfig", "DynamicsModel", "LAMConfig", "LatentActionModel", "ModelConfig",
-    "STConfig", "STTransformer", "TokenizerConfig", "VideoTokenizer", "build", "code_targets", "mask_tokens",
-    "token_loss",
+    "STConfig", "STTransformer", "TokenizerConfig", "VideoTokenizer", "build", "code_targets", "code_vector_loss",
+    "mask_tokens", "token_loss",
 ]

@@ -26,6 +26,7 @@ MASKINGS = ("genie", "clean_past")
 EMBED_INITS = {"random": 0.0, "codebook": 1.0, "mixed": 0.5}
 # Which masked tokens get soft targets when code_smoothing > 0 (genie_robot.models.dynamics.token_loss).
 SMOOTHED_TOKENS = ("all", "changed")
+DYNAMICS_TARGETS = ("ids", "code_vector")
 
 
 @dataclass
@@ -132,6 +133,14 @@ class DynamicsConfig:
     # prediction is what the action implies. Measured on sim-rt1 it did not change that within 400
     # fine-tuning steps (docs/MODELS.md); kept selectable. Needs masking=clean_past.
     lam_teacher: float = 0.0
+    # What the dynamics is trained to output per masked token: "ids" (Genie: a distribution over the
+    # codes, cross-entropy against the true one) or "code_vector": the tokenizer's code vector of the
+    # true token, by cosine regression, with logits = code_logit_scale * cosine(output, each code).
+    # Cross-entropy's best guess is the most likely code, and with 8,192 near-twin codes that is the
+    # last frame's wherever the arm may move; a regression's best guess is the mean of what may
+    # appear there (as the LAM decoder's pixel loss is), which the action can move (docs/MODELS.md).
+    target: str = "ids"
+    code_logit_scale: float = 100.0
 
 
 @dataclass
@@ -204,6 +213,12 @@ class ModelConfig:
         if self.dynamics.lam_teacher > 0 and (self.dynamics.masking != "clean_past" or self.lam.input != "pixels"):
             raise ValueError("model.dynamics.lam_teacher > 0 needs model.dynamics.masking=clean_past (a first masked "
                              "frame to score) and a pixel LAM (model.lam.input=pixels: its decoder draws the target)")
+        if self.dynamics.target not in DYNAMICS_TARGETS:
+            raise ValueError(f"model.dynamics.target must be one of {DYNAMICS_TARGETS}, got '{self.dynamics.target}'")
+        if self.dynamics.target == "code_vector" and (self.dynamics.code_smoothing > 0 or
+                                                      not self.dynamics.code_logit_scale > 0):
+            raise ValueError("model.dynamics.target=code_vector needs code_logit_scale > 0 and no code_smoothing "
+                             "(its loss is a regression, not a cross-entropy)")
         if not 0.0 < self.dynamics.mask_rate_min <= self.dynamics.mask_rate_max <= 1.0:
             raise ValueError("model.dynamics mask rates must satisfy 0 < min <= max <= 1")
 

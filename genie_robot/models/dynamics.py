@@ -22,7 +22,8 @@ from genie_robot.models.st_transformer import FiLM, PositionEmbedding, STTransfo
 
 
 class DynamicsModel(nn.Module):
-    def __init__(self, cfg: DynamicsConfig, frames: int, tokens_per_frame: int, vocab: int, num_actions: int):
+    def __init__(self, cfg: DynamicsConfig, frames: int, tokens_per_frame: int, vocab: int, num_actions: int,
+                 code_dim: int = 32):
         super().__init__()
         d = cfg.transformer.d_model
         self.vocab, self.mask_id = vocab, vocab
@@ -41,7 +42,17 @@ class DynamicsModel(nn.Module):
         # previous token's embedding already scores that token, so copying needs no learning and
         # training goes to what changes. (With an untied head the demo model stayed below a
         # copy-the-last-frame baseline after its CPU budget.)
-        self.head_bias = nn.Parameter(torch.zeros(vocab))
+        # `target: code_vector`: the output is a direction in the tokenizer's code space, scored against
+        # the tokenizer's own (unit) codes, a buffer set from the tokenizer before training and saved
+        # with the weights, so inference and the exported graphs need nothing else.
+        self.code_scale = cfg.code_logit_scale
+        if cfg.target == "code_vector":
+            self.to_code = nn.Linear(d, code_dim)
+            self.register_buffer("codes", torch.zeros(vocab, code_dim))
+            self.head_bias = None
+        else:
+            self.to_code, self.codes = None, None
+            self.head_bias = nn.Parameter(torch.zeros(vocab))
         # Zero-initialized: training starts from Genie's additive conditioning.
         self.film = FiLM(d, cfg.transformer) if cfg.action_conditioning == "film" else None
 
@@ -75,33 +86,52 @@ class DynamicsModel(nn.Module):
         mixed = share**0.5 * codes @ proj.T + (1 - share) ** 0.5 * own
         self.embed.weight[: self.vocab] = (mixed * d**0.5).to(self.embed.weight)
 
+    @torch.no_grad()
+    def set_codes(self, codebook_VC: torch.Tensor) -> None:
+        """The tokenizer's codes that `target: code_vector` outputs are scored against (unit length)."""
+        if self.codes is None:
+            raise ValueError("set_codes is for model.dynamics.target=code_vector")
+        if codebook_VC.shape != self.codes.shape:
+            raise ValueError(f"a codebook of {tuple(codebook_VC.shape)} does not fit this model's "
+                             f"{tuple(self.codes.shape)} (tokenizer.num_codes x tokenizer.code_dim)")
+        self.codes.copy_(F.normalize(codebook_VC.detach().float(), dim=-1))
+
+    def code_vectors(self, h: torch.Tensor) -> torch.Tensor:
+        """Unit code-space directions [..., code_dim] of transformer outputs h [..., D] (target code_vector)."""
+        return F.normalize(self.to_code(h), dim=-1)
+
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Logits [..., vocab] of transformer outputs h [..., D]."""
+        if self.codes is not None:
+            return F.linear(self.code_vectors(h), self.codes * self.code_scale)
         # Scale the D-wide input, not the vocab-wide logits, and let the matmul add the bias: the same
         # numbers without two extra passes over a [tokens, vocab] tensor (half a CPU step otherwise).
         return F.linear(h * h.shape[-1] ** -0.5, self.embed.weight[: self.vocab], self.head_bias)
 
     def forward(self, tokens_BTS: torch.Tensor, actions_BT1: torch.Tensor,
-                where_BTS: torch.Tensor | None = None) -> torch.Tensor:
+                where_BTS: torch.Tensor | None = None, vectors: bool = False) -> torch.Tensor:
         """Logits [B, T, S, vocab]; actions_BT1[:, t] is the action from frame t to t+1.
 
         `where_BTS` (boolean, optional): logits only at those positions, [N, vocab] in their
         row-major order. Training scores only the masked tokens, and with a large vocabulary the
         output layer over every position is most of a step's work (8,192 codes x 320 tokens a
-        frame), so it is skipped where no loss is taken.
+        frame), so it is skipped where no loss is taken. `vectors` (target code_vector): the unit
+        code-space outputs instead of logits, which is all its loss needs.
         """
         x = self.embed(tokens_BTS)
         if self.prepend:
             none = torch.full_like(actions_BT1[:, :1], self.num_actions)
             act = self.action_embed(torch.cat([none, actions_BT1], dim=1))  # [B, T, D]
             h = self.transformer(self.pos(torch.cat([act[:, :, None], x], dim=2)))[:, :, 1:]
-            return self.head(h if where_BTS is None else h[where_BTS])
-        act = self.action_embed(actions_BT1)  # [B, T-1, D]
-        x = torch.cat([x[:, :1], x[:, 1:] + act[:, :, None]], dim=1)
-        # The first frame has no action: no modulation (the actions' embeddings padded with a zero row).
-        film = self._film(F.pad(act, (0, 0, 1, 0)), F.pad(torch.ones_like(actions_BT1, dtype=torch.bool), (1, 0)))
-        h = self.transformer(self.pos(x), film)
-        return self.head(h if where_BTS is None else h[where_BTS])
+        else:
+            act = self.action_embed(actions_BT1)  # [B, T-1, D]
+            x = torch.cat([x[:, :1], x[:, 1:] + act[:, :, None]], dim=1)
+            # The first frame has no action: no modulation (the actions' embeddings padded with a zero row).
+            film = self._film(F.pad(act, (0, 0, 1, 0)),
+                              F.pad(torch.ones_like(actions_BT1, dtype=torch.bool), (1, 0)))
+            h = self.transformer(self.pos(x), film)
+        h = h if where_BTS is None else h[where_BTS]
+        return self.code_vectors(h) if vectors else self.head(h)
 
     def step(self, tokens_BS: torch.Tensor, action_B: torch.Tensor | None, t: int | torch.Tensor,
              past_k: torch.Tensor, past_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -201,3 +231,13 @@ def token_loss(logits_NV: torch.Tensor, target_N: torch.Tensor, codebook_VC: tor
         per_token = per_token.masked_scatter(
             soft_N, -(code_targets(codebook_VC, target_N[soft_N], smoothing) * logp[soft_N]).sum(-1))
     return per_token.mean()
+
+
+def code_vector_loss(vectors_NC: torch.Tensor, target_N: torch.Tensor, codes_VC: torch.Tensor) -> torch.Tensor:
+    """`target: code_vector`: mean cosine distance between the outputs and the true tokens' (unit) codes.
+
+    Its minimum is the mean direction of the codes that can appear at a position, not the most
+    likely one: where the arm may or may not move in, a blend of arm and table that the action
+    shifts, rather than the last frame's code (what cross-entropy over near-twin codes settled on).
+    """
+    return (1 - (vectors_NC * codes_VC[target_N]).sum(-1)).mean()

@@ -15,7 +15,7 @@ from torch import nn
 
 from genie_robot.checkpoint import CheckpointError, load_frozen, unwrap
 from genie_robot.metrics import kmeans, nmi, psnr, standardize
-from genie_robot.models import ModelConfig, build, mask_tokens, token_loss
+from genie_robot.models import ModelConfig, build, code_vector_loss, mask_tokens, token_loss
 from genie_robot.models.config import EMBED_INITS
 
 STAGES = ("tokenizer", "lam", "dynamics")
@@ -153,6 +153,8 @@ class DynamicsStage(Stage):
         self.tokenizer, tok_digest, _ = load_frozen(train_cfg.tokenizer_ckpt, "tokenizer", cfg, device)
         self.lam, lam_digest, self.lam_path = load_frozen(train_cfg.lam_ckpt, "lam", cfg, device)
         self.lineage = {"tokenizer": tok_digest, "lam": lam_digest}
+        if cfg.dynamics.target == "code_vector":  # saved with the weights; a resumed run's are the same
+            self.model.set_codes(self.tokenizer.vq.codebook)
         share = EMBED_INITS[cfg.dynamics.embed_init]
         if share > 0:  # a resumed run's checkpoint overwrites this
             self.model.init_embeddings_from(self.tokenizer.vq.codebook, seed=train_cfg.seed, share=share)
@@ -203,8 +205,13 @@ class DynamicsStage(Stage):
         if d.lam_teacher > 0:
             tokens, scored = self._teacher(x, tokens, actions, mask)
             inp = tokens.masked_fill(mask, self.model.mask_id)
-        logits = model(inp, actions, scored)
         target = tokens[scored]
+        if d.target == "code_vector":
+            vectors = model(inp, actions, scored, vectors=True)
+            loss = code_vector_loss(vectors, target, self.model.codes)
+            acc = (F.linear(vectors.detach(), self.model.codes).argmax(-1) == target).float().mean()
+            return loss, {"masked_accuracy": acc.item()}
+        logits = model(inp, actions, scored)
         soft = None
         if d.code_smoothing_tokens == "changed":  # the code differs from the frame before's (frame 0 is never masked)
             soft = (tokens != torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1))[scored]

@@ -79,16 +79,22 @@ def test_st_transformer_is_causal_in_time(layout):
 
 
 def _dynamics(cfg, conditioning: str):
-    """A dynamics model with the given action conditioning, its FiLM live (as after training)."""
+    """A dynamics model with the given action conditioning, its FiLM live (as after training).
+
+    `conditioning` may end in "+code_vector": that output (target=code_vector), scored against random codes.
+    """
     cfg = copy.deepcopy(cfg)
-    cfg.dynamics.action_conditioning = conditioning
+    cfg.dynamics.action_conditioning, _, target = conditioning.partition("+")
+    cfg.dynamics.target = target or "ids"
     dyn = build(cfg, "dynamics").eval()
     if dyn.film is not None:
         torch.nn.init.normal_(dyn.film.weight, std=0.1)
+    if dyn.codes is not None:
+        dyn.set_codes(torch.randn(cfg.tokenizer.num_codes, cfg.tokenizer.code_dim))
     return dyn
 
 
-@pytest.mark.parametrize("conditioning", ["input", "film", "prepend"])
+@pytest.mark.parametrize("conditioning", ["input", "film", "prepend", "input+code_vector"])
 def test_dynamics_logits_are_causal(tiny, conditioning):
     """The action of transition t changes the logits of frame t+1 and never those of frames <= t."""
     torch.manual_seed(0)
@@ -108,7 +114,7 @@ def test_dynamics_logits_are_causal(tiny, conditioning):
 
 
 
-@pytest.mark.parametrize("conditioning", ["input", "film", "prepend"])
+@pytest.mark.parametrize("conditioning", ["input", "film", "prepend", "prepend+code_vector"])
 def test_dynamics_cached_step_equals_the_full_forward(tiny, conditioning):
     """Sampling runs `step` frame by frame on a key/value cache; each frame's logits must be the
     full forward's, the window's first frame (no action) included."""
@@ -139,6 +145,28 @@ def test_dynamics_logits_at_chosen_positions_equal_the_full_logits_there(tiny, c
     picked = dyn(tokens, actions, where)
     assert picked.shape == (int(where.sum()), tiny.tokenizer.num_codes)
     assert torch.allclose(picked, dyn(tokens, actions)[where], atol=1e-5)
+
+def test_code_vector_outputs_score_every_code_by_cosine_and_regress_to_the_mean(tiny):
+    """target=code_vector: logits are scale * cosine(output, code), the loss a cosine distance, and
+    the output that minimizes it over two equally likely codes is their mean direction (not either)."""
+    from genie_robot.models import code_vector_loss
+
+    torch.manual_seed(0)
+    dyn = _dynamics(tiny, "input+code_vector")
+    b, t, s = 2, tiny.frames, tiny.tokens_per_frame()
+    tokens = torch.randint(0, tiny.tokenizer.num_codes, (b, t, s))
+    actions = torch.randint(0, tiny.lam.num_actions, (b, t - 1))
+    vectors = dyn(tokens, actions, vectors=True)
+    assert torch.allclose(vectors.norm(dim=-1), torch.ones(b, t, s), atol=1e-5)
+    assert torch.allclose(dyn(tokens, actions), 100.0 * vectors @ dyn.codes.T, atol=1e-4)
+    a, c = dyn.codes[0], dyn.codes[1]
+    mean = torch.nn.functional.normalize(a + c, dim=0)
+    for other in (a, c, torch.nn.functional.normalize(a + 0.5 * c, dim=0)):
+        both = lambda v: code_vector_loss(torch.stack([v, v]), torch.tensor([0, 1]), dyn.codes)  # noqa: E731
+        assert both(mean) < both(other)
+    with pytest.raises(ValueError, match="does not fit this model"):
+        dyn.set_codes(torch.randn(3, tiny.tokenizer.code_dim))
+
 
 def test_lam_actions_of_a_shorter_clip_match_the_full_window(tiny):
     torch.manual_seed(0)

@@ -71,8 +71,10 @@ def test_resume_continues_the_exact_loss_sequence(sim_dataset, tmp_path):
 @pytest.mark.parametrize("recipe", [[], ["model.dynamics.code_smoothing=0.05", "model.dynamics.embed_init=mixed",
                                      "model.dynamics.code_smoothing_tokens=changed",
                                      "model.dynamics.masking=clean_past"],
-                                    ["model.dynamics.masking=clean_past", "model.dynamics.lam_teacher=0.5"]],
-                         ids=["genie", "soft-targets", "lam-teacher"])
+                                    ["model.dynamics.masking=clean_past", "model.dynamics.lam_teacher=0.5"],
+                                    ["model.dynamics.target=code_vector",
+                                     "model.dynamics.action_conditioning=prepend"]],
+                         ids=["genie", "soft-targets", "lam-teacher", "code-vector"])
 def test_dynamics_resume_draws_the_same_masks(trained, sim_dataset, tmp_path, recipe):
     """Dynamics uses the global RNG (masking): resume must restore it exactly (with either recipe)."""
     ckpt = trained / "train/tiny"
@@ -82,6 +84,16 @@ def test_dynamics_resume_draws_the_same_masks(trained, sim_dataset, tmp_path, re
     Trainer(make_cfg(sim_dataset, tmp_path / "b", *frozen, "train.stop_at=3")).fit()
     Trainer(make_cfg(sim_dataset, tmp_path / "b", *frozen, "train.resume=true")).fit()
     assert losses(tmp_path / "b", "tiny", "dynamics") == losses(tmp_path / "a", "tiny", "dynamics")
+    if "model.dynamics.target=code_vector" in recipe:  # the tokenizer's codes travel with the weights
+        from safetensors.torch import load_file
+
+        from genie_robot.checkpoint import load_frozen
+
+        tokenizer = load_frozen(f"{ckpt}/tokenizer", "tokenizer", Trainer(make_cfg(sim_dataset, tmp_path / "c",
+                                                                                   *frozen)).stage.cfg,
+                                torch.device("cpu"))[0]
+        saved = load_file(str(next((tmp_path / "b").rglob("dynamics/**/model.safetensors"))))
+        assert torch.allclose(saved["codes"], torch.nn.functional.normalize(tokenizer.vq.codebook, dim=-1))
 
 
 def test_lam_teacher_scores_the_decoders_next_frame_and_only_that_frame(trained, sim_dataset, tmp_path):
