@@ -1,13 +1,14 @@
-"""Load test of a running-on-this-machine world_model_node, as a robot loads it: a live camera plus
-concurrent planners.
+"""Load test of a world_model_node started on this machine, loaded as a robot loads it: a live camera
+plus concurrent planners.
 
-Starts `world_model_node` on an export (configs/ros/world_model.yaml, plus `-p` overrides), a
-camera process publishing bgr8 frames at `--camera-hz` (256x320, RT-1's camera, a moving
-pattern), then measures `~/rollout` twice with the camera on: one client asking `--requests`
-times in sequence, then `--clients` client processes asking `--requests` times each, all
-started together. Prints one JSON line: requests/s of both and their ratio, latency
-percentiles, the node's CPU time per request and memory before and after, and how old its
-newest camera frame got while loaded. Clients import only rclpy and genie_robot_interfaces (the public API).
+Starts `world_model_node` on an export (configs/ros/world_model.yaml, plus `-p` overrides) and a
+camera process publishing frames at `--camera-hz` (256x320, RT-1's camera, a moving pattern; bgr8
+Images, or JPEG CompressedImages with `--compressed`, some undecodable with `--bad-every`), then
+measures `~/rollout` twice with the camera on: one client asking `--requests` times in sequence,
+then `--clients` client processes asking `--requests` times each, all started together. Prints
+one JSON line: requests/s of both and their ratio, latency percentiles, the node's CPU time per
+request and memory before and after, how old its newest camera frame got while loaded, and its
+first warnings. Clients import only rclpy and genie_robot_interfaces (the public API).
 
     python -m genie_robot_ros.loadtest outputs/export/sim-rt1 --clients 8 --requests 20 --camera-hz 30
 """
@@ -42,20 +43,32 @@ def _rss_mb(pid: int) -> float:
 
 
 # --- roles: each runs in its own process ----------------------------------------------------------
-def camera(hz: float) -> None:
-    """Publishes 256x320 bgr8 frames at `hz`, stamped now, until stopped."""
+def camera(hz: float, compressed: bool, bad_every: int) -> None:
+    """Publishes 256x320 frames at `hz`, stamped now, until stopped: bgr8 Images on `image`, or JPEG
+    CompressedImages on `image/compressed`; with `bad_every` N, every Nth one undecodable (its data cut)."""
+    import io
+
     import rclpy
-    from sensor_msgs.msg import Image
+    from PIL import Image as Picture
+    from sensor_msgs.msg import CompressedImage, Image
 
     rclpy.init()
     node = rclpy.create_node("loadtest_camera")
-    pub = node.create_publisher(Image, "image", 10)
+    pub = node.create_publisher(CompressedImage, "image/compressed", 10) if compressed else \
+        node.create_publisher(Image, "image", 10)
     y, x = np.mgrid[:256, :320]
     i = 0
     try:
         while rclpy.ok():
             frame = np.stack([(x + 4 * i) % 256, (y + 2 * i) % 256, np.full_like(x, 7 * i % 256)], -1).astype(np.uint8)
-            msg = Image(height=256, width=320, encoding="bgr8", step=320 * 3, data=frame.tobytes())
+            if compressed:
+                buf = io.BytesIO()
+                Picture.fromarray(frame[..., ::-1]).save(buf, format="JPEG", quality=90)
+                msg = CompressedImage(format="bgr8; jpeg compressed bgr8", data=buf.getvalue())
+            else:
+                msg = Image(height=256, width=320, encoding="bgr8", step=320 * 3, data=frame.tobytes())
+            if bad_every and i % bad_every == bad_every - 1:
+                msg.data = bytes(msg.data)[: len(msg.data) // 3]  # a truncated frame
             msg.header.stamp = node.get_clock().now().to_msg()
             msg.header.frame_id = "head_camera"
             pub.publish(msg)
@@ -79,7 +92,8 @@ def client(requests: int, candidates: int, horizon: int, context: int, steps: in
     if not rollout.wait_for_service(timeout_sec=60):
         raise SystemExit("world_model_node's rollout service did not appear within 60 s")
     ages: list[float] = []  # seconds since the node kept its newest camera frame, from its 1 Hz status
-    node.create_subscription(String, f"{NODE}/status", lambda m: ages.append(json.loads(m.data)["camera_age_s"]), 10)
+    node.create_subscription(String, f"{NODE}/status",
+                             lambda m: ages.append(json.loads(m.data).get("camera_age_s")), 10)
 
     def call(req: Rollout.Request, timeout: float):
         fut = rollout.call_async(req)
@@ -96,6 +110,12 @@ def client(requests: int, candidates: int, horizon: int, context: int, steps: in
         lost += 1
         if lost == 10:
             raise SystemExit("none of 10 first requests was answered")
+    if not context:  # the requests use the camera's frames: wait until the node has one
+        deadline = time.time() + 60
+        while not any(a is not None for a in ages) and time.time() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        if not any(a is not None for a in ages):
+            raise SystemExit("the node kept no camera frame within 60 s (see its warnings)")
     if sync:
         (Path(sync) / f"ready-{os.getpid()}").touch()
         while not (Path(sync) / "go").exists():
@@ -149,11 +169,14 @@ def run(args) -> dict:
 
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     params = ["-p", f"model_dir:={args.export}"] + [a for p in args.param for a in ("-p", p)]
+    if args.compressed:
+        params += ["-p", "camera_transport:=compressed"]
     node = subprocess.Popen([str(Path(sys.executable).parent / "world_model_node"), "--ros-args", "--params-file",
                              str(Path(config_dir()) / "ros" / "world_model.yaml"), *params], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     cam = subprocess.Popen([sys.executable, "-m", "genie_robot_ros.loadtest", "--role", "camera", "--camera-hz",
-                            str(args.camera_hz)], env=env) if args.camera_hz > 0 else None
+                            str(args.camera_hz), "--bad-every", str(args.bad_every)]
+                           + (["--compressed"] if args.compressed else []), env=env) if args.camera_hz > 0 else None
     try:
         _clients(argparse.Namespace(**{**vars(args), "requests": max(2, args.requests // 4)}), 1, None, env)  # warm-up
         cpu = _cpu_s(node.pid)
@@ -179,7 +202,8 @@ def run(args) -> dict:
     seq, conc = _summary(sequential), _summary(concurrent)
     ages = [a for r in concurrent for a in r["camera_age_s"]]
     return {
-        "export": args.export, "camera_hz": args.camera_hz, "clients": args.clients,
+        "export": args.export, "camera_hz": args.camera_hz, "camera": "jpeg" if args.compressed else "bgr8",
+        "camera_bad_every": args.bad_every, "clients": args.clients,
         "request": {"candidates": args.candidates, "horizon": args.horizon, "context": args.context,
                     "maskgit_steps": args.maskgit_steps or "node default"},
         "sequential": seq, "concurrent": conc,
@@ -190,6 +214,7 @@ def run(args) -> dict:
         "camera_age_s_during_load": {"max": max(ages, default=None), "reports": len(ages)},
         "lost_first_answers": sum(r["lost_first_answers"] for r in sequential + concurrent),
         "node_alive": alive, "node_exit": node.returncode, "node_log_tail": log[-2000:] if node.returncode else "",
+        "node_warnings": [line for line in log.splitlines() if "WARN" in line][:5],
     }
 
 
@@ -199,16 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=20, help="rollouts per client")
     ap.add_argument("--camera-hz", type=float, default=30.0, help="0: no camera")
+    ap.add_argument("--compressed", action="store_true", help="the camera publishes JPEG CompressedImages")
+    ap.add_argument("--bad-every", type=int, default=0, help="every Nth camera frame undecodable (0: none)")
     ap.add_argument("--candidates", type=int, default=2)
     ap.add_argument("--horizon", type=int, default=2)
-    ap.add_argument("--context", type=int, default=2, help="context frames each request sends")
+    ap.add_argument("--context", type=int, default=2, help="context frames each request sends (0: the camera's)")
     ap.add_argument("--maskgit-steps", type=int, default=0, help="0: the node's default")
     ap.add_argument("-p", "--param", action="append", default=[], help="a node parameter, name:=value")
     ap.add_argument("--role", choices=["test", "camera", "client"], default="test", help=argparse.SUPPRESS)
     ap.add_argument("--sync", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.role == "camera":
-        camera(args.camera_hz)
+        camera(args.camera_hz, args.compressed, args.bad_every)
     elif args.role == "client":
         client(args.requests, args.candidates, args.horizon, args.context, args.maskgit_steps, args.sync)
     else:

@@ -1,7 +1,8 @@
 """`world_model_node`: the world model as a ROS 2 node (a thin layer over genie_robot.runtime).
 
-Watches the camera (`image`, remappable; rgb8, bgr8, rgba8, bgra8 or mono8, any size) and
-keeps the latest frames at the model's rate; serves `~/rollout` and `~/infer_actions`
+Watches the camera (`image`, remappable; rgb8, bgr8, rgba8, bgra8 or mono8, any size; or with
+`camera_transport: compressed`, sensor_msgs/CompressedImage JPEG or PNG on `image/compressed`, as
+image_transport names it) and keeps the latest frames at the model's rate; serves `~/rollout` and `~/infer_actions`
 (genie_robot_interfaces/srv) and the `~/plan` action (feedback per CEM iteration, cancel
 honoured); publishes `~/status` (JSON: model, provider, buffer fill, last latency) at 1 Hz.
 Requests run one at a time, in arrival order (genie_robot.runtime.service.RequestQueue); a plan
@@ -29,11 +30,11 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from genie_robot.models.config import SAMPLING
-from genie_robot.runtime.camera import FrameBuffer, FrameError, to_model_frame
+from genie_robot.runtime.camera import FrameBuffer, FrameError, compressed_to_model_frame, to_model_frame
 from genie_robot.runtime.service import Cancelled, RequestError, ServiceLimits, WorldModelService
 from genie_robot_interfaces.action import Plan
 from genie_robot_interfaces.srv import InferActions, Rollout
@@ -51,6 +52,8 @@ PARAMETERS = {  # name: (default, description)
     "temperature": (SAMPLING.temperature, "MaskGIT temperature for requests that send <= 0"),
     "maskgit_steps": (SAMPLING.steps, "MaskGIT steps for requests that send 0"),
     "camera_qos": ("sensor_data", "sensor_data (best effort) or reliable"),
+    "camera_transport": ("raw", "raw (sensor_msgs/Image on `image`) or compressed (sensor_msgs/CompressedImage, "
+                                "JPEG or PNG, on `image/compressed`)"),
     "camera_depth": (5, "camera subscription queue depth"),
     "max_queue": (16, "requests waiting or running at once; one more is refused as busy with a retry hint"),
 }
@@ -88,7 +91,11 @@ class WorldModelNode(Node):
         qos = QoSProfile(depth=p["camera_depth"], reliability=ReliabilityPolicy.BEST_EFFORT
                          if p["camera_qos"] == "sensor_data" else ReliabilityPolicy.RELIABLE)
         camera_group, work = MutuallyExclusiveCallbackGroup(), ReentrantCallbackGroup()
-        self.create_subscription(Image, "image", self._on_image, qos, callback_group=camera_group)
+        if p["camera_transport"] == "compressed":
+            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos,
+                                     callback_group=camera_group)
+        else:
+            self.create_subscription(Image, "image", self._on_image, qos, callback_group=camera_group)
         self.create_service(Rollout, "~/rollout", self._rollout, callback_group=work)
         self.create_service(InferActions, "~/infer_actions", self._infer_actions, callback_group=work)
         self.plan_server = ActionServer(self, Plan, "~/plan", execute_callback=self._plan,
@@ -106,6 +113,8 @@ class WorldModelNode(Node):
             raise ValueError("parameter model_dir is required (an exported model directory, `genie-robot export`)")
         if p["engine"] not in ("onnx", "torch"):
             raise ValueError(f"parameter engine must be onnx or torch, got '{p['engine']}'")
+        if p["camera_transport"] not in ("raw", "compressed"):
+            raise ValueError(f"parameter camera_transport must be raw or compressed, got '{p['camera_transport']}'")
         if p["camera_qos"] not in ("sensor_data", "reliable"):
             raise ValueError(f"parameter camera_qos must be sensor_data or reliable, got '{p['camera_qos']}'")
         for name in ("context_frames", "max_candidates", "max_horizon", "max_context", "maskgit_steps",
@@ -130,10 +139,14 @@ class WorldModelNode(Node):
         return WorldModel.load(p["model_dir"], limits=limits)
 
     # --- camera ---------------------------------------------------------------------------
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 or time.time()
+        if isinstance(msg, CompressedImage):
+            make = lambda: compressed_to_model_frame(msg.format, msg.data, self.resolution, "camera image")  # noqa: E731
+        else:
+            make = lambda: self._frame(msg, "camera image")  # noqa: E731
         try:
-            self.service.buffer.offer(stamp, lambda: self._frame(msg, "camera image"))
+            self.service.buffer.offer(stamp, make)
         except FrameError as e:
             now = time.monotonic()
             if now - self._dropped_warned > 5.0:  # throttled: a misconfigured camera sends many

@@ -1,17 +1,20 @@
 """Camera images to model frames, and the ring buffer of recent frames: no ROS imports.
 
-The ROS node hands over a sensor_msgs/Image's fields (encoding, height, width, step, data);
+The ROS node hands over a sensor_msgs/Image's fields (encoding, height, width, step, data), or a
+sensor_msgs/CompressedImage's (format, data: JPEG or PNG, what robot cameras usually publish);
 everything that can be wrong with them is checked here, with a message that says what was
 expected, so the node can answer a bad request with that message and keep serving.
 """
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections import deque
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from genie_robot.core.image import fit_image
 
@@ -46,6 +49,33 @@ def to_model_frame(encoding: str, height: int, width: int, step: int, data, reso
                    ) -> np.ndarray:
     """uint8 [3, h, w] at the model's resolution (centre crop to its aspect ratio, area resize)."""
     return fit_image(to_rgb(encoding, height, width, step, data, what), tuple(resolution))
+
+
+COMPRESSED_FORMATS = ("JPEG", "PNG")
+
+
+def compressed_to_rgb(fmt: str, data: bytes | bytearray | memoryview, what: str = "compressed image") -> np.ndarray:
+    """uint8 [height, width, 3] RGB of a CompressedImage's data (JPEG or PNG), or a FrameError.
+
+    The data is decoded by what it is, not by the `format` string, which image_transport writes in
+    several forms ("jpeg", "bgr8; jpeg compressed bgr8", ...); the string is only quoted in errors.
+    A JPEG or PNG of a bgr8 camera is stored in the standard channel order, so it decodes to RGB.
+    """
+    if not len(data):
+        raise FrameError(f"{what}: no data (format '{fmt}')")
+    try:
+        img = Image.open(io.BytesIO(bytes(data)))
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise FrameError(f"{what}: {len(data)} bytes that do not decode as JPEG or PNG (format '{fmt}'): {e}") from e
+    if img.format not in COMPRESSED_FORMATS:
+        raise FrameError(f"{what}: a {img.format} image (format '{fmt}'); supported: JPEG, PNG")
+    return np.asarray(img.convert("RGB"))
+
+
+def compressed_to_model_frame(fmt: str, data, resolution, what: str = "compressed image") -> np.ndarray:
+    """`to_model_frame` for a CompressedImage."""
+    return fit_image(compressed_to_rgb(fmt, data, what), tuple(resolution))
 
 
 class FrameBuffer:

@@ -257,3 +257,19 @@ def test_a_bad_model_dir_fails_the_start_naming_what_is_missing(ros_env, tmp_pat
     assert r.returncode == 1
     assert f"world_model_node: cannot start: {tmp_path} is not a genie-robot ONNX export: manifest.json is missing" \
         in r.stderr
+
+
+def test_a_compressed_camera_feeds_the_node_and_undecodable_frames_are_dropped(exported, ros_env):
+    """camera_transport=compressed: JPEG CompressedImages on image/compressed (every 4th cut short) fill the
+    buffer; the bad ones are dropped with a warning that says why, and requests on camera context succeed."""
+    _, export = exported
+    r = subprocess.run([sys.executable, "-m", "genie_robot_ros.loadtest", str(export), "--clients", "2", "--requests",
+                        "4", "--camera-hz", "15", "--compressed", "--bad-every", "4", "--candidates", "2",
+                        "--context", "0", "--maskgit-steps", "2", "-p", "frame_rate:=5.0"], env=ros_env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["camera"] == "jpeg" and out["concurrent"]["requests"] == 8 and out["node_exit"] == 0
+    assert out["camera_age_s_during_load"]["reports"] > 0 and out["camera_age_s_during_load"]["max"] < 1.0
+    assert any("dropping camera frames: camera image:" in w and "do not decode as JPEG or PNG" in w
+               for w in out["node_warnings"]), out["node_warnings"]

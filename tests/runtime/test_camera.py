@@ -42,3 +42,31 @@ def test_frame_buffer_keeps_the_model_rate_and_survives_a_camera_restart():
     assert buf.offer(0.0, frame(9))  # stamps went back (restart, looping recording): not stalled
     assert buf.latest(1)[0, 0, 0, 0] == 9 and len(buf) == 3
     assert FrameBuffer(2, 3.0).latest(2) is None
+
+
+def test_compressed_camera_images_decode_by_content_and_bad_ones_say_why():
+    import io
+
+    from PIL import Image
+
+    from genie_robot.runtime.camera import compressed_to_model_frame, compressed_to_rgb
+
+    rgb = np.zeros((24, 30, 3), np.uint8)
+    rgb[:, :15] = (200, 30, 10)  # red left half, black right half
+    for fmt, name in (("PNG", "png"), ("JPEG", "bgr8; jpeg compressed bgr8")):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format=fmt, quality=95)
+        out = compressed_to_rgb(name, buf.getvalue())
+        assert out.shape == (24, 30, 3)
+        inner = np.r_[0:10, 20:30]  # away from the colour edge, where JPEG's chroma subsampling rings
+        assert np.abs(out[:, inner].astype(int) - rgb[:, inner]).max() <= (0 if fmt == "PNG" else 12)
+    frame = compressed_to_model_frame("png", buf.getvalue(), (12, 15))
+    assert frame.shape == (3, 12, 15) and frame[0, :, :6].min() > 150 and frame[0, :, 9:].max() < 20
+    with pytest.raises(FrameError, match=r"camera: 5 bytes that do not decode as JPEG or PNG \(format 'jpeg'\)"):
+        compressed_to_rgb("jpeg", b"\xff\xd8abc", "camera")
+    with pytest.raises(FrameError, match="camera: no data"):
+        compressed_to_rgb("jpeg", b"", "camera")
+    gif = io.BytesIO()
+    Image.fromarray(rgb).save(gif, format="GIF")
+    with pytest.raises(FrameError, match="a GIF image .* supported: JPEG, PNG"):
+        compressed_to_rgb("gif", gif.getvalue(), "camera")
