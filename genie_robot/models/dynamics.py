@@ -68,6 +68,9 @@ class DynamicsModel(nn.Module):
         distinguishable (with share 1 the nearest codes' embeddings are at cosine 0.985, and
         exact copying has to be learned back; docs/MODELS.md).
 
+        With `target: code_vector` the output map starts as P's transpose, so a token passed through
+        unchanged is read out as its own code (the model starts by copying, in code space).
+
         The output layer is tied to these embeddings, so the logits start as cosine similarities
         between an output direction and every code: moving probability to the codes that look
         like the right one is then a smooth move of one vector, not 8,192 separate logits. The
@@ -85,6 +88,9 @@ class DynamicsModel(nn.Module):
         own = F.normalize(torch.randn(vocab, d, generator=gen), dim=-1)
         mixed = share**0.5 * codes @ proj.T + (1 - share) ** 0.5 * own
         self.embed.weight[: self.vocab] = (mixed * d**0.5).to(self.embed.weight)
+        if self.to_code is not None:  # target code_vector: read the code back out of the same map
+            self.to_code.weight.copy_(proj.T.to(self.to_code.weight))
+            self.to_code.bias.zero_()
 
     @torch.no_grad()
     def set_codes(self, codebook_VC: torch.Tensor) -> None:

@@ -166,6 +166,10 @@ def test_code_vector_outputs_score_every_code_by_cosine_and_regress_to_the_mean(
         assert both(mean) < both(other)
     with pytest.raises(ValueError, match="does not fit this model"):
         dyn.set_codes(torch.randn(3, tiny.tokenizer.code_dim))
+    # embed_init=codebook: each token's embedding, read out by the output map, is its own code.
+    dyn.init_embeddings_from(dyn.codes)
+    read = dyn.code_vectors(dyn.embed.weight[: tiny.tokenizer.num_codes])
+    assert torch.allclose(read, dyn.codes, atol=1e-5)
 
 
 def test_lam_actions_of_a_shorter_clip_match_the_full_window(tiny):
