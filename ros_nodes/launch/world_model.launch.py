@@ -1,6 +1,11 @@
 """Launch world_model_node with configs/ros/world_model.yaml (installed under share/genie_robot).
 
-    ros2 launch genie_robot world_model.launch.py model_dir:=/path/to/export image:=/camera/image_raw
+    ros2 launch genie_robot world_model.launch.py model_dir:=/path/to/export image:=/camera/image_raw \
+        [namespace:=robot1] [params_file:=my_params.yaml] [log_level:=debug] [use_sim_time:=true] \
+        [camera_transport:=compressed]
+
+`params_file` replaces the installed parameters file; `model_dir`, `camera_transport` and
+`use_sim_time` given here override what it says.
 """
 
 from pathlib import Path
@@ -10,14 +15,28 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 
 def generate_launch_description() -> LaunchDescription:
     params = Path(get_package_share_directory("genie_robot")) / "configs/ros/world_model.yaml"
     return LaunchDescription([
         DeclareLaunchArgument("model_dir", description="exported model directory (genie-robot export)"),
-        DeclareLaunchArgument("image", default_value="image", description="camera topic"),
+        DeclareLaunchArgument("image", default_value="image",
+                              description="camera topic (with camera_transport compressed: its /compressed topic)"),
+        DeclareLaunchArgument("camera_transport", default_value="raw",
+                              description="raw (sensor_msgs/Image) or compressed (CompressedImage, JPEG or PNG)"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
+        DeclareLaunchArgument("params_file", default_value=str(params), description="the node's parameters file"),
+        DeclareLaunchArgument("log_level", default_value="info", description="debug, info, warn, error or fatal"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (simulation) time"),
         Node(package="genie_robot", executable="world_model_node", name="world_model_node", output="screen",
-             parameters=[str(params), {"model_dir": LaunchConfiguration("model_dir")}],
-             remappings=[("image", LaunchConfiguration("image"))]),
+             namespace=LaunchConfiguration("namespace"),
+             parameters=[LaunchConfiguration("params_file"),
+                         {"model_dir": LaunchConfiguration("model_dir"),
+                          "camera_transport": LaunchConfiguration("camera_transport"),
+                          "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
+             arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
+             remappings=[("image", LaunchConfiguration("image")),
+                         ("image/compressed", [LaunchConfiguration("image"), "/compressed"])]),
     ])
