@@ -156,6 +156,25 @@ def sim_dataset(tmp_path_factory) -> Path:
         SimConfig(out=str(out), episodes=4, min_steps=6, max_steps=9, workers=2, num_shards=2), progress=False)
 
 
+@pytest.fixture(scope="session")
+def heldout_sim(tmp_path_factory) -> Path:
+    """Three full-length simulated episodes with make demo's held-out seed (the reference never trained on it)."""
+    from genie_robot.sim.writer import SimConfig, write_sim_dataset
+
+    out = tmp_path_factory.mktemp("heldout")
+    return write_sim_dataset(SimConfig(out=str(out), episodes=3, seed=1001, workers=2, num_shards=1), progress=False)
+
+
+@pytest.fixture(scope="session")
+def reference_export(tmp_path_factory) -> Path:
+    """The shipped reference sim-rt1 exported to ONNX (the demo-size model a robot runs)."""
+    from genie_robot_export.exporter import export
+
+    out = tmp_path_factory.mktemp("reference") / "sim-rt1"
+    export("sim-rt1", out, progress=lambda _: None)
+    return out
+
+
 def make_cfg(data: Path, out: Path, *overrides: str):
     """The tiny model's training config over a test dataset."""
     from genie_robot.config import load_config

