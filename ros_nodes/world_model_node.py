@@ -2,16 +2,18 @@
 
 Watches the camera (`image`, remappable; rgb8, bgr8, rgba8, bgra8 or mono8, any size; or with
 `camera_transport: compressed`, sensor_msgs/CompressedImage JPEG or PNG on `image/compressed`, as
-image_transport names it) and keeps the latest frames at the model's rate; serves `~/rollout` and `~/infer_actions`
-(genie_robot_interfaces/srv) and the `~/plan` action (feedback per CEM iteration, cancel
-honoured); publishes `~/status` (JSON: model, provider, buffer fill, last latency) at 1 Hz.
+image_transport names it) and keeps the latest frames at the model's rate; serves `~/rollout`
+and `~/infer_actions` (genie_robot_interfaces/srv) and the `~/plan` action (feedback per CEM
+iteration, cancel honoured); publishes `~/status` (JSON: model, provider, buffer fill, age of the
+newest camera frame, queued requests, last latency) at 1 Hz.
 Requests run one at a time, in arrival order (genie_robot.runtime.service.RequestQueue); a plan
 goal is accepted while another runs and waits its turn. At most `max_queue` requests wait or run;
 one more gets success=false, "busy: ..., retry after N ms". The executor has a thread for each of
 those plus spare ones, so the camera, the status timer and cancels always find one: when waiting
-requests held every thread, rclpy's executor spun on the callbacks queued behind them and a 10 Hz
-camera cut the node's throughput sevenfold. Every bad request gets success=false with a message
-saying what was wrong, and the node keeps serving.
+requests held every thread, rclpy's executor spun on the callbacks queued behind them, and with a
+30 Hz camera 8 concurrent clients got 0.27x the throughput of one client in sequence
+(docs/BENCHMARKS.md). Every bad request gets success=false with a message saying what was wrong,
+and the node keeps serving.
 
     ros2 run genie_robot world_model_node --ros-args --params-file world_model.yaml
 """
@@ -227,10 +229,11 @@ class WorldModelNode(Node):
 
     def _publish_status(self) -> None:
         s = self.service
+        age = s.buffer.age()
         self.status.publish(String(data=json.dumps({
             "model": self.engine.source, "name": self.engine.cfg.name, "provider": self.provider,
             "buffer": len(s.buffer), "buffer_capacity": s.buffer.frames.maxlen, "queued": len(s.queue),
-            "camera_age_s": None if s.buffer.age() is None else round(s.buffer.age(), 3),
+            "camera_age_s": None if age is None else round(age, 3),
             "last_latency_ms": None if s.last_latency_ms is None else round(s.last_latency_ms, 1)})))
 
 
