@@ -6,8 +6,8 @@ image_transport names it) and keeps the latest frames at the model's rate; serve
 and `~/infer_actions` (genie_robot_interfaces/srv) and the `~/plan` action (feedback per CEM
 iteration, cancel honoured); publishes `~/status` (JSON: model, provider, buffer fill, age of the
 newest camera frame, queued requests, last latency) at 1 Hz.
-Requests run one at a time, in arrival order (genie_robot.runtime.service.RequestQueue); a plan
-goal is accepted while another runs and waits its turn. At most `max_queue` requests wait or run;
+Requests run one at a time, in arrival order, on one engine thread (genie_robot.runtime.service.RequestQueue);
+a plan goal is accepted while another runs and waits its turn. At most `max_queue` requests wait or run;
 one more gets success=false, "busy: ..., retry after N ms". The executor has a thread for each of
 those plus spare ones, so the camera, the status timer and cancels always find one: when waiting
 requests held every thread, rclpy's executor spun on the callbacks queued behind them, and with a
@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         executor.shutdown()
+        node.service.queue.close()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -16,13 +16,17 @@ import math
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from genie_robot.models.config import SAMPLING
 from genie_robot.runtime.camera import FrameBuffer
+
+T = TypeVar("T")
 
 
 class RequestError(ValueError):
@@ -42,49 +46,62 @@ class Busy(RequestError):
 
 
 class RequestQueue:
-    """First come, first served access to the engine for at most `capacity` requests at a time.
+    """First come, first served engine work on one worker thread, for at most `capacity` requests at a time.
 
     A plain lock is neither fair nor bounded: under load a late request can overtake an early one,
-    and every waiting request holds a thread. Here each request takes a ticket; tickets run in
-    order, and a request that finds `capacity` tickets out is refused with `Busy`, its retry hint
-    the expected wait (requests ahead times the mean of the recent engine times).
+    and every waiting request holds a thread. Here requests are queued in arrival order for one
+    worker thread, and a request that finds `capacity` requests queued or running is refused with
+    `Busy`, its retry hint the expected wait (requests ahead times the mean of the recent engine
+    times). One thread, not the caller's: the engine's buffers (onnxruntime's and numpy's) are then
+    allocated in one malloc arena. Run from each of the node's executor threads, glibc gave every
+    thread an arena of its own, and 8 concurrent clients grew the node by 240-320 MB that it never
+    returned (a CI failure of the load test).
     """
 
     def __init__(self, capacity: int):
         if capacity < 1:
             raise ValueError(f"request queue capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._cond = threading.Condition()
-        self._tickets: deque[int] = deque()
-        self._next = 0
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._lock = threading.Lock()
+        self._pending = 0  # queued or running
         self.recent_ms: deque[float] = deque(maxlen=20)
 
     def __len__(self) -> int:
-        with self._cond:
-            return len(self._tickets)
+        with self._lock:
+            return self._pending
 
     def retry_after_ms(self, ahead: int) -> float:
         mean = sum(self.recent_ms) / len(self.recent_ms) if self.recent_ms else 100.0
         return max(1.0, ahead * mean)
 
-    @contextmanager
-    def turn(self):
-        """Waits for this request's turn (raises Busy if the queue is full); yields while it runs."""
-        with self._cond:
-            if len(self._tickets) >= self.capacity:
-                raise Busy(len(self._tickets), self.retry_after_ms(len(self._tickets)))
-            ticket = self._next
-            self._next += 1
-            self._tickets.append(ticket)
-            self._cond.wait_for(lambda: self._tickets[0] == ticket)
+    def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """`fn(*args, **kwargs)` on the worker after the requests before it; raises Busy if the queue is full,
+        and whatever `fn` raised."""
+        with self._lock:
+            if self._pending >= self.capacity:
+                raise Busy(self._pending, self.retry_after_ms(self._pending))
+            self._pending += 1
+        try:
+            future = self._worker.submit(self._timed, fn, args, kwargs)
+        except BaseException:  # the worker was shut down: the request never ran
+            with self._lock:
+                self._pending -= 1
+            raise
+        return future.result()
+
+    def _timed(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
         start = time.perf_counter()
         try:
-            yield
+            return fn(*args, **kwargs)
         finally:
-            with self._cond:
+            with self._lock:
                 self.recent_ms.append((time.perf_counter() - start) * 1000)
-                self._tickets.popleft()
-                self._cond.notify_all()
+                self._pending -= 1
+
+    def close(self) -> None:
+        """Refuses new requests, cancels the queued ones and lets the running one finish."""
+        self._worker.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
@@ -151,18 +168,21 @@ class WorldModelService:
         acts = self._actions(latent_actions, b * h, f"num_candidates * horizon = {b} * {h}").reshape(b, h)
         temp, steps = self._sampling(temperature, maskgit_steps)
         ctx = self.context(frames)
-        with self.queue.turn():
+
+        def run():
             start = time.perf_counter()
             out = self.engine.imagine(ctx, acts, steps=steps, temperature=temp, seed=int(seed))
-            self.last_latency_ms = (time.perf_counter() - start) * 1000
-        return out.frames.reshape(b * h, *out.frames.shape[2:]), self.last_latency_ms
+            self.last_latency_ms = (time.perf_counter() - start) * 1000  # the engine's time, not the wait
+            return out, self.last_latency_ms
+
+        out, ms = self.queue.run(run)
+        return out.frames.reshape(b * h, *out.frames.shape[2:]), ms
 
     def infer_actions(self, frames: list[np.ndarray]) -> np.ndarray:
         if len(frames) < 2:
             raise RequestError(f"infer_actions needs at least 2 frames, got {len(frames)}")
         self._within_context(frames, "frames")
-        with self.queue.turn():
-            return self.engine.infer_actions(np.stack(frames))
+        return self.queue.run(self.engine.infer_actions, np.stack(frames))
 
     def plan(self, goal: np.ndarray, frames: list[np.ndarray], horizon: int, num_samples: int, iterations: int,
              seed: int, progress=None, cancelled=lambda: False):
@@ -180,8 +200,10 @@ class WorldModelService:
             if progress is not None:
                 progress(it, best)
 
-        with self.queue.turn():
-            if cancelled():
+        def run():
+            if cancelled():  # cancelled while it waited
                 raise Cancelled()
             return plan(self.engine, ctx, goal, horizon=h, num_samples=n, iterations=its, seed=int(seed),
                         steps=self.limits.maskgit_steps, temperature=self.limits.temperature, progress=report)
+
+        return self.queue.run(run)

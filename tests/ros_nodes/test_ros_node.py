@@ -248,7 +248,9 @@ def test_node_under_load_with_a_live_camera_answers_every_request_at_sequential_
     with capsys.disabled():
         print(f"\nnode load: {json.dumps(out)}")
     assert out["concurrent"]["requests"] == 160 and out["node_alive"] and out["node_exit"] == 0
-    assert out["node_rss_mb"]["after"] - out["node_rss_mb"]["before"] < 300, out["node_rss_mb"]
+    # Engine work runs on one thread (RequestQueue): +4.7 MB over the 160 requests (540 MB before). Run on
+    # the executor's threads, each thread's malloc arena kept its buffers: +240 MB, +317 MB in a CI run.
+    assert out["node_rss_mb"]["after"] - out["node_rss_mb"]["before"] < 64, out["node_rss_mb"]
     # The node keeps one camera frame per 0.2 s (frame_rate 5): under load its newest stays that fresh.
     assert out["camera_age_s_during_load"]["reports"] > 0 and out["camera_age_s_during_load"]["max"] < 1.0
     # Issue 14 asks for 0.9x; in full-suite runs on 2 cores this measured 0.91-0.96 (1.11-1.16 run alone, and
