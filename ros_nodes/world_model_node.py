@@ -4,8 +4,10 @@ Watches the camera (`image`, remappable; rgb8, bgr8, rgba8, bgra8 or mono8, any 
 `camera_transport: compressed`, sensor_msgs/CompressedImage JPEG or PNG on `image/compressed`, as
 image_transport names it) and keeps the latest frames at the model's rate; serves `~/rollout`
 and `~/infer_actions` (genie_robot_interfaces/srv) and the `~/plan` action (feedback per CEM
-iteration, cancel honoured); publishes `~/status` (JSON: model, provider, buffer fill, age of the
-newest camera frame, queued requests, last latency) at 1 Hz.
+iteration, cancel honoured); publishes its health at 1 Hz on `/diagnostics` (DiagnosticArray: model,
+engine, provider, camera rate and age, requests served and failed, latency percentiles, memory) and
+as JSON on `~/status`. Predicted frames carry the camera's frame_id and stamps (the last context
+frame's plus each step times the model period); responses list the context frames' stamps.
 Requests run one at a time, in arrival order, on one engine thread (genie_robot.runtime.service.RequestQueue);
 a plan goal is accepted while another runs and waits its turn. At most `max_queue` requests wait or run;
 one more gets success=false, "busy: ..., retry after N ms". The executor has a thread for each of
@@ -26,6 +28,8 @@ import time
 
 import numpy as np
 import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -33,11 +37,11 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 from genie_robot.models.config import SAMPLING
-from genie_robot.runtime.camera import FrameBuffer, FrameError, compressed_to_model_frame, to_model_frame
-from genie_robot.runtime.service import Cancelled, RequestError, ServiceLimits, WorldModelService
+from genie_robot.runtime.camera import Context, FrameBuffer, FrameError, compressed_to_model_frame, to_model_frame
+from genie_robot.runtime.service import Cancelled, RequestError, ServiceLimits, WorldModelService, rss_mb
 from genie_robot_interfaces.action import Plan
 from genie_robot_interfaces.srv import InferActions, Rollout
 
@@ -64,11 +68,16 @@ PARAMETERS = {  # name: (default, description)
 SPARE_THREADS = 4
 
 
-def image_msg(frame: np.ndarray) -> Image:
-    """An rgb8 sensor_msgs/Image of a uint8 [3, h, w] frame."""
+def to_time(seconds: float) -> Time:
+    ns = int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def image_msg(frame: np.ndarray, stamp: float = 0.0, frame_id: str = "") -> Image:
+    """An rgb8 sensor_msgs/Image of a uint8 [3, h, w] frame, stamped."""
     h, w = frame.shape[1:]
-    return Image(height=h, width=w, encoding="rgb8", step=w * 3,
-                 data=np.ascontiguousarray(frame.transpose(1, 2, 0)).tobytes())
+    return Image(header=Header(stamp=to_time(stamp), frame_id=frame_id), height=h, width=w, encoding="rgb8",
+                 step=w * 3, data=np.ascontiguousarray(frame.transpose(1, 2, 0)).tobytes())
 
 
 class WorldModelNode(Node):
@@ -87,6 +96,7 @@ class WorldModelNode(Node):
         self.service = WorldModelService(self.engine, limits, FrameBuffer(p["max_context"], p["frame_rate"]))
         self.resolution = list(cfg.resolution)
         self.provider = getattr(self.engine, "active", "torch")
+        self.engine_kind = p["engine"]
         self._dropped_warned = 0.0
 
         # sensor_data: best effort, like rclpy's preset (a new profile: the preset is a shared global).
@@ -104,6 +114,7 @@ class WorldModelNode(Node):
                                         goal_callback=lambda _: GoalResponse.ACCEPT,
                                         cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=work)
         self.status = self.create_publisher(String, "~/status", 10)
+        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_status, callback_group=camera_group)
         self.get_logger().info(f"world model {p['model_dir']} ({p['engine']}, {self.provider}) ready: "
                                f"{cfg.name}, {self.resolution[0]}x{self.resolution[1]}, window {cfg.frames}")
@@ -142,13 +153,13 @@ class WorldModelNode(Node):
 
     # --- camera ---------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 or time.time()
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 or time.time()  # unstamped: arrival
         if isinstance(msg, CompressedImage):
             make = lambda: compressed_to_model_frame(msg.format, msg.data, self.resolution, "camera image")  # noqa: E731
         else:
             make = lambda: self._frame(msg, "camera image")  # noqa: E731
         try:
-            self.service.buffer.offer(stamp, make)
+            self.service.buffer.offer(stamp, make, msg.header.frame_id)
         except FrameError as e:
             now = time.monotonic()
             if now - self._dropped_warned > 5.0:  # throttled: a misconfigured camera sends many
@@ -166,9 +177,24 @@ class WorldModelNode(Node):
                                  f"{msgs[0].width}: a request's frames must come from one camera (one size)")
         return [self._frame(m, f"{what}[{i}]") for i, m in enumerate(msgs)]
 
+    def _request_context(self, msgs) -> Context | None:  # (rclpy's Node owns `_context`)
+        """A request's context frames with their stamps (None when it sent none: the camera's are used).
+        Frames sent without stamps (zero) count as taken one model period apart, the last when the
+        request arrived, so the predictions' stamps still follow the request."""
+        if not msgs:
+            return None
+        frames = self._frames(msgs, "context")
+        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in msgs]
+        if not all(stamps):
+            now, period = self.get_clock().now().nanoseconds * 1e-9, self.service.period
+            stamps = [now - (len(msgs) - 1 - i) * period for i in range(len(msgs))]
+        return Context(np.stack(frames), tuple(stamps), msgs[-1].header.frame_id)
+
     # --- endpoints ------------------------------------------------------------------------
     def _answer(self, res, what: str, fill) -> object:
-        """Runs `fill(res)`; a bad request or any failure inside it becomes success=false with the reason."""
+        """Runs `fill(res)`; a bad request or any failure inside it becomes success=false with the reason.
+        Counted for /diagnostics, with the time the caller waited (queue and engine)."""
+        start = time.perf_counter()
         try:
             fill(res)
             res.success = True
@@ -177,15 +203,16 @@ class WorldModelNode(Node):
         except Exception as e:  # the node keeps serving whatever happens inside one request
             self.get_logger().error(f"{what} failed: {e!r}")
             res.success, res.message = False, f"internal error: {e}"
+        self.service.stats.record(what, res.success, (time.perf_counter() - start) * 1000)
         return res
 
     def _rollout(self, req, res):
         def fill(res):
-            frames, ms = self.service.rollout(self._frames(req.context, "context"), req.latent_actions,
-                                              req.num_candidates, req.horizon, req.temperature, req.maskgit_steps,
-                                              req.seed)
-            res.frames = [image_msg(f) for f in frames]
-            res.inference_ms = float(ms)
+            out = self.service.rollout(self._request_context(req.context), req.latent_actions, req.num_candidates,
+                                       req.horizon, req.temperature, req.maskgit_steps, req.seed)
+            res.frames = [image_msg(f, t, out.context.frame_id) for f, t in zip(out.frames, out.stamps, strict=True)]
+            res.inference_ms = float(out.inference_ms)
+            res.context_stamps = [to_time(t) for t in out.context.stamps]
 
         return self._answer(res, "rollout", fill)
 
@@ -203,14 +230,17 @@ class WorldModelNode(Node):
         def progress(iteration: int, best: float) -> None:
             goal_handle.publish_feedback(Plan.Feedback(iteration=iteration, best_cost=float(best)))
 
+        start = time.perf_counter()
         try:
             if not len(g.goal.data):
                 raise RequestError("goal image has no data (height, width, encoding and data are required)")
             goal = self._frame(g.goal, "goal")
-            out = self.service.plan(goal, self._frames(g.context, "context"), g.horizon, g.num_samples,
-                                    g.iterations, g.seed, progress, lambda: goal_handle.is_cancel_requested)
+            out, ctx = self.service.plan(goal, self._request_context(g.context), g.horizon, g.num_samples, g.iterations,
+                                         g.seed, progress, lambda: goal_handle.is_cancel_requested)
+            stamps = ctx.future_stamps(len(out.frames), self.service.period)
             result.latent_actions = out.actions.astype(np.uint8).tolist()
-            result.predicted_frames = [image_msg(f) for f in out.frames]
+            result.predicted_frames = [image_msg(f, t, ctx.frame_id) for f, t in zip(out.frames, stamps, strict=True)]
+            result.context_stamps = [to_time(t) for t in ctx.stamps]
             result.cost = float(out.cost)
             result.robot_actions = [] if out.robot_actions is None else out.robot_actions.reshape(-1).tolist()
             result.success = True
@@ -225,16 +255,42 @@ class WorldModelNode(Node):
             self.get_logger().error(f"plan failed: {e!r}")
             result.success, result.message = False, f"internal error: {e}"
             goal_handle.abort()
+        self.service.stats.record("plan", result.success, (time.perf_counter() - start) * 1000)
         return result
 
-    def _publish_status(self) -> None:
+    # --- health ---------------------------------------------------------------------------
+    def _health(self) -> dict:
+        """One snapshot for ~/status (JSON) and /diagnostics."""
         s = self.service
         age = s.buffer.age()
-        self.status.publish(String(data=json.dumps({
-            "model": self.engine.source, "name": self.engine.cfg.name, "provider": self.provider,
-            "buffer": len(s.buffer), "buffer_capacity": s.buffer.frames.maxlen, "queued": len(s.queue),
-            "camera_age_s": None if age is None else round(age, 3),
-            "last_latency_ms": None if s.last_latency_ms is None else round(s.last_latency_ms, 1)})))
+        return {
+            "model": self.engine.source, "name": self.engine.cfg.name, "engine": self.engine_kind,
+            "provider": self.provider, "buffer": len(s.buffer), "buffer_capacity": s.buffer.frames.maxlen,
+            "queued": len(s.queue), "max_queue": s.queue.capacity,
+            "camera_rate_hz": round(s.buffer.rate_hz(), 2), "camera_age_s": None if age is None else round(age, 3),
+            "last_latency_ms": None if s.last_latency_ms is None else round(s.last_latency_ms, 1),
+            **s.stats.summary(), "rss_mb": round(rss_mb(), 1)}
+
+    def _level(self, h: dict) -> tuple[bytes, str]:
+        """WARN while the camera is silent or stale (older than 3 model periods, at least 1 s) or the queue is
+        full: requests that rely on the camera, or any new one, would fail."""
+        if h["camera_age_s"] is None:
+            return DiagnosticStatus.WARN, "no camera frame yet: requests must send their context frames"
+        if h["camera_age_s"] > max(1.0, 3 * self.service.period):
+            return DiagnosticStatus.WARN, f"camera stale: newest frame {h['camera_age_s']:.1f} s old"
+        if h["queued"] >= h["max_queue"]:
+            return DiagnosticStatus.WARN, f"busy: {h['queued']} requests queued (max_queue)"
+        return DiagnosticStatus.OK, f"serving: {h['served']} requests answered, {h['failed']} failed"
+
+    def _publish_status(self) -> None:
+        h = self._health()
+        self.status.publish(String(data=json.dumps(h)))
+        level, message = self._level(h)
+        values = [KeyValue(key=k, value=json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in h.items()]
+        self.diagnostics.publish(DiagnosticArray(
+            header=Header(stamp=self.get_clock().now().to_msg()),
+            status=[DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: world model",
+                                     message=message, hardware_id=self.engine.cfg.name, values=values)]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import io
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -78,34 +79,58 @@ def compressed_to_model_frame(fmt: str, data, resolution, what: str = "compresse
     return fit_image(compressed_to_rgb(fmt, data, what), tuple(resolution))
 
 
+@dataclass(frozen=True)
+class Context:
+    """Frames a request is answered from, with where and when they were taken.
+
+    `stamps` are the frames' capture times (seconds, the camera's clock: its messages' header
+    stamps); the node stamps each predicted frame with the last of them plus its step times the
+    model period, in `frame_id` (the camera's optical frame), so a consumer can line predictions
+    up with the camera stream.
+    """
+
+    frames: np.ndarray  # uint8 [T, 3, h, w], oldest first
+    stamps: tuple[float, ...]
+    frame_id: str = ""
+
+    def future_stamps(self, steps: int, period: float) -> list[float]:
+        """Capture times of the next `steps` frames at the model's rate."""
+        return [self.stamps[-1] + (k + 1) * period for k in range(steps)]
+
+
 class FrameBuffer:
     """The latest camera frames at the model's frame rate (older frames drop out).
 
-    Thread-safe: the camera callback adds while service calls read.
+    Thread-safe: the camera callback adds while service calls read. Every offered message counts
+    toward `rate_hz` (the camera's rate, what a monitor shows), kept or not.
     """
 
     def __init__(self, capacity: int, frame_rate: float):
         if capacity < 1 or not frame_rate > 0:
             raise ValueError(f"frame buffer needs capacity >= 1 and frame_rate > 0, got {capacity}, {frame_rate}")
-        self.frames: deque[np.ndarray] = deque(maxlen=capacity)
+        self.frames: deque[tuple[float, np.ndarray]] = deque(maxlen=capacity)  # (stamp, frame)
         self.period = 1.0 / frame_rate
+        self.frame_id = ""
         self.last_stamp: float | None = None
         self.kept_at: float | None = None  # monotonic time the newest frame was kept
+        self.arrivals: deque[float] = deque(maxlen=64)  # monotonic times of the last offered messages
         self.lock = threading.Lock()
 
-    def offer(self, stamp: float, make_frame) -> bool:
+    def offer(self, stamp: float, make_frame, frame_id: str = "") -> bool:
         """Keeps the frame `make_frame()` builds if `period` has passed since the last kept one.
 
         Camera frames come faster than the model's rate (RT-1: 3 Hz); the skipped ones are
         never decoded. A stamp earlier than the last kept one (a restarted camera, a looping
         recording) starts the count again instead of stalling the buffer.
         """
+        with self.lock:
+            self.arrivals.append(time.monotonic())
         if self.last_stamp is not None and 0 <= stamp - self.last_stamp < self.period * 0.999:
             return False
         frame = make_frame()
         with self.lock:
-            self.frames.append(frame)
-            self.last_stamp, self.kept_at = stamp, time.monotonic()
+            self.frames.append((stamp, frame))
+            self.last_stamp, self.kept_at, self.frame_id = stamp, time.monotonic(), frame_id
         return True
 
     def age(self) -> float | None:
@@ -113,11 +138,22 @@ class FrameBuffer:
         with self.lock:
             return None if self.kept_at is None else time.monotonic() - self.kept_at
 
-    def latest(self, n: int) -> np.ndarray | None:
-        """The last n kept frames [n, 3, h, w] (fewer if fewer were kept), or None if there are none."""
+    def rate_hz(self, window: float = 5.0) -> float:
+        """Camera messages per second over the last `window` seconds (0 when none came)."""
+        now = time.monotonic()
         with self.lock:
-            frames = list(self.frames)[-n:]
-        return np.stack(frames) if frames else None
+            recent = [t for t in self.arrivals if now - t <= window]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(now - recent[0], 1e-6)
+
+    def latest(self, n: int) -> Context | None:
+        """The last n kept frames (fewer if fewer were kept) with their stamps, or None if there are none."""
+        with self.lock:
+            kept, frame_id = list(self.frames)[-n:], self.frame_id
+        if not kept:
+            return None
+        return Context(np.stack([f for _, f in kept]), tuple(t for t, _ in kept), frame_id)
 
     def __len__(self) -> int:
         with self.lock:

@@ -13,6 +13,7 @@ executor so a waiting request never holds the thread the camera needs.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -24,7 +25,7 @@ from typing import TypeVar
 import numpy as np
 
 from genie_robot.models.config import SAMPLING
-from genie_robot.runtime.camera import FrameBuffer
+from genie_robot.runtime.camera import Context, FrameBuffer
 
 T = TypeVar("T")
 
@@ -115,27 +116,79 @@ class ServiceLimits:
     max_queue: int = 16  # requests waiting or running at once; one more is refused with Busy
 
 
+def rss_mb() -> float:
+    """This process's resident memory (MB): /proc on Linux, else the peak from getrusage."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux; macOS reports bytes
+
+
+class RequestStats:
+    """Requests served and failed per endpoint, and the recent engine latencies: what /diagnostics shows."""
+
+    def __init__(self, window: int = 256):
+        self.served: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
+        self.latencies_ms: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def record(self, endpoint: str, ok: bool, latency_ms: float | None = None) -> None:
+        with self._lock:
+            counts = self.served if ok else self.failed
+            counts[endpoint] = counts.get(endpoint, 0) + 1
+            if ok and latency_ms is not None:
+                self.latencies_ms.append(latency_ms)
+
+    def summary(self) -> dict:
+        """Totals, per-endpoint counts, and latency percentiles (ms) over the last `window` answered requests."""
+        with self._lock:
+            lat = np.asarray(self.latencies_ms)
+            out = {"served": sum(self.served.values()), "failed": sum(self.failed.values()),
+                   "served_by_endpoint": dict(self.served), "failed_by_endpoint": dict(self.failed)}
+        for q in (50, 90, 99):
+            out[f"latency_p{q}_ms"] = round(float(np.percentile(lat, q)), 1) if lat.size else None
+        return out
+
+
+@dataclass
+class RolloutResult:
+    frames: np.ndarray  # uint8 [num_candidates * horizon, 3, h, w], candidate-major
+    stamps: list[float]  # each frame's time: the last context frame's plus its step times the model period
+    context: Context
+    inference_ms: float
+
+
 class WorldModelService:
     def __init__(self, engine, limits: ServiceLimits, buffer: FrameBuffer):
         self.engine, self.limits, self.buffer = engine, limits, buffer
         self.queue = RequestQueue(limits.max_queue)
+        self.stats = RequestStats()
         self.last_latency_ms: float | None = None
 
     # --- checks ---------------------------------------------------------------------------
-    def _within_context(self, frames: list[np.ndarray], what: str) -> None:
-        if len(frames) > self.limits.max_context:
-            raise RequestError(f"{len(frames)} {what} exceed max_context={self.limits.max_context}")
+    def _within_context(self, n: int, what: str) -> None:
+        if n > self.limits.max_context:
+            raise RequestError(f"{n} {what} exceed max_context={self.limits.max_context}")
 
-    def context(self, frames: list[np.ndarray]) -> np.ndarray:
-        """The request's frames [T, 3, h, w], or the latest camera frames when it has none."""
-        self._within_context(frames, "context frames")
-        if frames:
-            return np.stack(frames)
+    def context(self, request: Context | None) -> Context:
+        """The request's frames, or the latest camera frames when it sent none."""
+        if request is not None:
+            self._within_context(len(request.frames), "context frames")
+            return request
         latest = self.buffer.latest(self.limits.context_frames)
         if latest is None:
             raise RequestError("no camera frame received yet and the request's context is empty: publish images "
                                "on the node's `image` topic or send context frames")
         return latest
+
+    @property
+    def period(self) -> float:
+        """Seconds between the model's frames (1 / frame_rate): the step of predicted frames' stamps."""
+        return self.buffer.period
 
     def _count(self, name: str, value: int, limit: int, param: str) -> int:
         if not 1 <= value <= limit:
@@ -160,39 +213,41 @@ class WorldModelService:
                 int(steps) if steps > 0 else self.limits.maskgit_steps)
 
     # --- calls ----------------------------------------------------------------------------
-    def rollout(self, frames: list[np.ndarray], latent_actions, num_candidates: int, horizon: int,
-                temperature: float, maskgit_steps: int, seed: int) -> tuple[np.ndarray, float]:
-        """Predicted frames [num_candidates * horizon, 3, h, w] (candidate-major) and the time taken (ms)."""
+    def rollout(self, context: Context | None, latent_actions, num_candidates: int, horizon: int,
+                temperature: float, maskgit_steps: int, seed: int) -> RolloutResult:
+        """Each candidate's predicted frames from `context` (None: the camera's latest frames)."""
         b = self._count("num_candidates", num_candidates, self.limits.max_candidates, "max_candidates")
         h = self._count("horizon", horizon, self.limits.max_horizon, "max_horizon")
         acts = self._actions(latent_actions, b * h, f"num_candidates * horizon = {b} * {h}").reshape(b, h)
         temp, steps = self._sampling(temperature, maskgit_steps)
-        ctx = self.context(frames)
+        ctx = self.context(context)
 
         def run():
             start = time.perf_counter()
-            out = self.engine.imagine(ctx, acts, steps=steps, temperature=temp, seed=int(seed))
+            out = self.engine.imagine(ctx.frames, acts, steps=steps, temperature=temp, seed=int(seed))
             self.last_latency_ms = (time.perf_counter() - start) * 1000  # the engine's time, not the wait
             return out, self.last_latency_ms
 
         out, ms = self.queue.run(run)
-        return out.frames.reshape(b * h, *out.frames.shape[2:]), ms
+        frames = out.frames.reshape(b * h, *out.frames.shape[2:])
+        return RolloutResult(frames, ctx.future_stamps(h, self.period) * b, ctx, ms)
 
     def infer_actions(self, frames: list[np.ndarray]) -> np.ndarray:
         if len(frames) < 2:
             raise RequestError(f"infer_actions needs at least 2 frames, got {len(frames)}")
-        self._within_context(frames, "frames")
+        self._within_context(len(frames), "frames")
         return self.queue.run(self.engine.infer_actions, np.stack(frames))
 
-    def plan(self, goal: np.ndarray, frames: list[np.ndarray], horizon: int, num_samples: int, iterations: int,
+    def plan(self, goal: np.ndarray, context: Context | None, horizon: int, num_samples: int, iterations: int,
              seed: int, progress=None, cancelled=lambda: False):
-        """CEM toward `goal` [3, h, w]; `progress(iteration, best_cost)` per iteration; raises Cancelled."""
+        """CEM toward `goal` [3, h, w] from `context` (None: the camera's latest frames): the plan and the
+        context used. `progress(iteration, best_cost)` per iteration; raises Cancelled."""
         from genie_robot.planning.cem import plan
 
         h = self._count("horizon", horizon, self.limits.max_horizon, "max_horizon")
         n = self._count("num_samples", num_samples, self.limits.max_candidates, "max_candidates")
         its = self._count("iterations", iterations, 100, "at most 100")
-        ctx = self.context(frames)
+        ctx = self.context(context)
 
         def report(it: int, best: float) -> None:
             if cancelled():
@@ -203,7 +258,7 @@ class WorldModelService:
         def run():
             if cancelled():  # cancelled while it waited
                 raise Cancelled()
-            return plan(self.engine, ctx, goal, horizon=h, num_samples=n, iterations=its, seed=int(seed),
+            return plan(self.engine, ctx.frames, goal, horizon=h, num_samples=n, iterations=its, seed=int(seed),
                         steps=self.limits.maskgit_steps, temperature=self.limits.temperature, progress=report)
 
-        return self.queue.run(run)
+        return self.queue.run(run), ctx

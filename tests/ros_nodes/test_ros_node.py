@@ -31,6 +31,7 @@ CAMERA = textwrap.dedent("""
         msg = Image(height=f.shape[0], width=f.shape[1], encoding="bgr8", step=f.shape[1] * 3,
                     data=np.ascontiguousarray(f).tobytes())
         msg.header.stamp = node.get_clock().now().to_msg()
+        msg.header.frame_id = "head_camera_optical"
         pub.publish(msg)
         i += 1
         time.sleep(period)
@@ -43,6 +44,7 @@ CLIENT_PRELUDE = textwrap.dedent("""
     from rclpy.action import ActionClient
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
+    from diagnostic_msgs.msg import DiagnosticArray
     from genie_robot_interfaces.srv import Rollout, InferActions
     from genie_robot_interfaces.action import Plan
     rclpy.init()
@@ -104,6 +106,18 @@ MAIN = CLIENT_PRELUDE + textwrap.dedent("""
     r = call_rollout(latent_actions=[0, 1, 2, 3, 4, 5], num_candidates=3, horizon=2)  # camera context
     out["rollout"] = [r.success, len(r.frames), r.frames[0].encoding, r.frames[0].height, r.frames[0].width,
                       len(r.frames[0].data), r.inference_ms > 0]
+    sec = lambda t: t.sec + t.nanosec * 1e-9  # noqa: E731
+    out["rollout_stamps"] = {"context": [sec(t) for t in r.context_stamps],
+                             "frames": [sec(f.header.stamp) for f in r.frames],
+                             "frame_ids": sorted({f.header.frame_id for f in r.frames}),
+                             "now": node.get_clock().now().nanoseconds * 1e-9}
+    sent = [image(fill=f) for f in (10, 20, 30)]  # a request's own context, stamped 0.2 s apart
+    for i, m in enumerate(sent):
+        m.header.stamp.sec, m.header.stamp.nanosec, m.header.frame_id = 1000, 200_000_000 * i, "wrist"
+    r = call_rollout(context=sent, latent_actions=[1, 2, 3], horizon=3)
+    out["sent_stamps"] = {"context": [sec(t) for t in r.context_stamps],
+                          "frames": [sec(f.header.stamp) for f in r.frames],
+                          "frame_ids": sorted({f.header.frame_id for f in r.frames})}
     r = done(infer.call_async(InferActions.Request(frames=[image(120, 160, "rgba8", 5), image(120, 160, "mono8", 80),
                                                            image(120, 160, fill=200)])))
     out["infer"] = [r.success, len(r.latent_actions), max(r.latent_actions) < 8]
@@ -114,6 +128,9 @@ MAIN = CLIENT_PRELUDE + textwrap.dedent("""
     res = done(handle.get_result_async()).result
     out["plan"] = [res.success, len(res.latent_actions), len(res.predicted_frames), len(res.robot_actions),
                    res.cost >= 0, feedback]
+    out["plan_stamps"] = {"context": [sec(t) for t in res.context_stamps],
+                          "frames": [sec(f.header.stamp) for f in res.predicted_frames],
+                          "frame_ids": sorted({f.header.frame_id for f in res.predicted_frames})}
 
     bad = {
         "encoding": dict(context=[image(encoding="16UC1")]),
@@ -146,6 +163,16 @@ MAIN = CLIENT_PRELUDE + textwrap.dedent("""
     done(handle.cancel_goal_async())
     res = done(handle.get_result_async())
     out["cancel"] = [res.status, res.result.success, res.result.message, len(feedback) < 60]
+
+    # /diagnostics after all of the above: the next report counts it.
+    diagnostics = []
+    node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    deadline = time.time() + 10
+    while time.time() < deadline and len(diagnostics) < 2:
+        rclpy.spin_once(node, timeout_sec=0.2)
+    d = diagnostics[-1].status[0]
+    out["diagnostics"] = {"name": d.name, "level": int.from_bytes(d.level, "little"), "message": d.message,
+                          "hardware_id": d.hardware_id, "values": {kv.key: kv.value for kv in d.values}}
     print(json.dumps(out))
 """)
 
@@ -211,6 +238,29 @@ def test_node_serves_rollout_infer_actions_and_plan_and_survives_bad_input(node,
     assert out["rollout"] == [True, 6, "rgb8", 16, 20, 16 * 20 * 3, True]
     assert out["infer"] == [True, 2, True]
     assert out["plan"] == [True, 2, 2, 0, True, [1, 2, 3]]
+    # Stamps: each predicted frame is the last context frame's time plus its step at the model's rate
+    # (frame_rate 5: 0.2 s), in the camera's frame; the response lists the context frames' stamps.
+    st = out["rollout_stamps"]
+    assert len(st["context"]) >= 3 and st["context"] == sorted(st["context"])
+    assert st["frame_ids"] == ["head_camera_optical"]
+    assert 0 < st["now"] - st["context"][-1] < 30
+    assert st["frames"] == pytest.approx([st["context"][-1] + 0.2 * k for k in (1, 2)] * 3, abs=1e-6)
+    sent = out["sent_stamps"]
+    assert sent["context"] == pytest.approx([1000.0, 1000.2, 1000.4]) and sent["frame_ids"] == ["wrist"]
+    assert sent["frames"] == pytest.approx([1000.6, 1000.8, 1001.0], abs=1e-6)
+    plan = out["plan_stamps"]
+    assert plan["frame_ids"] == ["head_camera_optical"]
+    assert plan["frames"] == pytest.approx([plan["context"][-1] + 0.2 * k for k in (1, 2)], abs=1e-6)
+    # /diagnostics: what a robot monitor shows, from the same snapshot as ~/status.
+    d = out["diagnostics"]
+    assert d["name"] == "/world_model_node: world model" and d["level"] == 0 and d["hardware_id"] == "tiny"
+    v = d["values"]
+    assert v["engine"] == "onnx" and v["provider"] == "CPUExecutionProvider" and v["model"].endswith("tiny")
+    assert 2 < float(v["camera_rate_hz"]) < 15 and float(v["camera_age_s"]) < 1.0  # the camera plays at 10 Hz
+    assert int(v["served"]) >= 16 and int(v["failed"]) >= 14  # the 13 bad rollouts, the bad goal, the cancel
+    assert json.loads(v["failed_by_endpoint"])["rollout"] >= 12
+    assert 0 < float(v["latency_p50_ms"]) <= float(v["latency_p99_ms"]) and float(v["rss_mb"]) > 50
+    assert d["message"].startswith("serving: ")
     expected = {
         "encoding": "unsupported encoding '16UC1'", "data_length": "data has 10 bytes, expected step * height",
         "zero_size": "height and width must be > 0", "actions_length": "latent_actions has 3 ids, expected",

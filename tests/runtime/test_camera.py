@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -33,15 +35,29 @@ def test_bad_images_say_what_is_wrong(args, message):
         to_rgb(*args)
 
 
-def test_frame_buffer_keeps_the_model_rate_and_survives_a_camera_restart():
+def test_frame_buffer_keeps_the_model_rate_with_stamps_and_survives_a_camera_restart():
     buf = FrameBuffer(capacity=3, frame_rate=3.0)
     frame = lambda v: (lambda: np.full((3, 2, 2), v, np.uint8))  # noqa: E731
-    kept = [buf.offer(t, frame(i)) for i, t in enumerate([0.0, 0.1, 0.34, 0.5, 0.7, 1.04])]
+    kept = [buf.offer(t, frame(i), "cam") for i, t in enumerate([0.0, 0.1, 0.34, 0.5, 0.7, 1.04])]
     assert kept == [True, False, True, False, True, True]
-    assert buf.latest(5)[:, 0, 0, 0].tolist() == [2, 4, 5]  # capacity 3: the oldest dropped out
-    assert buf.offer(0.0, frame(9))  # stamps went back (restart, looping recording): not stalled
-    assert buf.latest(1)[0, 0, 0, 0] == 9 and len(buf) == 3
+    ctx = buf.latest(5)
+    assert ctx.frames[:, 0, 0, 0].tolist() == [2, 4, 5]  # capacity 3: the oldest dropped out
+    assert ctx.stamps == (0.34, 0.7, 1.04) and ctx.frame_id == "cam"
+    # Predicted frames follow the last context frame at the model's rate.
+    assert ctx.future_stamps(2, buf.period) == pytest.approx([1.04 + 1 / 3, 1.04 + 2 / 3])
+    assert buf.offer(0.0, frame(9), "cam2")  # stamps went back (restart, looping recording): not stalled
+    last = buf.latest(1)
+    assert last.frames[0, 0, 0, 0] == 9 and last.stamps == (0.0,) and last.frame_id == "cam2" and len(buf) == 3
     assert FrameBuffer(2, 3.0).latest(2) is None
+
+
+def test_frame_buffer_reports_the_camera_rate_counting_skipped_messages():
+    buf = FrameBuffer(capacity=2, frame_rate=1.0)
+    assert buf.rate_hz() == 0.0
+    for i in range(11):  # 11 messages 20 ms apart: 50 Hz, of which the buffer keeps one (1 Hz model rate)
+        buf.offer(i * 0.02, lambda: np.zeros((3, 2, 2), np.uint8))
+        time.sleep(0.02)
+    assert len(buf) == 1 and 30 < buf.rate_hz() < 55
 
 
 def test_compressed_camera_images_decode_by_content_and_bad_ones_say_why():
