@@ -30,7 +30,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -45,24 +45,44 @@ from genie_robot.runtime.service import Cancelled, RequestError, ServiceLimits, 
 from genie_robot_interfaces.action import Plan
 from genie_robot_interfaces.srv import InferActions, Rollout
 
-PARAMETERS = {  # name: (default, description)
-    "model_dir": ("", "exported model directory (engine onnx) or training run directory (engine torch)"),
-    "engine": ("onnx", "onnx (onnxruntime, no torch) or torch"),
+# name: (default, description, (low, high) range or None, when a change applies). `live`: at once, through
+# the parameter callback (the next request uses it); `start`: read-only, the node's subscriptions,
+# executor or engine limits are sized from it; `model`: only while no model is loaded (rejected now,
+# with the reason).
+PARAMETERS = {
+    "model_dir": ("", "exported model directory (engine onnx) or training run directory (engine torch)", None,
+                  "model"),
+    "engine": ("onnx", "onnx (onnxruntime, no torch) or torch", None, "model"),
     "providers": (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-                  "onnxruntime execution providers, first available wins"),
-    "context_frames": (8, "camera frames used as context when a request brings none"),
-    "frame_rate": (3.0, "Hz: camera frames are subsampled to the model's rate (RT-1: 3 Hz)"),
-    "max_candidates": (64, "largest num_candidates / num_samples accepted"),
-    "max_horizon": (16, "largest horizon accepted"),
-    "max_context": (16, "most context frames a request may send"),
-    "temperature": (SAMPLING.temperature, "MaskGIT temperature for requests that send <= 0"),
-    "maskgit_steps": (SAMPLING.steps, "MaskGIT steps for requests that send 0"),
-    "camera_qos": ("sensor_data", "sensor_data (best effort) or reliable"),
+                  "onnxruntime execution providers, first available wins", None, "model"),
+    "context_frames": (8, "camera frames used as context when a request brings none (at most the model's window)",
+                       (1, 64), "live"),
+    "frame_rate": (3.0, "Hz: camera frames are subsampled to the model's rate (RT-1: 3 Hz)", (0.1, 100.0), "live"),
+    "max_candidates": (64, "largest num_candidates / num_samples accepted", (1, 1024), "start"),
+    "max_horizon": (16, "largest horizon accepted", (1, 256), "start"),
+    "max_context": (16, "most context frames a request may send", (1, 256), "start"),
+    "temperature": (SAMPLING.temperature, "MaskGIT temperature for requests that send <= 0", (0.01, 100.0), "live"),
+    "maskgit_steps": (SAMPLING.steps, "MaskGIT steps for requests that send 0", (1, 256), "live"),
+    "camera_qos": ("sensor_data", "sensor_data (best effort) or reliable", None, "start"),
     "camera_transport": ("raw", "raw (sensor_msgs/Image on `image`) or compressed (sensor_msgs/CompressedImage, "
-                                "JPEG or PNG, on `image/compressed`)"),
-    "camera_depth": (5, "camera subscription queue depth"),
-    "max_queue": (16, "requests waiting or running at once; one more is refused as busy with a retry hint"),
+                                "JPEG or PNG, on `image/compressed`)", None, "start"),
+    "camera_depth": (5, "camera subscription queue depth", (1, 1000), "start"),
+    "max_queue": (16, "requests waiting or running at once; one more is refused as busy with a retry hint",
+                  (1, 1024), "start"),
 }
+
+
+def descriptor(name: str) -> ParameterDescriptor:
+    """The parameter's description, range and read-only flag, as `ros2 param describe` shows them."""
+    default, description, bounds, applies = PARAMETERS[name]
+    d = ParameterDescriptor(description=f"{description} [applies: {applies}]", read_only=applies == "start")
+    if bounds is not None and isinstance(default, int):
+        d.integer_range = [IntegerRange(from_value=bounds[0], to_value=bounds[1], step=1)]
+    elif bounds is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=bounds[0], to_value=bounds[1], step=0.0)]
+    return d
+
+
 # Executor threads beyond one per queued request: the camera, the status timer, action goal and
 # cancel callbacks, and a request being refused as busy.
 SPARE_THREADS = 4
@@ -83,8 +103,8 @@ def image_msg(frame: np.ndarray, stamp: float = 0.0, frame_id: str = "") -> Imag
 class WorldModelNode(Node):
     def __init__(self):
         super().__init__("world_model_node")
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        for name, (default, *_) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor(name))
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         self._check(p)
         self.engine = self._load(p)
@@ -98,6 +118,7 @@ class WorldModelNode(Node):
         self.provider = getattr(self.engine, "active", "torch")
         self.engine_kind = p["engine"]
         self._dropped_warned = 0.0
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
         # sensor_data: best effort, like rclpy's preset (a new profile: the preset is a shared global).
         qos = QoSProfile(depth=p["camera_depth"], reliability=ReliabilityPolicy.BEST_EFFORT
@@ -137,6 +158,25 @@ class WorldModelNode(Node):
         for name in ("frame_rate", "temperature"):
             if not isinstance(p[name], float) or not p[name] > 0:
                 raise ValueError(f"parameter {name} must be a number > 0, got {p[name]!r}")
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Applies `live` parameters to the next request; refuses the rest with the reason. rclpy has
+        already checked types, ranges and read-only flags."""
+        for prm in params:
+            applies = PARAMETERS.get(prm.name, (None, None, None, None))[3]
+            if applies == "model":
+                return SetParametersResult(successful=False, reason=f"{prm.name} selects the loaded model: it takes "
+                                           "effect when the node starts (restart it with the new value)")
+            if prm.name == "context_frames" and prm.value > self.engine.cfg.frames:
+                return SetParametersResult(successful=False, reason=f"context_frames {prm.value} exceeds the "
+                                           f"model's window of {self.engine.cfg.frames} frames")
+        limits, buffer = self.service.limits, self.service.buffer
+        for prm in params:
+            if prm.name in ("context_frames", "temperature", "maskgit_steps"):
+                setattr(limits, prm.name, prm.value)
+            elif prm.name == "frame_rate":
+                buffer.period = 1.0 / prm.value
+        return SetParametersResult(successful=True)
 
     @staticmethod
     def _load(p: dict):
@@ -269,6 +309,8 @@ class WorldModelNode(Node):
             "queued": len(s.queue), "max_queue": s.queue.capacity,
             "camera_rate_hz": round(s.buffer.rate_hz(), 2), "camera_age_s": None if age is None else round(age, 3),
             "last_latency_ms": None if s.last_latency_ms is None else round(s.last_latency_ms, 1),
+            "context_frames": s.limits.context_frames, "frame_rate": round(1.0 / s.buffer.period, 3),
+            "temperature": s.limits.temperature, "maskgit_steps": s.limits.maskgit_steps,
             **s.stats.summary(), "rss_mb": round(rss_mb(), 1)}
 
     def _level(self, h: dict) -> tuple[bytes, str]:

@@ -164,6 +164,31 @@ MAIN = CLIENT_PRELUDE + textwrap.dedent("""
     res = done(handle.get_result_async())
     out["cancel"] = [res.status, res.result.success, res.result.message, len(feedback) < 60]
 
+    # Parameters, as `ros2 param set` / `describe` send them: live ones apply, the rest are refused with why.
+    from rcl_interfaces.srv import DescribeParameters, SetParameters
+    from rclpy.parameter import Parameter
+    set_params = node.create_client(SetParameters, "/world_model_node/set_parameters")
+    describe = node.create_client(DescribeParameters, "/world_model_node/describe_parameters")
+    def set_param(name, value):
+        msg = Parameter(name, value=value).to_parameter_msg()
+        r = done(set_params.call_async(SetParameters.Request(parameters=[msg])))
+        return [r.results[0].successful, r.results[0].reason]
+    out["params"] = {label: set_param(name, value) for label, name, value in [
+        ("steps", "maskgit_steps", 7), ("temperature", "temperature", 0.7), ("rate", "frame_rate", 4.0),
+        ("context", "context_frames", 3), ("steps_zero", "maskgit_steps", 0), ("temperature_neg", "temperature", -1.0),
+        ("context_99", "context_frames", 99), ("context_window", "context_frames", 6), ("queue", "max_queue", 4),
+        ("model_dir", "model_dir", "/elsewhere")]}
+    d = done(describe.call_async(DescribeParameters.Request(names=["maskgit_steps", "frame_rate", "max_queue"])))
+    out["describe"] = [[x.read_only, [(r.from_value, r.to_value) for r in x.integer_range],
+                        [(r.from_value, r.to_value) for r in x.floating_point_range]] for x in d.descriptors]
+    status.clear()
+    while not status:
+        rclpy.spin_once(node, timeout_sec=0.2)
+    out["status_after_params"] = {k: status[-1][k] for k in ("maskgit_steps", "temperature", "frame_rate",
+                                                              "context_frames")}
+    r = call_rollout(maskgit_steps=0)  # the node's default: now 7 steps
+    out["rollout_after_params"] = r.success
+
     # /diagnostics after all of the above: the next report counts it.
     diagnostics = []
     node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
@@ -251,6 +276,18 @@ def test_node_serves_rollout_infer_actions_and_plan_and_survives_bad_input(node,
     plan = out["plan_stamps"]
     assert plan["frame_ids"] == ["head_camera_optical"]
     assert plan["frames"] == pytest.approx([plan["context"][-1] + 0.2 * k for k in (1, 2)], abs=1e-6)
+    # Parameters: ranges and read-only flags as declared; live ones apply to the next request.
+    prm = out["params"]
+    assert all(prm[k] == [True, ""] for k in ("steps", "temperature", "rate", "context")), prm
+    for k in ("steps_zero", "temperature_neg", "context_99"):
+        assert not prm[k][0] and "out of range" in prm[k][1], prm[k]
+    assert prm["context_window"] == [False, "context_frames 6 exceeds the model's window of 4 frames"]
+    assert not prm["queue"][0] and "read-only" in prm["queue"][1]
+    assert not prm["model_dir"][0] and "takes effect when the node starts" in prm["model_dir"][1]
+    assert out["describe"] == [[False, [[1, 256]], []], [False, [], [[0.1, 100.0]]], [True, [[1, 1024]], []]]
+    assert out["status_after_params"] == {"maskgit_steps": 7, "temperature": 0.7, "frame_rate": 4.0,
+                                          "context_frames": 3}
+    assert out["rollout_after_params"]
     # /diagnostics: what a robot monitor shows, from the same snapshot as ~/status.
     d = out["diagnostics"]
     assert d["name"] == "/world_model_node: world model" and d["level"] == 0 and d["hardware_id"] == "tiny"
