@@ -1,13 +1,15 @@
-"""`world_model_node`: the world model as a ROS 2 node (a thin layer over genie_robot.runtime).
+"""`world_model_node`: the world model as a ROS 2 lifecycle node (a thin layer over genie_robot.runtime).
 
-Watches the camera (`image`, remappable; rgb8, bgr8, rgba8, bgra8 or mono8, any size; or with
-`camera_transport: compressed`, sensor_msgs/CompressedImage JPEG or PNG on `image/compressed`, as
-image_transport names it) and keeps the latest frames at the model's rate; serves `~/rollout`
-and `~/infer_actions` (genie_robot_interfaces/srv) and the `~/plan` action (feedback per CEM
-iteration, cancel honoured); publishes its health at 1 Hz on `/diagnostics` (DiagnosticArray: model,
-engine, provider, camera rate and age, requests served and failed, latency percentiles, memory) and
-as JSON on `~/status`. Predicted frames carry the camera's frame_id and stamps (the last context
-frame's plus each step times the model period); responses list the context frames' stamps.
+Lifecycle: configure loads the model, activate serves, deactivate stops, cleanup frees the model
+(`WorldModelNode`); with `autostart` it brings itself up. While active it watches the camera
+(`image`, remappable; rgb8, bgr8, rgba8, bgra8 or mono8, any size; or with `camera_transport:
+compressed`, sensor_msgs/CompressedImage JPEG or PNG on `image/compressed`, as image_transport
+names it) and keeps the latest frames at the model's rate; serves `~/rollout` and `~/infer_actions`
+(genie_robot_interfaces/srv) and the `~/plan` action (feedback per CEM iteration, cancel honoured).
+It publishes its health at 1 Hz on `/diagnostics` (DiagnosticArray: model, engine, provider, camera
+rate and age, requests served and failed, latency percentiles, memory) and as JSON on `~/status`.
+Predicted frames carry the camera's frame_id and stamps (the last context frame's plus each step
+times the model period); responses list the context frames' stamps.
 Requests run one at a time, in arrival order, on one engine thread (genie_robot.runtime.service.RequestQueue);
 a plan goal is accepted while another runs and waits its turn. At most `max_queue` requests wait or run;
 one more gets success=false, "busy: ..., retry after N ms". The executor has a thread for each of
@@ -24,7 +26,10 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -34,7 +39,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
@@ -69,6 +74,8 @@ PARAMETERS = {
     "camera_depth": (5, "camera subscription queue depth", (1, 1000), "start"),
     "max_queue": (16, "requests waiting or running at once; one more is refused as busy with a retry hint",
                   (1, 1024), "start"),
+    "autostart": (True, "configure and activate at start; false: wait for lifecycle transitions (a launch file's "
+                        "or a lifecycle manager's)", None, "start"),
 }
 
 
@@ -100,35 +107,27 @@ def image_msg(frame: np.ndarray, stamp: float = 0.0, frame_id: str = "") -> Imag
                  step=w * 3, data=np.ascontiguousarray(frame.transpose(1, 2, 0)).tobytes())
 
 
-class WorldModelNode(Node):
+class WorldModelNode(LifecycleNode):
+    """A managed (lifecycle) node. configure loads and checks the model; activate subscribes to the camera
+    and starts answering; deactivate stops answering (requests already running finish first, a running
+    plan is stopped at its next iteration); cleanup frees the model. A model swap: deactivate, cleanup,
+    set model_dir, configure, activate. With `autostart` (the default) the node configures and
+    activates itself. Its endpoints exist in every state and answer success=false with the state
+    while it is not active: a service destroyed under a request in flight would lose the answer."""
+
     def __init__(self):
         super().__init__("world_model_node")
         for name, (default, *_) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor(name))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self._check(p)
-        self.engine = self._load(p)
-        cfg = self.engine.cfg
-        limits = ServiceLimits(context_frames=min(p["context_frames"], cfg.frames), max_candidates=p["max_candidates"],
-                               max_horizon=p["max_horizon"], max_context=p["max_context"],
-                               temperature=p["temperature"], maskgit_steps=p["maskgit_steps"],
-                               max_queue=p["max_queue"])
-        self.service = WorldModelService(self.engine, limits, FrameBuffer(p["max_context"], p["frame_rate"]))
-        self.resolution = list(cfg.resolution)
-        self.provider = getattr(self.engine, "active", "torch")
-        self.engine_kind = p["engine"]
+        self.engine = self.service = None
+        self.phase, self.last_error = "unconfigured", ""
+        self.engine_kind, self.provider = "", ""
+        self._camera = None
         self._dropped_warned = 0.0
+        self._inflight, self._inflight_lock = 0, threading.Lock()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        # sensor_data: best effort, like rclpy's preset (a new profile: the preset is a shared global).
-        qos = QoSProfile(depth=p["camera_depth"], reliability=ReliabilityPolicy.BEST_EFFORT
-                         if p["camera_qos"] == "sensor_data" else ReliabilityPolicy.RELIABLE)
-        camera_group, work = MutuallyExclusiveCallbackGroup(), ReentrantCallbackGroup()
-        if p["camera_transport"] == "compressed":
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos,
-                                     callback_group=camera_group)
-        else:
-            self.create_subscription(Image, "image", self._on_image, qos, callback_group=camera_group)
+        self._camera_group, work = MutuallyExclusiveCallbackGroup(), ReentrantCallbackGroup()
         self.create_service(Rollout, "~/rollout", self._rollout, callback_group=work)
         self.create_service(InferActions, "~/infer_actions", self._infer_actions, callback_group=work)
         self.plan_server = ActionServer(self, Plan, "~/plan", execute_callback=self._plan,
@@ -136,11 +135,96 @@ class WorldModelNode(Node):
                                         cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=work)
         self.status = self.create_publisher(String, "~/status", 10)
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(1.0, self._publish_status, callback_group=camera_group)
-        self.get_logger().info(f"world model {p['model_dir']} ({p['engine']}, {self.provider}) ready: "
-                               f"{cfg.name}, {self.resolution[0]}x{self.resolution[1]}, window {cfg.frames}")
+        self.create_timer(1.0, self._publish_status, callback_group=self._camera_group)
 
-    # --- start ----------------------------------------------------------------------------
+    def _params(self) -> dict:
+        return {name: self.get_parameter(name).value for name in PARAMETERS}
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self._params()
+        try:
+            self._check(p)
+            engine = self._load(p)
+        except Exception as e:  # a bad model_dir or parameter: stays unconfigured, says why
+            self.last_error = f"configure failed: {e}"
+            self.get_logger().error(self.last_error)
+            return TransitionCallbackReturn.FAILURE
+        cfg = engine.cfg
+        limits = ServiceLimits(context_frames=min(p["context_frames"], cfg.frames), max_candidates=p["max_candidates"],
+                               max_horizon=p["max_horizon"], max_context=p["max_context"],
+                               temperature=p["temperature"], maskgit_steps=p["maskgit_steps"],
+                               max_queue=p["max_queue"])
+        self.service = WorldModelService(engine, limits, FrameBuffer(p["max_context"], p["frame_rate"]))
+        self.engine, self.engine_kind = engine, p["engine"]
+        self.provider = getattr(engine, "active", "torch")
+        self.phase, self.last_error = "inactive", ""
+        self.get_logger().info(f"world model {p['model_dir']} ({p['engine']}, {self.provider}) loaded: "
+                               f"{cfg.name}, {cfg.resolution[0]}x{cfg.resolution[1]}, window {cfg.frames}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self._params()
+        if not Path(p["model_dir"]).exists():  # what is served must still be what is deployed
+            self.last_error = (f"activate failed: model_dir {p['model_dir']} no longer exists (it was loaded at "
+                               "configure): clean up and configure again with a model that exists")
+            self.get_logger().error(self.last_error)
+            return TransitionCallbackReturn.FAILURE
+        # sensor_data: best effort, like rclpy's preset (a new profile: the preset is a shared global).
+        qos = QoSProfile(depth=p["camera_depth"], reliability=ReliabilityPolicy.BEST_EFFORT
+                         if p["camera_qos"] == "sensor_data" else ReliabilityPolicy.RELIABLE)
+        kind, topic = (CompressedImage, "image/compressed") if p["camera_transport"] == "compressed" \
+            else (Image, "image")
+        self._camera = self.create_subscription(kind, topic, self._on_image, qos, callback_group=self._camera_group)
+        self.phase, self.last_error = "active", ""
+        self.get_logger().info("world model active: serving")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.phase = "inactive"  # new requests are refused from here on
+        if self._camera is not None:
+            self.destroy_subscription(self._camera)
+            self._camera = None
+        deadline = time.monotonic() + 300
+        while self._inflight and time.monotonic() < deadline:  # running requests finish on this model
+            time.sleep(0.01)
+        self.get_logger().info("world model inactive")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unload()
+        self.phase = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._camera is not None:
+            self.destroy_subscription(self._camera)
+            self._camera = None
+        self._unload()
+        self.phase = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _unload(self) -> None:
+        if self.service is not None:
+            self.service.queue.close()
+        self.engine = self.service = None
+
+    @contextmanager
+    def _serving(self):
+        """Counts a request in flight (deactivate waits for it); refuses it unless the node is active."""
+        with self._inflight_lock:
+            self._inflight += 1
+        try:
+            if self.phase != "active" or self.service is None:
+                raise RequestError(f"the world model is not active (lifecycle state: {self.phase}); "
+                                   + (self.last_error or "activate the node (it may be swapping its model): "
+                                      "retry later"))
+            yield self.service
+        finally:
+            with self._inflight_lock:
+                self._inflight -= 1
+
+    # --- parameters -----------------------------------------------------------------------
     @staticmethod
     def _check(p: dict) -> None:
         if not p["model_dir"]:
@@ -151,26 +235,23 @@ class WorldModelNode(Node):
             raise ValueError(f"parameter camera_transport must be raw or compressed, got '{p['camera_transport']}'")
         if p["camera_qos"] not in ("sensor_data", "reliable"):
             raise ValueError(f"parameter camera_qos must be sensor_data or reliable, got '{p['camera_qos']}'")
-        for name in ("context_frames", "max_candidates", "max_horizon", "max_context", "maskgit_steps",
-                     "camera_depth", "max_queue"):
-            if not isinstance(p[name], int) or p[name] < 1:
-                raise ValueError(f"parameter {name} must be an integer >= 1, got {p[name]!r}")
-        for name in ("frame_rate", "temperature"):
-            if not isinstance(p[name], float) or not p[name] > 0:
-                raise ValueError(f"parameter {name} must be a number > 0, got {p[name]!r}")
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Applies `live` parameters to the next request; refuses the rest with the reason. rclpy has
         already checked types, ranges and read-only flags."""
+        engine, service = self.engine, self.service
         for prm in params:
             applies = PARAMETERS.get(prm.name, (None, None, None, None))[3]
-            if applies == "model":
-                return SetParametersResult(successful=False, reason=f"{prm.name} selects the loaded model: it takes "
-                                           "effect when the node starts (restart it with the new value)")
-            if prm.name == "context_frames" and prm.value > self.engine.cfg.frames:
+            if applies == "model" and engine is not None:
+                return SetParametersResult(successful=False, reason=f"{prm.name} selects the model, and one is "
+                                           f"loaded (state: {self.phase}): deactivate and clean up the node, set "
+                                           f"{prm.name}, then configure and activate it")
+            if prm.name == "context_frames" and engine is not None and prm.value > engine.cfg.frames:
                 return SetParametersResult(successful=False, reason=f"context_frames {prm.value} exceeds the "
-                                           f"model's window of {self.engine.cfg.frames} frames")
-        limits, buffer = self.service.limits, self.service.buffer
+                                           f"model's window of {engine.cfg.frames} frames")
+        if service is None:  # read at the next configure
+            return SetParametersResult(successful=True)
+        limits, buffer = service.limits, service.buffer
         for prm in params:
             if prm.name in ("context_frames", "temperature", "maskgit_steps"):
                 setattr(limits, prm.name, prm.value)
@@ -193,63 +274,72 @@ class WorldModelNode(Node):
 
     # --- camera ---------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        service = self.service
+        if service is None:  # a message delivered while the node cleaned up
+            return
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 or time.time()  # unstamped: arrival
         if isinstance(msg, CompressedImage):
-            make = lambda: compressed_to_model_frame(msg.format, msg.data, self.resolution, "camera image")  # noqa: E731
+            make = lambda: compressed_to_model_frame(msg.format, msg.data, service.engine.cfg.resolution,  # noqa: E731
+                                                     "camera image")
         else:
-            make = lambda: self._frame(msg, "camera image")  # noqa: E731
+            make = lambda: self._frame(msg, "camera image", service)  # noqa: E731
         try:
-            self.service.buffer.offer(stamp, make, msg.header.frame_id)
+            service.buffer.offer(stamp, make, msg.header.frame_id)
         except FrameError as e:
             now = time.monotonic()
             if now - self._dropped_warned > 5.0:  # throttled: a misconfigured camera sends many
                 self.get_logger().warning(f"dropping camera frames: {e}")
                 self._dropped_warned = now
 
-    def _frame(self, msg: Image, what: str) -> np.ndarray:
-        return to_model_frame(msg.encoding, msg.height, msg.width, msg.step, msg.data, self.resolution, what)
+    @staticmethod
+    def _frame(msg: Image, what: str, service: WorldModelService) -> np.ndarray:
+        return to_model_frame(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                              service.engine.cfg.resolution, what)
 
-    def _frames(self, msgs, what: str) -> list[np.ndarray]:
+    def _frames(self, msgs, what: str, service: WorldModelService) -> list[np.ndarray]:
         """The request's images as model frames; they must share one size (one camera)."""
         for i, m in enumerate(msgs[1:], 1):
             if (m.height, m.width) != (msgs[0].height, msgs[0].width):
                 raise FrameError(f"{what}[{i}] is {m.height}x{m.width} but {what}[0] is {msgs[0].height}x"
                                  f"{msgs[0].width}: a request's frames must come from one camera (one size)")
-        return [self._frame(m, f"{what}[{i}]") for i, m in enumerate(msgs)]
+        return [self._frame(m, f"{what}[{i}]", service) for i, m in enumerate(msgs)]
 
-    def _request_context(self, msgs) -> Context | None:  # (rclpy's Node owns `_context`)
+    def _request_context(self, msgs, service: WorldModelService) -> Context | None:  # (Node owns `_context`)
         """A request's context frames with their stamps (None when it sent none: the camera's are used).
         Frames sent without stamps (zero) count as taken one model period apart, the last when the
         request arrived, so the predictions' stamps still follow the request."""
         if not msgs:
             return None
-        frames = self._frames(msgs, "context")
+        frames = self._frames(msgs, "context", service)
         stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in msgs]
         if not all(stamps):
-            now, period = self.get_clock().now().nanoseconds * 1e-9, self.service.period
+            now, period = self.get_clock().now().nanoseconds * 1e-9, service.period
             stamps = [now - (len(msgs) - 1 - i) * period for i in range(len(msgs))]
         return Context(np.stack(frames), tuple(stamps), msgs[-1].header.frame_id)
 
     # --- endpoints ------------------------------------------------------------------------
     def _answer(self, res, what: str, fill) -> object:
-        """Runs `fill(res)`; a bad request or any failure inside it becomes success=false with the reason.
-        Counted for /diagnostics, with the time the caller waited (queue and engine)."""
-        start = time.perf_counter()
+        """Runs `fill(res, service)` while the node is active; a bad request, an inactive node or any failure
+        inside becomes success=false with the reason. Counted for /diagnostics, with the time the caller
+        waited (queue and engine)."""
+        start, service = time.perf_counter(), None
         try:
-            fill(res)
+            with self._serving() as service:
+                fill(res, service)
             res.success = True
         except (RequestError, FrameError, ValueError) as e:
             res.success, res.message = False, str(e)
         except Exception as e:  # the node keeps serving whatever happens inside one request
             self.get_logger().error(f"{what} failed: {e!r}")
             res.success, res.message = False, f"internal error: {e}"
-        self.service.stats.record(what, res.success, (time.perf_counter() - start) * 1000)
+        if service is not None:
+            service.stats.record(what, res.success, (time.perf_counter() - start) * 1000)
         return res
 
     def _rollout(self, req, res):
-        def fill(res):
-            out = self.service.rollout(self._request_context(req.context), req.latent_actions, req.num_candidates,
-                                       req.horizon, req.temperature, req.maskgit_steps, req.seed)
+        def fill(res, service: WorldModelService):
+            out = service.rollout(self._request_context(req.context, service), req.latent_actions,
+                                  req.num_candidates, req.horizon, req.temperature, req.maskgit_steps, req.seed)
             res.frames = [image_msg(f, t, out.context.frame_id) for f, t in zip(out.frames, out.stamps, strict=True)]
             res.inference_ms = float(out.inference_ms)
             res.context_stamps = [to_time(t) for t in out.context.stamps]
@@ -257,8 +347,8 @@ class WorldModelNode(Node):
         return self._answer(res, "rollout", fill)
 
     def _infer_actions(self, req, res):
-        def fill(res):
-            actions = self.service.infer_actions(self._frames(req.frames, "frames"))
+        def fill(res, service: WorldModelService):
+            actions = service.infer_actions(self._frames(req.frames, "frames", service))
             res.latent_actions = actions.astype(np.uint8).tolist()
 
         return self._answer(res, "infer_actions", fill)
@@ -268,16 +358,19 @@ class WorldModelNode(Node):
         result = Plan.Result()
 
         def progress(iteration: int, best: float) -> None:
+            if self.phase != "active":  # deactivating: stop at this iteration, the model is about to go
+                raise RequestError(f"plan stopped at iteration {iteration}: the node was deactivated")
             goal_handle.publish_feedback(Plan.Feedback(iteration=iteration, best_cost=float(best)))
 
-        start = time.perf_counter()
+        start, service = time.perf_counter(), None
         try:
-            if not len(g.goal.data):
-                raise RequestError("goal image has no data (height, width, encoding and data are required)")
-            goal = self._frame(g.goal, "goal")
-            out, ctx = self.service.plan(goal, self._request_context(g.context), g.horizon, g.num_samples, g.iterations,
-                                         g.seed, progress, lambda: goal_handle.is_cancel_requested)
-            stamps = ctx.future_stamps(len(out.frames), self.service.period)
+            with self._serving() as service:
+                if not len(g.goal.data):
+                    raise RequestError("goal image has no data (height, width, encoding and data are required)")
+                goal = self._frame(g.goal, "goal", service)
+                out, ctx = service.plan(goal, self._request_context(g.context, service), g.horizon, g.num_samples,
+                                        g.iterations, g.seed, progress, lambda: goal_handle.is_cancel_requested)
+            stamps = ctx.future_stamps(len(out.frames), service.period)
             result.latent_actions = out.actions.astype(np.uint8).tolist()
             result.predicted_frames = [image_msg(f, t, ctx.frame_id) for f, t in zip(out.frames, stamps, strict=True)]
             result.context_stamps = [to_time(t) for t in ctx.stamps]
@@ -295,30 +388,38 @@ class WorldModelNode(Node):
             self.get_logger().error(f"plan failed: {e!r}")
             result.success, result.message = False, f"internal error: {e}"
             goal_handle.abort()
-        self.service.stats.record("plan", result.success, (time.perf_counter() - start) * 1000)
+        if service is not None:
+            service.stats.record("plan", result.success, (time.perf_counter() - start) * 1000)
         return result
 
     # --- health ---------------------------------------------------------------------------
     def _health(self) -> dict:
         """One snapshot for ~/status (JSON) and /diagnostics."""
-        s = self.service
+        s, engine = self.service, self.engine
+        h = {"state": self.phase, "error": self.last_error, "rss_mb": round(rss_mb(), 1)}
+        if s is None or engine is None:
+            return {**h, "model": self.get_parameter("model_dir").value}
         age = s.buffer.age()
         return {
-            "model": self.engine.source, "name": self.engine.cfg.name, "engine": self.engine_kind,
+            **h, "model": engine.source, "name": engine.cfg.name, "engine": self.engine_kind,
             "provider": self.provider, "buffer": len(s.buffer), "buffer_capacity": s.buffer.frames.maxlen,
             "queued": len(s.queue), "max_queue": s.queue.capacity,
             "camera_rate_hz": round(s.buffer.rate_hz(), 2), "camera_age_s": None if age is None else round(age, 3),
             "last_latency_ms": None if s.last_latency_ms is None else round(s.last_latency_ms, 1),
             "context_frames": s.limits.context_frames, "frame_rate": round(1.0 / s.buffer.period, 3),
-            "temperature": s.limits.temperature, "maskgit_steps": s.limits.maskgit_steps,
-            **s.stats.summary(), "rss_mb": round(rss_mb(), 1)}
+            "temperature": s.limits.temperature, "maskgit_steps": s.limits.maskgit_steps, **s.stats.summary()}
 
     def _level(self, h: dict) -> tuple[bytes, str]:
-        """WARN while the camera is silent or stale (older than 3 model periods, at least 1 s) or the queue is
-        full: requests that rely on the camera, or any new one, would fail."""
+        """ERROR when a transition failed, WARN while not active, while the camera is silent or stale (older
+        than 3 model periods, at least 1 s) or the queue is full: requests that rely on the camera, or any
+        new one, would fail."""
+        if h["error"]:
+            return DiagnosticStatus.ERROR, h["error"]
+        if h["state"] != "active":
+            return DiagnosticStatus.WARN, f"{h['state']}: not serving"
         if h["camera_age_s"] is None:
             return DiagnosticStatus.WARN, "no camera frame yet: requests must send their context frames"
-        if h["camera_age_s"] > max(1.0, 3 * self.service.period):
+        if h["camera_age_s"] > max(1.0, 3 / h["frame_rate"]):
             return DiagnosticStatus.WARN, f"camera stale: newest frame {h['camera_age_s']:.1f} s old"
         if h["queued"] >= h["max_queue"]:
             return DiagnosticStatus.WARN, f"busy: {h['queued']} requests queued (max_queue)"
@@ -332,18 +433,25 @@ class WorldModelNode(Node):
         self.diagnostics.publish(DiagnosticArray(
             header=Header(stamp=self.get_clock().now().to_msg()),
             status=[DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: world model",
-                                     message=message, hardware_id=self.engine.cfg.name, values=values)]))
+                                     message=message, hardware_id=h.get("name", ""), values=values)]))
 
 
 def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=argv if argv is not None else sys.argv)
     try:
         node = WorldModelNode()
-    except Exception as e:  # a bad model_dir or parameter: one clear line, exit code 1
+    except Exception as e:  # a parameter out of range or of the wrong type: one clear line, exit code 1
         print(f"world_model_node: cannot start: {e}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    executor = MultiThreadedExecutor(num_threads=node.service.limits.max_queue + SPARE_THREADS)
+    if node.get_parameter("autostart").value:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
+                node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            print(f"world_model_node: cannot start: {node.last_error}", file=sys.stderr)
+            node.destroy_node()
+            rclpy.try_shutdown()
+            return 1
+    executor = MultiThreadedExecutor(num_threads=node.get_parameter("max_queue").value + SPARE_THREADS)
     executor.add_node(node)
     try:
         executor.spin()
@@ -351,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         executor.shutdown()
-        node.service.queue.close()
+        node._unload()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

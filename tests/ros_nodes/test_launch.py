@@ -25,7 +25,7 @@ def test_launch_arguments_are_declared_documented_and_reach_the_node():
         declared[call.args[0].value] = ast.literal_eval(kw["default_value"]) if "default_value" in kw and \
             isinstance(kw["default_value"], ast.Constant) else kw.get("default_value")
     assert set(declared) == {"model_dir", "image", "camera_transport", "namespace", "params_file", "log_level",
-                             "use_sim_time"}
+                             "use_sim_time", "autostart"}
     assert "model_dir" in declared and declared["model_dir"] is None  # required: no default
     used = {c.args[0].value for c in _calls(tree, "LaunchConfiguration")}
     assert used == set(declared), used ^ set(declared)

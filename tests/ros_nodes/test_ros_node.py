@@ -283,7 +283,7 @@ def test_node_serves_rollout_infer_actions_and_plan_and_survives_bad_input(node,
         assert not prm[k][0] and "out of range" in prm[k][1], prm[k]
     assert prm["context_window"] == [False, "context_frames 6 exceeds the model's window of 4 frames"]
     assert not prm["queue"][0] and "read-only" in prm["queue"][1]
-    assert not prm["model_dir"][0] and "takes effect when the node starts" in prm["model_dir"][1]
+    assert not prm["model_dir"][0] and "deactivate and clean up the node, set model_dir" in prm["model_dir"][1]
     assert out["describe"] == [[False, [[1, 256]], []], [False, [], [[0.1, 100.0]]], [True, [[1, 1024]], []]]
     assert out["status_after_params"] == {"maskgit_steps": 7, "temperature": 0.7, "frame_rate": 4.0,
                                           "context_frames": 3}
@@ -346,12 +346,107 @@ def test_node_under_load_with_a_live_camera_answers_every_request_at_sequential_
     assert out["throughput_ratio"] >= 0.8, out
 
 
+LIFECYCLE = CLIENT_PRELUDE + textwrap.dedent("""
+    import shutil
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    reference, tiny, scratch = sys.argv[1:4]
+    change = node.create_client(ChangeState, "/world_model_node/change_state")
+    get_state = node.create_client(GetState, "/world_model_node/get_state")
+    set_params = node.create_client(SetParameters, "/world_model_node/set_parameters")
+    status = []
+    node.create_subscription(String, "/world_model_node/status", lambda m: status.append(json.loads(m.data)), 10)
+    T = Transition
+    def transition(t):
+        return done(change.call_async(ChangeState.Request(transition=Transition(id=t)))).success
+    def state():
+        return done(get_state.call_async(GetState.Request())).current_state.label
+    def set_model_dir(path):
+        msg = Parameter("model_dir", value=path).to_parameter_msg()
+        return done(set_params.call_async(SetParameters.Request(parameters=[msg]))).results[0].successful
+    def next_status():
+        status.clear()
+        while not status:
+            rclpy.spin_once(node, timeout_sec=0.2)
+        return status[-1]
+    def rollout_size(**kw):
+        r = call_rollout(context=[image(), image(fill=30)], **kw)
+        return [r.success, r.frames[0].height if r.success else r.message]
+
+    out["start"] = [state(), rollout_size(), transition(T.TRANSITION_ACTIVATE), state()]  # activate before configure
+    out["configure"] = [transition(T.TRANSITION_CONFIGURE), state(), rollout_size()]
+    out["activate"] = [transition(T.TRANSITION_ACTIVATE), state(), rollout_size()]
+
+    # Model swap while a client waits for a long rollout: it is answered by the model it reached.
+    long = rollout.call_async(Rollout.Request(context=[image(), image(fill=30)], latent_actions=[1] * 16,
+                                              num_candidates=4, horizon=4, maskgit_steps=25))
+    t0 = time.time()
+    while time.time() - t0 < 1.0:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    deactivate = change.call_async(ChangeState.Request(transition=Transition(id=T.TRANSITION_DEACTIVATE)))
+    r = done(long, timeout=120)
+    out["long"] = [r.success, r.frames[0].height if r.success else r.message]
+    out["deactivate"] = [done(deactivate).success, state(), rollout_size()]
+    out["model_dir_while_loaded"] = set_model_dir(tiny)
+    out["swap"] = [transition(T.TRANSITION_CLEANUP), state(), set_model_dir(tiny), transition(T.TRANSITION_CONFIGURE),
+                   transition(T.TRANSITION_ACTIVATE), state(), rollout_size(), next_status()["name"]]
+
+    # A model_dir that vanishes between configure and activate: activate fails and says why.
+    shutil.copytree(tiny, scratch)
+    out["vanish"] = [transition(T.TRANSITION_DEACTIVATE), transition(T.TRANSITION_CLEANUP), set_model_dir(scratch),
+                     transition(T.TRANSITION_CONFIGURE)]
+    shutil.rmtree(scratch)
+    out["vanish"] += [transition(T.TRANSITION_ACTIVATE), state(), rollout_size()]
+    s = next_status()
+    out["vanish_status"] = [s["state"], s["error"]]
+    out["recover"] = [transition(T.TRANSITION_CLEANUP), set_model_dir(reference), transition(T.TRANSITION_CONFIGURE),
+                      transition(T.TRANSITION_ACTIVATE), state(), rollout_size()]
+    print(json.dumps(out))
+""")
+
+
+def test_lifecycle_configures_activates_and_swaps_the_model_while_a_client_waits(exported, reference_export,
+                                                                                   ros_env, tmp_path):
+    """autostart:=false: the node waits unconfigured; transitions out of order are refused; configure loads,
+    activate serves; deactivate lets a running request finish on its model, then cleanup, a new model_dir,
+    configure and activate serve the new model. A model_dir removed after configure fails activate, saying
+    why, and the node recovers with a good one. Requests while not active are refused with the state."""
+    _, tiny = exported
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "world_model_node"), "--ros-args", "-p", f"model_dir:={reference_export}",
+         "-p", "autostart:=false", "-p", "max_horizon:=6"],
+        env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = _client(LIFECYCLE, ros_env, str(reference_export), str(tiny), str(tmp_path / "vanishing"), timeout=600)
+    finally:
+        proc.terminate()
+        log, _ = proc.communicate(timeout=30)
+    assert proc.returncode in (0, -15), log
+    inactive = "the world model is not active (lifecycle state: {})"
+    assert out["start"][0] == "unconfigured" and out["start"][1][0] is False
+    assert out["start"][1][1].startswith(inactive.format("unconfigured"))
+    assert out["start"][2:] == [False, "unconfigured"]  # activate before configure: refused
+    assert out["configure"][:2] == [True, "inactive"] and out["configure"][2][1].startswith(inactive.format("inactive"))
+    assert out["activate"] == [True, "active", [True, 64]]  # the reference: 64x80 frames
+    assert out["long"][:2] == [True, 64]  # answered by the model it reached, before the swap
+    assert out["deactivate"][:2] == [True, "inactive"] and out["deactivate"][2][0] is False
+    assert out["model_dir_while_loaded"] is False  # refused while a model is loaded
+    assert out["swap"] == [True, "unconfigured", True, True, True, "active", [True, 16], "tiny"]
+    assert out["vanish"][:4] == [True, True, True, True]
+    assert out["vanish"][4:6] == [False, "inactive"] and out["vanish"][6][0] is False
+    assert "no longer exists" in out["vanish"][6][1]
+    assert out["vanish_status"][0] == "inactive" and "activate failed: model_dir" in out["vanish_status"][1]
+    assert out["recover"] == [True, True, True, True, "active", [True, 64]]
+
+
 def test_a_bad_model_dir_fails_the_start_naming_what_is_missing(ros_env, tmp_path):
     r = subprocess.run([str(VENV_BIN / "world_model_node"), "--ros-args", "-p", f"model_dir:={tmp_path}"],
                        env=ros_env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
-    assert f"world_model_node: cannot start: {tmp_path} is not a genie-robot ONNX export: manifest.json is missing" \
-        in r.stderr
+    assert f"world_model_node: cannot start: configure failed: {tmp_path} is not a genie-robot ONNX export: " \
+        "manifest.json is missing" in r.stderr
 
 
 def test_a_compressed_camera_feeds_the_node_and_undecodable_frames_are_dropped(exported, ros_env):
