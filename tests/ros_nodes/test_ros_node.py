@@ -346,6 +346,48 @@ def test_node_under_load_with_a_live_camera_answers_every_request_at_sequential_
     assert out["throughput_ratio"] >= 0.8, out
 
 
+# A planner that is not a ROS node: genie_robot.client only.
+HELPER = textwrap.dedent("""
+    import json, numpy as np
+    from genie_robot.client import WorldModelClient, WorldModelError
+    out = {}
+    try:
+        WorldModelClient(node="/no_such_node", connect_timeout=1)
+    except TimeoutError as e:
+        out["missing"] = str(e)
+    rng = np.random.default_rng(0)
+    ctx = [rng.integers(0, 255, (32, 40, 3), dtype=np.uint8) for _ in range(2)]
+    with WorldModelClient(timeout=60) as wm:
+        r = wm.rollout([[1, 2], [3, 4]], context=ctx, maskgit_steps=3)
+        out["rollout"] = [list(r.frames.shape), str(r.frames.dtype), list(r.stamps.shape), len(r.context_stamps),
+                          bool((r.stamps[:, 1] > r.stamps[:, 0]).all())]
+        out["infer"] = wm.infer_actions(ctx + [ctx[0]]).tolist()
+        fb = []
+        p = wm.plan(ctx[0], context=ctx, horizon=2, num_samples=4, iterations=2, feedback=lambda i, c: fb.append(i))
+        out["plan"] = [len(p.latent_actions), list(p.frames.shape), p.cost >= 0, fb]
+        for name, call in [("bad_action", lambda: wm.rollout([1, 9], context=ctx)),
+                           ("bad_frame", lambda: wm.rollout([1, 2], context=[np.zeros((4, 4), np.uint8)]))]:
+            try:
+                call()
+            except (WorldModelError, ValueError) as e:
+                out[name] = [type(e).__name__, str(e)]
+        out["after"] = list(wm.rollout([5], context=ctx, maskgit_steps=2).frames.shape)
+    print(json.dumps(out))
+""")
+
+
+def test_the_python_client_serves_a_planner_that_is_not_a_ros_node(node, ros_env):
+    out = _client(HELPER, ros_env)
+    assert "no /no_such_node/rollout within 1 s" in out["missing"]
+    assert out["rollout"] == [[2, 2, 16, 20, 3], "uint8", [2, 2], 2, True]
+    assert len(out["infer"]) == 2 and max(out["infer"]) < 8
+    assert out["plan"] == [2, [2, 16, 20, 3], True, [1, 2]]
+    assert out["bad_action"] == ["WorldModelError", "rollout: latent action id 9 is out of range: the model has 8 "
+                                 "actions (ids 0..7)"]
+    assert out["bad_frame"] == ["ValueError", "frames must be uint8 HxWx3 RGB arrays, got uint8 [4, 4]"]
+    assert out["after"] == [1, 1, 16, 20, 3]
+
+
 LIFECYCLE = CLIENT_PRELUDE + textwrap.dedent("""
     import shutil
     from lifecycle_msgs.msg import Transition
