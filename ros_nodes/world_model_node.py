@@ -5,7 +5,8 @@ Lifecycle: configure loads the model, activate serves, deactivate stops, cleanup
 (`image`, remappable; rgb8, bgr8, rgba8, bgra8 or mono8, any size; or with `camera_transport:
 compressed`, sensor_msgs/CompressedImage JPEG or PNG on `image/compressed`, as image_transport
 names it) and keeps the latest frames at the model's rate; serves `~/rollout` and `~/infer_actions`
-(genie_robot_interfaces/srv) and the `~/plan` action (feedback per CEM iteration, cancel honoured).
+(genie_robot_interfaces/srv), the `~/plan` action (feedback per CEM iteration, cancel honoured) and
+the `~/rollout_action` action (feedback per imagined frame, cancel honoured before the next MaskGIT step).
 It publishes its health at 1 Hz on `/diagnostics` (DiagnosticArray: model, engine, provider, camera
 rate and age, requests served and failed, latency percentiles, memory) and as JSON on `~/status`.
 Predicted frames carry the camera's frame_id and stamps (the last context frame's plus each step
@@ -47,7 +48,7 @@ from std_msgs.msg import Header, String
 from genie_robot.models.config import SAMPLING
 from genie_robot.runtime.camera import Context, FrameBuffer, FrameError, compressed_to_model_frame, to_model_frame
 from genie_robot.runtime.service import Cancelled, RequestError, ServiceLimits, WorldModelService, rss_mb
-from genie_robot_interfaces.action import Plan
+from genie_robot_interfaces.action import Plan, RolloutAction
 from genie_robot_interfaces.srv import InferActions, Rollout
 
 # name: (default, description, (low, high) range or None, when a change applies). `live`: at once, through
@@ -133,6 +134,9 @@ class WorldModelNode(LifecycleNode):
         self.plan_server = ActionServer(self, Plan, "~/plan", execute_callback=self._plan,
                                         goal_callback=lambda _: GoalResponse.ACCEPT,
                                         cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=work)
+        self.rollout_server = ActionServer(self, RolloutAction, "~/rollout_action", execute_callback=self._rollout_goal,
+                                           goal_callback=lambda _: GoalResponse.ACCEPT,
+                                           cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=work)
         self.status = self.create_publisher(String, "~/status", 10)
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_status, callback_group=self._camera_group)
@@ -318,22 +322,26 @@ class WorldModelNode(LifecycleNode):
         return Context(np.stack(frames), tuple(stamps), msgs[-1].header.frame_id)
 
     # --- endpoints ------------------------------------------------------------------------
-    def _answer(self, res, what: str, fill) -> object:
+    def _answer(self, res, what: str, fill, reraise: tuple = ()) -> object:
         """Runs `fill(res, service)` while the node is active; a bad request, an inactive node or any failure
-        inside becomes success=false with the reason. Counted for /diagnostics, with the time the caller
-        waited (queue and engine)."""
+        inside becomes success=false with the reason (the `reraise` exceptions are counted and passed on).
+        Counted for /diagnostics, with the time the caller waited (queue and engine)."""
         start, service = time.perf_counter(), None
         try:
             with self._serving() as service:
                 fill(res, service)
             res.success = True
+        except reraise:
+            res.success = False
+            raise
         except (RequestError, FrameError, ValueError) as e:
             res.success, res.message = False, str(e)
         except Exception as e:  # the node keeps serving whatever happens inside one request
             self.get_logger().error(f"{what} failed: {e!r}")
             res.success, res.message = False, f"internal error: {e}"
-        if service is not None:
-            service.stats.record(what, res.success, (time.perf_counter() - start) * 1000)
+        finally:
+            if service is not None:
+                service.stats.record(what, bool(res.success), (time.perf_counter() - start) * 1000)
         return res
 
     def _rollout(self, req, res):
@@ -345,6 +353,36 @@ class WorldModelNode(LifecycleNode):
             res.context_stamps = [to_time(t) for t in out.context.stamps]
 
         return self._answer(res, "rollout", fill)
+
+    def _rollout_goal(self, goal_handle):
+        """RolloutAction: a rollout with feedback per imagined frame, cancelled within one MaskGIT step."""
+        g, result, start = goal_handle.request, RolloutAction.Result(), time.perf_counter()
+
+        def on_frame(step: int, frames: np.ndarray, stamp: float, frame_id: str) -> None:
+            goal_handle.publish_feedback(RolloutAction.Feedback(
+                step=step + 1, horizon=g.horizon, frames=[image_msg(f, stamp, frame_id) for f in frames],
+                elapsed_ms=(time.perf_counter() - start) * 1000))
+
+        def fill(res, service: WorldModelService):
+            ctx = service.context(self._request_context(g.context, service))
+            out = service.rollout(ctx, g.latent_actions, g.num_candidates, g.horizon, g.temperature,
+                                  g.maskgit_steps, g.seed, lambda *a: on_frame(*a, ctx.frame_id),
+                                  lambda: goal_handle.is_cancel_requested or self.phase != "active")
+            res.frames = [image_msg(f, t, out.context.frame_id) for f, t in zip(out.frames, out.stamps, strict=True)]
+            res.inference_ms = float(out.inference_ms)
+            res.context_stamps = [to_time(t) for t in out.context.stamps]
+
+        try:
+            self._answer(result, "rollout_action", fill, reraise=(Cancelled,))
+        except Cancelled as e:
+            result.success, result.message = False, str(e)
+            if goal_handle.is_cancel_requested:
+                goal_handle.canceled()
+            else:  # deactivated under it
+                goal_handle.abort()
+            return result
+        (goal_handle.succeed if result.success else goal_handle.abort)()
+        return result
 
     def _infer_actions(self, req, res):
         def fill(res, service: WorldModelService):

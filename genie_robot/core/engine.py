@@ -167,7 +167,7 @@ class Engine:
     # --- imagination ----------------------------------------------------------------------
     def imagine(self, context, latent_actions, steps: int = SAMPLING.steps, temperature: float = SAMPLING.temperature,
                 seed: int | None = None, rng: np.random.Generator | None = None, context_actions=None,
-                cached: bool = True) -> Imagination:
+                cached: bool = True, before_step=None, on_frame=None) -> Imagination:
         """Predicted frames for each row of `latent_actions` [B, H], all from one context.
 
         context: [T, 3, H, W] frames, oldest first (T >= 1; only the last window's worth is used).
@@ -175,6 +175,10 @@ class Engine:
         Randomness comes only from `rng` (or a fresh generator seeded with `seed`).
         `cached=False` recomputes the whole window every MaskGIT step (engines that keep that
         path, to test the cache against it).
+        `before_step(h, i)` runs before MaskGIT step i of horizon step h; an exception it raises
+        stops the rollout there (a cancel). `on_frame(h, frames [B, 3, H, W] uint8)` gets each
+        horizon step's frames as soon as they are sampled (decoded from that frame's window), for
+        feedback; the returned frames are decoded as without it.
         """
         check_sampling(steps, temperature)
         acts = self._check_actions(latent_actions)
@@ -198,7 +202,12 @@ class Engine:
             plain = self._plain_logits
         rng = rng if rng is not None else np.random.default_rng(seed)
         tokens = self._encode(ctx)[0]  # [T, S]
-        new = rollout(self._backend(), tokens, ctx_actions, acts, self.cfg.frames, steps, temperature, rng, plain)
+        after = None
+        if on_frame is not None:
+            def after(h: int, seq: np.ndarray) -> None:
+                on_frame(h, to_uint8(self._decode_window(seq[:, -self.cfg.frames :])[:, -1]))
+        new = rollout(self._backend(), tokens, ctx_actions, acts, self.cfg.frames, steps, temperature, rng, plain,
+                      before_step, after)
         window = np.concatenate([np.broadcast_to(tokens, (len(new), *tokens.shape)), new], axis=1)
         frames = self._decode(window)[:, len(tokens) :]
         return Imagination(to_uint8(frames), new)

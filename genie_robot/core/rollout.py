@@ -47,12 +47,15 @@ class DynamicsBackend(Protocol):
 
 def rollout(backend: DynamicsBackend, tokens_TS: np.ndarray, actions_T1: np.ndarray, plan_BH: np.ndarray,
             window: int, steps: int, temperature: float, rng: np.random.Generator,
-            plain_logits=None) -> np.ndarray:
+            plain_logits=None, before_step=None, after_frame=None) -> np.ndarray:
     """Generated tokens [B, H, S] for each candidate row of `plan_BH`, after one shared context.
 
     tokens_TS: the context's tokens (T <= window); actions_T1: the T-1 actions between them.
     `plain_logits(tokens [B, n, S], actions [B, n-1]) -> logits of frame n-1` switches to the
     uncached path (the whole window each step), kept to prove the cache changes nothing.
+    `before_step(h, i)` runs before MaskGIT step i of horizon step h: an exception it raises stops
+    the rollout there, so a cancel costs at most the step already running. `after_frame(h, tokens
+    [B, n, S])` runs when step h's frame is done, with the sequence so far (context and new frames).
     """
     b, horizon = plan_BH.shape
     seq, seq_actions = tokens_TS[None], actions_T1[None]  # one sequence until the candidates diverge
@@ -78,11 +81,14 @@ def rollout(backend: DynamicsBackend, tokens_TS: np.ndarray, actions_T1: np.ndar
 
             def logits(ids, cache=cache, act=act, t=t):
                 return backend.logits(cache, ids, act, t)
-        new = _sample(logits, backend.mask_id, b, seq.shape[2], steps, temperature, rng)
+        hook = None if before_step is None else (lambda i, h=h: before_step(h, i))
+        new = _sample(logits, backend.mask_id, b, seq.shape[2], steps, temperature, rng, hook)
         if plain_logits is None:
             cache = backend.append(cache, new, act, t)
         seq = np.concatenate([np.broadcast_to(seq, (b, *seq.shape[1:])), new[:, None]], axis=1)
         seq_actions = np.concatenate([np.broadcast_to(seq_actions, (b, seq_actions.shape[1])), a[:, None]], axis=1)
+        if after_frame is not None:
+            after_frame(h, seq)
     return np.ascontiguousarray(seq[:, -horizon:])
 
 
@@ -105,9 +111,11 @@ def _action_into(actions_BT: np.ndarray, j: int, batch: int) -> np.ndarray:
 
 
 def _sample(logits, mask_id: int, b: int, s: int, steps: int, temperature: float,
-            rng: np.random.Generator) -> np.ndarray:
+            rng: np.random.Generator, before_step=None) -> np.ndarray:
     """One frame's tokens [B, S] by MaskGIT from an all-masked start."""
     cur = np.full((b, s), MASK, dtype=np.int64)
     for i in range(steps):
+        if before_step is not None:
+            before_step(i)
         cur = sample_step(logits(np.where(cur == MASK, mask_id, cur)), cur, i, steps, temperature, rng)
     return cur

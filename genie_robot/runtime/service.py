@@ -35,7 +35,7 @@ class RequestError(ValueError):
 
 
 class Cancelled(Exception):
-    """A plan whose goal was cancelled while it ran."""
+    """A plan or rollout whose goal was cancelled while it waited or ran (the message says where)."""
 
 
 class Busy(RequestError):
@@ -214,23 +214,36 @@ class WorldModelService:
 
     # --- calls ----------------------------------------------------------------------------
     def rollout(self, context: Context | None, latent_actions, num_candidates: int, horizon: int,
-                temperature: float, maskgit_steps: int, seed: int) -> RolloutResult:
-        """Each candidate's predicted frames from `context` (None: the camera's latest frames)."""
+                temperature: float, maskgit_steps: int, seed: int, on_frame=None,
+                cancelled=lambda: False) -> RolloutResult:
+        """Each candidate's predicted frames from `context` (None: the camera's latest frames).
+        `on_frame(step, frames [num_candidates, 3, h, w], stamp)` as each horizon step is imagined;
+        `cancelled()` is asked before every MaskGIT step, and a yes raises Cancelled there."""
         b = self._count("num_candidates", num_candidates, self.limits.max_candidates, "max_candidates")
         h = self._count("horizon", horizon, self.limits.max_horizon, "max_horizon")
         acts = self._actions(latent_actions, b * h, f"num_candidates * horizon = {b} * {h}").reshape(b, h)
         temp, steps = self._sampling(temperature, maskgit_steps)
         ctx = self.context(context)
 
+        stamps = ctx.future_stamps(h, self.period)
+
+        def check(step: int, i: int) -> None:
+            if cancelled():
+                raise Cancelled(f"rollout cancelled at step {step + 1}/{h}, MaskGIT step {i + 1}/{steps}")
+
         def run():
+            if cancelled():  # cancelled while it waited
+                raise Cancelled("rollout cancelled before it started")
             start = time.perf_counter()
-            out = self.engine.imagine(ctx.frames, acts, steps=steps, temperature=temp, seed=int(seed))
+            report = None if on_frame is None else (lambda step, frames: on_frame(step, frames, stamps[step]))
+            out = self.engine.imagine(ctx.frames, acts, steps=steps, temperature=temp, seed=int(seed),
+                                      before_step=check, on_frame=report)
             self.last_latency_ms = (time.perf_counter() - start) * 1000  # the engine's time, not the wait
             return out, self.last_latency_ms
 
         out, ms = self.queue.run(run)
         frames = out.frames.reshape(b * h, *out.frames.shape[2:])
-        return RolloutResult(frames, ctx.future_stamps(h, self.period) * b, ctx, ms)
+        return RolloutResult(frames, stamps * b, ctx, ms)
 
     def infer_actions(self, frames: list[np.ndarray]) -> np.ndarray:
         if len(frames) < 2:

@@ -70,6 +70,41 @@ def test_both_engines_imagine_identical_tokens(engines, batch, horizon, context)
         np.testing.assert_array_equal(torch_engine.infer_actions(ctx), onnx_engine.infer_actions(ctx))
 
 
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("engine_index", [0, 1], ids=["torch", "onnx"])
+def test_imagine_reports_each_frame_as_it_comes_and_stops_within_one_maskgit_step(engines, engine_index):
+    """The hooks behind the node's RolloutAction: per-frame frames equal the final ones (within the decoder's
+    rounding), the same tokens come out with the hooks as without, and an exception from `before_step`
+    stops the rollout before the next MaskGIT step runs."""
+    engine = engines[engine_index]
+    rng = np.random.default_rng(5)
+    ctx = rng.integers(0, 256, (3, 3, 16, 20), dtype=np.uint8)
+    acts = rng.integers(0, 8, (2, 6))  # 6 steps from 3 context frames: the window (4) slides
+    steps, frames = [], {}
+    out = engine.imagine(ctx, acts, steps=4, temperature=1.0, seed=3, before_step=lambda h, i: steps.append((h, i)),
+                         on_frame=lambda h, f: frames.__setitem__(h, f))
+    plain = engine.imagine(ctx, acts, steps=4, temperature=1.0, seed=3)
+    np.testing.assert_array_equal(out.tokens, plain.tokens)
+    np.testing.assert_array_equal(out.frames, plain.frames)
+    assert steps == [(h, i) for h in range(6) for i in range(4)] and sorted(frames) == list(range(6))
+    for h in range(6):
+        assert frames[h].shape == (2, 3, 16, 20)
+        assert np.abs(frames[h].astype(int) - out.frames[:, h].astype(int)).max() <= 1
+
+    def stop_at(h: int, i: int) -> None:
+        steps.append((h, i))
+        if (h, i) == (2, 1):
+            raise _Stop()
+
+    steps.clear()
+    with pytest.raises(_Stop):
+        engine.imagine(ctx, acts, steps=4, seed=3, before_step=stop_at)
+    assert steps[-1] == (2, 1) and len(steps) == 2 * 4 + 2  # frames 0, 1 whole, then step 0 of frame 2 only
+
+
 def test_both_engines_plan_identically(engines):
     from genie_robot.planning.cem import plan
 

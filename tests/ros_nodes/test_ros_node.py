@@ -46,7 +46,7 @@ CLIENT_PRELUDE = textwrap.dedent("""
     from std_msgs.msg import String
     from diagnostic_msgs.msg import DiagnosticArray
     from genie_robot_interfaces.srv import Rollout, InferActions
-    from genie_robot_interfaces.action import Plan
+    from genie_robot_interfaces.action import Plan, RolloutAction
     rclpy.init()
     node = rclpy.create_node("client")
     rollout = node.create_client(Rollout, "/world_model_node/rollout")
@@ -164,6 +164,41 @@ MAIN = CLIENT_PRELUDE + textwrap.dedent("""
     res = done(handle.get_result_async())
     out["cancel"] = [res.status, res.result.success, res.result.message, len(feedback) < 60]
 
+    # RolloutAction: feedback per imagined frame; 8 goals in flight while the camera keeps coming; the first
+    # and the last cancelled (running and queued), each within one MaskGIT step.
+    ract = ActionClient(node, RolloutAction, "/world_model_node/rollout_action")
+    assert ract.wait_for_server(timeout_sec=30)
+    sent = [image(fill=f) for f in (10, 20)]
+    for i, m in enumerate(sent):
+        m.header.stamp.sec, m.header.stamp.nanosec, m.header.frame_id = 2000, 200_000_000 * i, "wrist"
+    fb = []
+    handle = done(ract.send_goal_async(RolloutAction.Goal(context=sent, latent_actions=[1, 2, 3, 4] * 2,
+                                                          num_candidates=2, horizon=4, maskgit_steps=3),
+                                       feedback_callback=lambda f: fb.append(f.feedback)))
+    res = done(handle.get_result_async()).result
+    out["rollout_action"] = {"result": [res.success, len(res.frames), [sec(t) for t in res.context_stamps]],
+                             "feedback": [[f.step, f.horizon, len(f.frames), sec(f.frames[0].header.stamp),
+                                           f.frames[0].header.frame_id, f.elapsed_ms > 0] for f in fb]}
+    feedback = {i: [] for i in range(8)}
+    goals = [done(ract.send_goal_async(RolloutAction.Goal(latent_actions=[i % 8] * 48, num_candidates=8, horizon=6,
+                                                          maskgit_steps=40, seed=i),
+                                       feedback_callback=lambda f, i=i: feedback[i].append(f.feedback.step)))
+             for i in range(8)]
+    results = [g.get_result_async() for g in goals]
+    while not feedback[0]:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    cancels = [goals[0].cancel_goal_async(), goals[7].cancel_goal_async()]
+    status.clear()
+    ages = []
+    while not all(r.done() for r in results):
+        rclpy.spin_once(node, timeout_sec=0.1)
+        ages += [s["camera_age_s"] for s in status]
+        status.clear()
+    out["in_flight"] = {"status": [r.result().status for r in results],
+                        "messages": [results[0].result().result.message, results[7].result().result.message],
+                        "steps_0": feedback[0], "steps_7": feedback[7], "max_camera_age_s": max(ages),
+                        "reports": len(ages), "cancels": [done(c).return_code for c in cancels]}
+
     # Parameters, as `ros2 param set` / `describe` send them: live ones apply, the rest are refused with why.
     from rcl_interfaces.srv import DescribeParameters, SetParameters
     from rclpy.parameter import Parameter
@@ -276,6 +311,19 @@ def test_node_serves_rollout_infer_actions_and_plan_and_survives_bad_input(node,
     plan = out["plan_stamps"]
     assert plan["frame_ids"] == ["head_camera_optical"]
     assert plan["frames"] == pytest.approx([plan["context"][-1] + 0.2 * k for k in (1, 2)], abs=1e-6)
+    # RolloutAction: a feedback message per horizon step with that step's frame of each candidate, stamped.
+    ra = out["rollout_action"]
+    assert ra["result"] == [True, 8, pytest.approx([2000.0, 2000.2])]
+    assert [f[:3] for f in ra["feedback"]] == [[k, 4, 2] for k in (1, 2, 3, 4)]
+    assert [f[3] for f in ra["feedback"]] == pytest.approx([2000.2 + 0.2 * k for k in (1, 2, 3, 4)], abs=1e-6)
+    assert all(f[4] == "wrist" and f[5] for f in ra["feedback"])
+    # 8 in flight: the cancelled running one stopped within a MaskGIT step of its cancel (after its first frame,
+    # never all six), the cancelled queued one never ran, the rest finished; the camera stayed fresh throughout.
+    fl = out["in_flight"]
+    assert fl["status"] == [5] + [4] * 6 + [5], fl  # 5: CANCELED, 4: SUCCEEDED
+    assert fl["messages"][0].startswith("rollout cancelled at step ") and len(fl["steps_0"]) < 6, fl
+    assert fl["messages"][1] == "rollout cancelled before it started" and fl["steps_7"] == [], fl
+    assert fl["reports"] > 0 and fl["max_camera_age_s"] < 1.0, fl
     # Parameters: ranges and read-only flags as declared; live ones apply to the next request.
     prm = out["params"]
     assert all(prm[k] == [True, ""] for k in ("steps", "temperature", "rate", "context")), prm
