@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -126,6 +127,32 @@ def bench(cfg: DictConfig, target: str | None) -> int:
     return 0
 
 
+def serve(cfg: DictConfig, _target: str | None) -> int:
+    """Replaces this process with world_model_node (its signals, logs and exit code are the node's)."""
+    import os
+
+    from genie_robot.config import config_dir
+
+    s = cfg.serve
+    model_dir = Path(s.model_dir).resolve()
+    if not (model_dir / "manifest.json").is_file():
+        raise ValueError(f"serve.model_dir={model_dir} is not an export (no manifest.json): make one with "
+                         f"`genie-robot export ckpt=<run dir or reference> out={model_dir}`")
+    exe = Path(sys.executable).parent / "world_model_node"
+    if not exe.is_file():
+        raise RuntimeError(f"{exe} is missing: install genie-robot with its ROS node (`make setup`)")
+    params_file = s.params_file or str(Path(config_dir()) / "ros" / "world_model.yaml")
+    args = [str(exe), "--ros-args", "--params-file", params_file, "-p", f"model_dir:={model_dir}",
+            "-p", f"autostart:={str(bool(s.autostart)).lower()}"]
+    for name, value in (OmegaConf.to_container(s.params) if s.params else {}).items():
+        args += ["-p", f"{name}:={json.dumps(value) if not isinstance(value, str) else value}"]
+    if s.namespace:
+        args += ["-r", f"__ns:=/{s.namespace.lstrip('/')}"]
+    print("genie-robot serve: " + " ".join(args), file=sys.stderr, flush=True)
+    os.execv(str(exe), args)
+    return 0  # not reached
+
+
 @dataclass(frozen=True)
 class Verb:
     run: Callable[[DictConfig, str | None], int]
@@ -153,6 +180,8 @@ VERBS: dict[str, Verb] = {
                       ("data",)),
     "contact-sheet": Verb(contact_sheet, "a PNG of frames from several episodes of data.path", "[sheet.*]",
                           ("data", "sheet")),
+    "serve": Verb(serve, "run world_model_node here (no ros2 launch needed): the ROS 2 world model service",
+                  "out=<export dir> [serve.params={frame_rate: 5.0}] [serve.namespace=robot1]", ("serve",)),
     "bench": Verb(bench, "throughput of the loader, the simulator or imagination (JSON)",
                   "data|sim|rollout [bench.rollout.engine=torch|onnx]", ("bench", "data", "sim", "runtime")),
 }

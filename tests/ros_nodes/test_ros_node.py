@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -537,6 +538,27 @@ def test_a_bad_model_dir_fails_the_start_naming_what_is_missing(ros_env, tmp_pat
     assert r.returncode == 1
     assert f"world_model_node: cannot start: configure failed: {tmp_path} is not a genie-robot ONNX export: " \
         "manifest.json is missing" in r.stderr
+
+
+def test_genie_robot_serve_runs_the_node_where_ros2_launch_is_missing(exported, ros_env, tmp_path):
+    """`genie-robot serve`: the node with the parameters file and overrides, in the pip install."""
+    _, export = exported
+    r = subprocess.run([str(VENV_BIN / "genie-robot"), "serve", f"out={tmp_path}"], env=ros_env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and "is not an export (no manifest.json)" in r.stderr
+    proc = subprocess.Popen([str(VENV_BIN / "genie-robot"), "serve", f"out={export}", "serve.namespace=robot1",
+                             "serve.params={frame_rate: 5.0, max_queue: 3}"], env=ros_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "world model active" in line or len(lines) > 200:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    log = "".join(lines) + rest
+    assert proc.returncode == 0 and "world model active" in log, log
+    assert "[robot1.world_model_node]" in log and "-p max_queue:=3" in log and "-p frame_rate:=5.0" in log, log
 
 
 def test_a_compressed_camera_feeds_the_node_and_undecodable_frames_are_dropped(exported, ros_env):
