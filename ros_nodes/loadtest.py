@@ -8,7 +8,8 @@ measures `~/rollout` twice with the camera on: one client asking `--requests` ti
 then `--clients` client processes asking `--requests` times each, all started together. Prints
 one JSON line: requests/s of both and their ratio, latency percentiles, the node's CPU time per
 request and memory before and after, how old its newest camera frame got while loaded, and its
-first warnings. Clients import only rclpy and genie_robot_interfaces (the public API).
+first warnings. Clients import only rclpy and genie_robot_interfaces (the public API). With
+`--action` they send `~/rollout_action` goals instead (same request, the action's latency).
 
     python -m genie_robot_ros.loadtest outputs/export/sim-rt1 --clients 8 --requests 20 --camera-hz 30
 """
@@ -78,8 +79,10 @@ def camera(hz: float, compressed: bool, bad_every: int) -> None:
         pass
 
 
-def client(requests: int, candidates: int, horizon: int, context: int, steps: int, sync: str | None) -> None:
-    """Asks ~/rollout `requests` times; prints its latencies, start and end as JSON."""
+def client(requests: int, candidates: int, horizon: int, context: int, steps: int, sync: str | None,
+           action: bool = False) -> None:
+    """Asks ~/rollout (or, with `action`, sends ~/rollout_action goals) `requests` times; prints its latencies,
+    start and end as JSON."""
     import rclpy
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
@@ -122,6 +125,26 @@ def client(requests: int, candidates: int, horizon: int, context: int, steps: in
             rclpy.spin_once(node, timeout_sec=0.01)
     frames = [Image(height=64, width=80, encoding="rgb8", step=240, data=bytes([30 * i % 256]) * (64 * 80 * 3))
               for i in range(context)]
+    if action:
+        from rclpy.action import ActionClient
+
+        from genie_robot_interfaces.action import RolloutAction
+
+        goals = ActionClient(node, RolloutAction, f"{NODE}/rollout_action")
+        if not goals.wait_for_server(timeout_sec=60):
+            raise SystemExit("world_model_node's rollout_action did not appear within 60 s")
+
+        def call(req: Rollout.Request, timeout: float):  # noqa: F811 (the action path)
+            sent = goals.send_goal_async(RolloutAction.Goal(
+                context=req.context, latent_actions=req.latent_actions, num_candidates=req.num_candidates,
+                horizon=req.horizon, maskgit_steps=req.maskgit_steps, seed=req.seed))
+            rclpy.spin_until_future_complete(node, sent, timeout_sec=timeout)
+            if not sent.done() or not sent.result().accepted:
+                return None
+            result = sent.result().get_result_async()
+            rclpy.spin_until_future_complete(node, result, timeout_sec=timeout)
+            return result.result().result if result.done() else None
+
     latencies, start = [], time.time()
     for i in range(requests):
         t0 = time.perf_counter()
@@ -138,7 +161,8 @@ def client(requests: int, candidates: int, horizon: int, context: int, steps: in
 def _clients(args, n: int, sync: Path | None, env: dict) -> list[dict]:
     cmd = [sys.executable, "-m", "genie_robot_ros.loadtest", "--role", "client", "--requests", str(args.requests),
            "--candidates", str(args.candidates), "--horizon", str(args.horizon), "--context", str(args.context),
-           "--maskgit-steps", str(args.maskgit_steps)] + (["--sync", str(sync)] if sync else [])
+           "--maskgit-steps", str(args.maskgit_steps)] + (["--sync", str(sync)] if sync else []) \
+        + (["--action"] if args.action else [])
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(n)]
     if sync:
@@ -203,7 +227,8 @@ def run(args) -> dict:
     ages = [a for r in concurrent for a in r["camera_age_s"]]
     return {
         "export": args.export, "camera_hz": args.camera_hz, "camera": "jpeg" if args.compressed else "bgr8",
-        "camera_bad_every": args.bad_every, "clients": args.clients,
+        "camera_bad_every": args.bad_every, "clients": args.clients, "endpoint": "rollout_action" if args.action
+        else "rollout",
         "request": {"candidates": args.candidates, "horizon": args.horizon, "context": args.context,
                     "maskgit_steps": args.maskgit_steps or "node default"},
         "sequential": seq, "concurrent": conc,
@@ -230,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--horizon", type=int, default=2)
     ap.add_argument("--context", type=int, default=2, help="context frames each request sends (0: the camera's)")
     ap.add_argument("--maskgit-steps", type=int, default=0, help="0: the node's default")
+    ap.add_argument("--action", action="store_true", help="clients send ~/rollout_action goals, not ~/rollout calls")
     ap.add_argument("-p", "--param", action="append", default=[], help="a node parameter, name:=value")
     ap.add_argument("--role", choices=["test", "camera", "client"], default="test", help=argparse.SUPPRESS)
     ap.add_argument("--sync", help=argparse.SUPPRESS)
@@ -237,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "camera":
         camera(args.camera_hz, args.compressed, args.bad_every)
     elif args.role == "client":
-        client(args.requests, args.candidates, args.horizon, args.context, args.maskgit_steps, args.sync)
+        client(args.requests, args.candidates, args.horizon, args.context, args.maskgit_steps, args.sync, args.action)
     else:
         if not args.export:
             ap.error("the export directory is required")
