@@ -147,9 +147,13 @@ reference: setup
 	$(BIN)/genie-robot sim
 	$(REF_TRAIN) stage=tokenizer train.steps=2400 data.batch_size=4
 	$(REF_PACKAGE) --stages tokenizer
-	$(REF_TRAIN) stage=lam train.steps=2000 data.batch_size=8
+	@# The LAM: 2,000 steps, then 3,000 more from them at a lower peak lr (docs/MODELS.md, "LAM continued"),
+	@# which becomes the run's lam/ the dynamics and the adapter read.
+	$(REF_TRAIN) stage=lam train.steps=2000 data.batch_size=8 train.out_dir=$(REF_RUN)/first
+	$(REF_TRAIN) stage=lam train.steps=3000 data.batch_size=8 train.init_from=$(REF_RUN)/first/lam \
+		train.optim.lam.lr=5e-4 train.optim.lam.warmup_steps=50
 	$(REF_PACKAGE) --stages lam
-	$(REF_TRAIN) stage=dynamics train.steps=1000 data.batch_size=4
+	$(REF_TRAIN) stage=dynamics train.steps=1500 data.batch_size=4
 	$(BIN)/genie-robot fit-adapter ckpt=$(REF_RUN)
 	$(HELDOUT_SIM)
 	$(REF_PACKAGE) --stages dynamics

@@ -482,21 +482,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"world_model_node: cannot start: {e}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    if node.get_parameter("autostart").value:
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
-                node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+    executor = None
+    try:  # a SIGINT at any point from here (loading the model included) is a clean stop
+        if node.get_parameter("autostart").value and (
+                node.trigger_configure() != TransitionCallbackReturn.SUCCESS
+                or node.trigger_activate() != TransitionCallbackReturn.SUCCESS):
             print(f"world_model_node: cannot start: {node.last_error}", file=sys.stderr)
-            node.destroy_node()
-            rclpy.try_shutdown()
             return 1
-    executor = MultiThreadedExecutor(num_threads=node.get_parameter("max_queue").value + SPARE_THREADS)
-    executor.add_node(node)
-    try:
+        executor = MultiThreadedExecutor(num_threads=node.get_parameter("max_queue").value + SPARE_THREADS)
+        executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
+        if executor is not None:
+            executor.shutdown()
         node._unload()
         node.destroy_node()
         rclpy.try_shutdown()

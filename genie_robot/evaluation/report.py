@@ -274,10 +274,15 @@ def _planning(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: Path
             imagined = np.concatenate([ctx, res.frames])
             save_gif(np.concatenate([real, imagined], axis=3), out / "plan.gif", fps=2, scale=3)
     cem_a, rand_a = np.array(cem), np.array(rand)
+    # Paired by clip: random search's cost minus CEM's, and its standard error (CEM is better by more
+    # than two standard errors when the mean exceeds twice the SE).
+    gain = rand_a - cem_a
+    gain_se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else None
     return {"plan_episodes": len(picks), "plan_cost": cfg.plan_cost, "plan_budget": budget,
             "plan_cem_cost_mean": float(cem_a.mean()), "plan_cem_cost_std": float(cem_a.std()),
             "plan_random_cost_mean": float(rand_a.mean()), "plan_random_cost_std": float(rand_a.std()),
-            "plan_cem_wins": int((cem_a < rand_a).sum())}
+            "plan_cem_wins": int((cem_a < rand_a).sum()), "plan_cem_gain_mean": float(gain.mean()),
+            "plan_cem_gain_se": gain_se, "plan_cem_costs": cem_a.tolist(), "plan_random_costs": rand_a.tolist()}
 
 
 def _pm(r: dict, key: str, digits: int = 2) -> str:
@@ -310,7 +315,10 @@ def _markdown(r: dict, cfg: EvalConfig) -> str:
         *([f"| planning cost ({r['plan_cost']}), CEM, {r['plan_episodes']} clips, {r['plan_budget']} candidates | "
            f"{r['plan_cem_cost_mean']:.4f} ± {r['plan_cem_cost_std']:.4f} |",
            f"| planning cost, random search, same budget | {r['plan_random_cost_mean']:.4f} ± "
-           f"{r['plan_random_cost_std']:.4f} (CEM lower on {r['plan_cem_wins']} of {r['plan_episodes']}) |"]
+           f"{r['plan_random_cost_std']:.4f} (CEM lower on {r['plan_cem_wins']} of {r['plan_episodes']}) |",
+           f"| random search's cost minus CEM's, paired by clip | {r['plan_cem_gain_mean']:+.4f}"
+           + (f" ± {r['plan_cem_gain_se']:.4f} (standard error) |" if r.get("plan_cem_gain_se") is not None
+              else " (one clip: no standard error) |")]
           if "plan_episodes" in r else []),
         *([f"| latent-to-robot adapter ({r['adapter_method']}), world_vector MSE | "
            f"{r['adapter_mse_world_vector']:.3g} vs {r['adapter_baseline_mse_world_vector']:.3g} predicting the "

@@ -87,6 +87,12 @@ def test_eval_command_writes_json_markdown_and_pictures(trained, sim_dataset, tm
     assert result["plan_episodes"] == min(2, result["clips"]) and result["plan_budget"] == 8
     assert (out / "plan.gif").is_file()
     assert np.isfinite(result["plan_cem_cost_mean"]) and np.isfinite(result["plan_random_cost_mean"])
+    # The paired comparison the planning acceptance is judged on: per-clip costs, their mean gap and its SE.
+    gains = np.array(result["plan_random_costs"]) - np.array(result["plan_cem_costs"])
+    assert len(gains) == result["plan_episodes"] and np.isclose(gains.mean(), result["plan_cem_gain_mean"])
+    if len(gains) > 1:
+        assert np.isclose(result["plan_cem_gain_se"], gains.std(ddof=1) / np.sqrt(len(gains)))
+    assert "random search's cost minus CEM's, paired by clip" in md
     # t must leave a frame to compare with.
     assert main(["eval", "model=tiny", f"ckpt={trained / 'train/tiny'}", f"data.path={sim_dataset}",
                  "data.val_fraction=0.25", "eval.t=4", f"eval.out={out}"]) == 1
