@@ -47,7 +47,7 @@ from std_msgs.msg import Header, String
 
 from genie_robot.models.config import SAMPLING
 from genie_robot.runtime.camera import Context, FrameBuffer, FrameError, compressed_to_model_frame, to_model_frame
-from genie_robot.runtime.service import Cancelled, RequestError, ServiceLimits, WorldModelService, rss_mb
+from genie_robot.runtime.service import Cancelled, RequestError, RolloutResult, ServiceLimits, WorldModelService, rss_mb
 from genie_robot_interfaces.action import Plan, RolloutAction
 from genie_robot_interfaces.srv import InferActions, Rollout
 
@@ -99,6 +99,10 @@ SPARE_THREADS = 4
 def to_time(seconds: float) -> Time:
     ns = int(round(seconds * 1e9))
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def to_seconds(t: Time) -> float:
+    return t.sec + t.nanosec * 1e-9
 
 
 def image_msg(frame: np.ndarray, stamp: float = 0.0, frame_id: str = "") -> Image:
@@ -281,7 +285,7 @@ class WorldModelNode(LifecycleNode):
         service = self.service
         if service is None:  # a message delivered while the node cleaned up
             return
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 or time.time()  # unstamped: arrival
+        stamp = to_seconds(msg.header.stamp) or time.time()  # unstamped: arrival
         if isinstance(msg, CompressedImage):
             make = lambda: compressed_to_model_frame(msg.format, msg.data, service.engine.cfg.resolution,  # noqa: E731
                                                      "camera image")
@@ -315,7 +319,7 @@ class WorldModelNode(LifecycleNode):
         if not msgs:
             return None
         frames = self._frames(msgs, "context", service)
-        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in msgs]
+        stamps = [to_seconds(m.header.stamp) for m in msgs]
         if not all(stamps):
             now, period = self.get_clock().now().nanoseconds * 1e-9, service.period
             stamps = [now - (len(msgs) - 1 - i) * period for i in range(len(msgs))]
@@ -344,13 +348,18 @@ class WorldModelNode(LifecycleNode):
                 service.stats.record(what, bool(res.success), (time.perf_counter() - start) * 1000)
         return res
 
+    @staticmethod
+    def _rollout_result(res, out: RolloutResult) -> None:
+        """A Rollout response's or RolloutAction result's frames, time and context stamps."""
+        res.frames = [image_msg(f, t, out.context.frame_id) for f, t in zip(out.frames, out.stamps, strict=True)]
+        res.inference_ms = float(out.inference_ms)
+        res.context_stamps = [to_time(t) for t in out.context.stamps]
+
     def _rollout(self, req, res):
         def fill(res, service: WorldModelService):
-            out = service.rollout(self._request_context(req.context, service), req.latent_actions,
-                                  req.num_candidates, req.horizon, req.temperature, req.maskgit_steps, req.seed)
-            res.frames = [image_msg(f, t, out.context.frame_id) for f, t in zip(out.frames, out.stamps, strict=True)]
-            res.inference_ms = float(out.inference_ms)
-            res.context_stamps = [to_time(t) for t in out.context.stamps]
+            self._rollout_result(res, service.rollout(self._request_context(req.context, service), req.latent_actions,
+                                                      req.num_candidates, req.horizon, req.temperature,
+                                                      req.maskgit_steps, req.seed))
 
         return self._answer(res, "rollout", fill)
 
@@ -364,13 +373,10 @@ class WorldModelNode(LifecycleNode):
                 elapsed_ms=(time.perf_counter() - start) * 1000))
 
         def fill(res, service: WorldModelService):
-            ctx = service.context(self._request_context(g.context, service))
-            out = service.rollout(ctx, g.latent_actions, g.num_candidates, g.horizon, g.temperature,
-                                  g.maskgit_steps, g.seed, lambda *a: on_frame(*a, ctx.frame_id),
-                                  lambda: goal_handle.is_cancel_requested or self.phase != "active")
-            res.frames = [image_msg(f, t, out.context.frame_id) for f, t in zip(out.frames, out.stamps, strict=True)]
-            res.inference_ms = float(out.inference_ms)
-            res.context_stamps = [to_time(t) for t in out.context.stamps]
+            self._rollout_result(res, service.rollout(
+                self._request_context(g.context, service), g.latent_actions, g.num_candidates, g.horizon,
+                g.temperature, g.maskgit_steps, g.seed, on_frame,
+                lambda: goal_handle.is_cancel_requested or self.phase != "active"))
 
         try:
             self._answer(result, "rollout_action", fill, reraise=(Cancelled,))

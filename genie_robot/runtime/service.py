@@ -217,7 +217,7 @@ class WorldModelService:
                 temperature: float, maskgit_steps: int, seed: int, on_frame=None,
                 cancelled=lambda: False) -> RolloutResult:
         """Each candidate's predicted frames from `context` (None: the camera's latest frames).
-        `on_frame(step, frames [num_candidates, 3, h, w], stamp)` as each horizon step is imagined;
+        `on_frame(step, frames [num_candidates, 3, h, w], stamp, frame_id)` as each horizon step is imagined;
         `cancelled()` is asked before every MaskGIT step, and a yes raises Cancelled there."""
         b = self._count("num_candidates", num_candidates, self.limits.max_candidates, "max_candidates")
         h = self._count("horizon", horizon, self.limits.max_horizon, "max_horizon")
@@ -235,7 +235,8 @@ class WorldModelService:
             if cancelled():  # cancelled while it waited
                 raise Cancelled("rollout cancelled before it started")
             start = time.perf_counter()
-            report = None if on_frame is None else (lambda step, frames: on_frame(step, frames, stamps[step]))
+            report = None if on_frame is None else \
+                (lambda step, frames: on_frame(step, frames, stamps[step], ctx.frame_id))
             out = self.engine.imagine(ctx.frames, acts, steps=steps, temperature=temp, seed=int(seed),
                                       before_step=check, on_frame=report)
             self.last_latency_ms = (time.perf_counter() - start) * 1000  # the engine's time, not the wait
