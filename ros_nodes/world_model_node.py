@@ -488,21 +488,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"world_model_node: cannot start: {e}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    executor = None
+    # The executor exists before the model loads: a SIGINT during the autostart transitions shuts the
+    # context down, and an executor made after that could not be made at all (a traceback, exit 1).
+    executor = MultiThreadedExecutor(num_threads=node.get_parameter("max_queue").value + SPARE_THREADS)
+    executor.add_node(node)
     try:  # a SIGINT at any point from here (loading the model included) is a clean stop
         if node.get_parameter("autostart").value and (
                 node.trigger_configure() != TransitionCallbackReturn.SUCCESS
                 or node.trigger_activate() != TransitionCallbackReturn.SUCCESS):
             print(f"world_model_node: cannot start: {node.last_error}", file=sys.stderr)
             return 1
-        executor = MultiThreadedExecutor(num_threads=node.get_parameter("max_queue").value + SPARE_THREADS)
-        executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if executor is not None:
-            executor.shutdown()
+        executor.shutdown()
         node._unload()
         node.destroy_node()
         rclpy.try_shutdown()

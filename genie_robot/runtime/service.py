@@ -79,16 +79,11 @@ class RequestQueue:
     def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
         """`fn(*args, **kwargs)` on the worker after the requests before it; raises Busy if the queue is full,
         and whatever `fn` raised."""
-        with self._lock:
+        with self._lock:  # admitted and enqueued as one step, so the order admitted is the order run
             if self._pending >= self.capacity:
                 raise Busy(self._pending, self.retry_after_ms(self._pending))
+            future = self._worker.submit(self._timed, fn, args, kwargs)  # raises if shut down: nothing counted
             self._pending += 1
-        try:
-            future = self._worker.submit(self._timed, fn, args, kwargs)
-        except BaseException:  # the worker was shut down: the request never ran
-            with self._lock:
-                self._pending -= 1
-            raise
         return future.result()
 
     def _timed(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
