@@ -15,6 +15,7 @@ run directories, the latest checkpoint of a stage, and frozen stages checked aga
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -136,8 +137,13 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     return state
 
 
-def load_weights(path: Path, model: nn.Module) -> None:
-    """Load model.safetensors, naming every missing, unexpected or mis-shaped tensor on failure."""
+def load_weights(path: Path, model: nn.Module, allow_new: bool = False) -> list[str]:
+    """Load model.safetensors, naming every missing, unexpected or mis-shaped tensor on failure.
+
+    `allow_new`: tensors the checkpoint lacks (layers the model's config adds, e.g. temporal
+    attention in a LAM decoder that was spatial) keep their initialization, except residual output
+    projections (`*.out.weight`, `*.down.weight`), which start at zero so the model computes what
+    the loaded one did. Returns the names of the tensors that were not loaded."""
     file = path / "model.safetensors"
     if not file.is_file():
         raise CheckpointError(f"no weights at {file}")
@@ -148,26 +154,53 @@ def load_weights(path: Path, model: nn.Module) -> None:
     unexpected = sorted(set(sd) - set(own))
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
               for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
+    if (missing and not allow_new) or unexpected or shapes:
         raise CheckpointError(
             f"weights in {file} do not fit this model (was it trained with another model config?): "
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
             f"shape mismatches {shapes[:5]}")
+    for k in missing:
+        sd[k] = torch.zeros_like(own[k]) if k.endswith((".out.weight", ".down.weight")) else own[k]
     # Into DDP's inner module (same parameters); every rank reads the files itself, so no
     # broadcast is needed, and FSDP2 shards the full state dict locally.
     set_model_state_dict(unwrap(model), sd, options=StateDictOptions(full_state_dict=True))
+    return missing
 
 
-def weights_digest(path: Path) -> str:
-    """sha256 of a checkpoint's weights: ties a dynamics model to the exact tokenizer and LAM."""
-    return sha256(path / "model.safetensors")
+def weights_digest(path: Path, component: str | None = None) -> str:
+    """sha256 of what a later stage depends on: a checkpoint's whole weights file, and for a LAM only
+    the state of the modules that decide its codes (`LatentActionModel.CODE_MODULES`), so a decoder
+    retrained around frozen codes (`train.lam_codes_frozen`) keeps a dynamics model trained on them."""
+    file = path / "model.safetensors"
+    if component != "lam":
+        return sha256(file)
+    from safetensors import safe_open
+
+    from genie_robot.models.lam import LatentActionModel
+
+    digest = hashlib.sha256(b"lam-codes/1")
+    with safe_open(str(file), framework="pt") as f:
+        for key in sorted(k for k in f.keys() if k.split(".", 1)[0] in LatentActionModel.CODE_MODULES):
+            t = f.get_tensor(key).contiguous()
+            digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def accepted_digests(path: Path, component: str) -> set[str]:
+    """The digests a later stage's lineage may name for this checkpoint: the current one, and for a
+    LAM the whole-file digest that lineages recorded before the codes-only digest existed."""
+    return {weights_digest(path, component), sha256(path / "model.safetensors")}
 
 
 def load_frozen(
     ckpt: str | None, component: str, model_cfg: ModelConfig, device: torch.device
 ) -> tuple[nn.Module, str, Path]:
-    """A trained component for a later stage, checked against this run's model config."""
+    """A trained component for a later stage, checked against this run's model config.
+
+    A LAM is checked on the part of its config that decides its codes (`LAMConfig.codes_config`)
+    and built from its own config: its decoder may differ from the one this run's config names."""
     if not ckpt:
         raise CheckpointError(f"this stage needs a trained {component}: set train.{component}_ckpt=<checkpoint dir>")
     path = stage_checkpoint(Path(ckpt)) or Path(ckpt)  # a stage's run directory: its latest checkpoint
@@ -176,12 +209,13 @@ def load_frozen(
     saved = typed(OmegaConf.load(path / "config.yaml").model, ModelConfig)
     ours = getattr(model_cfg, component)
     theirs = getattr(saved, component)
-    if ours != theirs or saved.resolution != model_cfg.resolution or saved.frames != model_cfg.frames:
+    same = ours.codes_config() == theirs.codes_config() if component == "lam" else ours == theirs
+    if not same or saved.resolution != model_cfg.resolution or saved.frames != model_cfg.frames:
         raise CheckpointError(
             f"{component} checkpoint {path} was trained with a different model config "
             f"(resolution {saved.resolution}, frames {saved.frames}, {component}={theirs}) than this run "
             f"(resolution {model_cfg.resolution}, frames {model_cfg.frames}, {component}={ours})")
-    model = build(model_cfg, component)
+    model = build(saved if component == "lam" else model_cfg, component)
     load_weights(path, model)
     model.to(device).eval().requires_grad_(False)
-    return model, weights_digest(path), path
+    return model, weights_digest(path, component), path

@@ -81,6 +81,8 @@ def render_card(card: dict, commands: str) -> str:
         wall = f"{info['train_wall_s'] / 60:.0f} min" if info.get("train_wall_s") else "-"
         steps = f"{info['step']}" + (f" more, from `train.init_from={info['data']['init_from']}` (`make reference`)"
                                      if info["data"].get("init_from") else "")
+        if info["data"].get("lam_codes_frozen"):
+            steps += ", decoder only: the codes frozen (`train.lam_codes_frozen=true`)"
         lines.append(f"| {stage} | {steps} | {wall} | {shown} ({ev.get('clips', 0):g} clips) |")
     lines += ["", "Training wall time: from the stage's first start to its last checkpoint, restarts and time "
               "shared with other jobs on the same cores included.", "", "## Data and recipe", ""]
@@ -132,7 +134,7 @@ def training_data(ckpt: Path) -> dict:
     cfg = OmegaConf.load(ckpt / "config.yaml")
     sim_file = Path(cfg.data.path) / "genie_robot_sim.json"
     return {"path": cfg.data.path, "sim": json.loads(sim_file.read_text()) if sim_file.is_file() else None,
-            "init_from": cfg.train.get("init_from"),
+            "init_from": cfg.train.get("init_from"), "lam_codes_frozen": bool(cfg.train.get("lam_codes_frozen", False)),
             "val_fraction": cfg.data.val_fraction, "batch_size": cfg.data.batch_size, "train_seed": cfg.train.seed,
             "model_config": cfg.model.name, "recipe_lr": OmegaConf.to_container(cfg.train.optim)[cfg.stage]["lr"]}
 

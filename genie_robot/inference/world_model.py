@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from genie_robot import reference
-from genie_robot.checkpoint import CheckpointError, load_frozen, load_weights, stage_checkpoint
+from genie_robot.checkpoint import CheckpointError, accepted_digests, load_frozen, load_weights, stage_checkpoint
 from genie_robot.config import typed
 from genie_robot.core.engine import Engine, Imagination, Limits
 from genie_robot.models import ModelConfig, build
@@ -66,8 +66,8 @@ class WorldModel(Engine):
                                   f"one in {root / 'tokenizer'} (weights digest differs)")
         lam = None
         if stage_checkpoint(root / "lam") is not None:
-            lam, lam_digest, _ = load_frozen(str(root / "lam"), "lam", cfg, device)
-            if lineage.get("lam") != lam_digest:
+            lam, _, lam_path = load_frozen(str(root / "lam"), "lam", cfg, device)
+            if lineage.get("lam") not in accepted_digests(lam_path, "lam"):
                 raise CheckpointError(f"the dynamics model in {dyn_ckpt} was trained with another LAM than the "
                                       f"one in {root / 'lam'} (weights digest differs)")
         modules = [m.to(device=device, dtype=dtype) for m in (tokenizer, dynamics)]

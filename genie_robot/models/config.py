@@ -91,8 +91,18 @@ class LAMConfig:
     # nothing, but white or black pixels, the arm and its shadow, sit where the sigmoid is flat,
     # so moving them learns slowly) or "residual" (the previous frame plus the output).
     decoder_output: str = "logit_residual"
+    # "vq": a learned codebook of num_actions vectors (Genie); "fsq": the sign of each of the
+    # log2(num_actions) = code_dim latent dimensions (TinyWorlds' FSQ, 2 levels; genie_robot.models.vq).
+    quantizer: str = "vq"
     encoder: STConfig = field(default_factory=STConfig)
     decoder: STConfig = field(default_factory=STConfig)
+
+    def codes_config(self) -> dict:
+        """The fields that decide which code a transition gets (what a dynamics model depends on);
+        the decoder's fields and the training-only ones are left out."""
+        return {"input": self.input, "patch": self.patch, "num_actions": self.num_actions,
+                "code_dim": self.code_dim, "encoder_input": self.encoder_input, "quantizer": self.quantizer,
+                "encoder": self.encoder}
 
 
 @dataclass
@@ -184,6 +194,12 @@ class ModelConfig:
                              f"'{self.dynamics.action_conditioning}'")
         if self.dynamics.masking not in MASKINGS:
             raise ValueError(f"model.dynamics.masking must be one of {MASKINGS}, got '{self.dynamics.masking}'")
+        if self.lam.quantizer not in ("vq", "fsq"):
+            raise ValueError(f"model.lam.quantizer must be 'vq' or 'fsq', got '{self.lam.quantizer}'")
+        if self.lam.quantizer == "fsq" and self.lam.num_actions != 2**self.lam.code_dim:
+            raise ValueError(f"model.lam.quantizer=fsq codes the sign of each latent dimension: model.lam.num_actions "
+                             f"must be 2**model.lam.code_dim, got {self.lam.num_actions} actions and code_dim "
+                             f"{self.lam.code_dim} (8 actions: code_dim 3)")
         if self.lam.encoder_input not in ("frames", "frames_and_difference"):
             raise ValueError(f"model.lam.encoder_input must be 'frames' or 'frames_and_difference', got "
                              f"'{self.lam.encoder_input}'")

@@ -19,7 +19,7 @@ from torch import nn
 
 from genie_robot.models.config import LAMConfig
 from genie_robot.models.st_transformer import FiLM, PositionEmbedding, STTransformer, patchify, unpatchify
-from genie_robot.models.vq import VectorQuantizer, VQOutput
+from genie_robot.models.vq import BinaryFSQ, VectorQuantizer, VQOutput
 
 
 @dataclass
@@ -63,6 +63,11 @@ class StepwiseBatchNorm(nn.Module):
 
 
 class LatentActionModel(nn.Module):
+    # The modules that decide which code a transition gets. A dynamics model trained on a LAM's
+    # codes depends on these alone (its lineage digest covers them, `codes_state`); the decoder
+    # may be retrained around them (`freeze_codes`) without invalidating that dynamics model.
+    CODE_MODULES = ("embed", "diff_embed", "action_token", "enc_pos", "encoder", "to_code", "pre_vq", "vq")
+
     def __init__(self, cfg: LAMConfig, frames: int, resolution: list[int], channels: int = 3,
                  token_vocab: int = 0, token_patch: int = 4):
         super().__init__()
@@ -89,18 +94,47 @@ class LatentActionModel(nn.Module):
         self.encoder = STTransformer(enc)
         self.to_code = nn.Linear(enc.d_model, cfg.code_dim)
         self.pre_vq = StepwiseBatchNorm(frames - 1, cfg.code_dim)
-        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, entropy_weight=cfg.entropy_weight)
+        self.vq = (BinaryFSQ(cfg.num_actions, cfg.code_dim) if cfg.quantizer == "fsq" else
+                   VectorQuantizer(cfg.num_actions, cfg.code_dim, entropy_weight=cfg.entropy_weight))
         # --- decoder ---
         self.action_in = nn.Linear(cfg.code_dim, dec.d_model)
         self.film = FiLM(cfg.code_dim, dec) if cfg.action_conditioning == "film" else None
         self.dec_pos = PositionEmbedding(frames, tokens, dec.d_model)
         self.decoder = STTransformer(dec)
+        self.codes_frozen = False
+
+    def freeze_codes(self) -> LatentActionModel:
+        """Train the decoder only: the code-deciding modules get no gradients and stay in eval mode
+        (no batch-statistics updates, no VQ restarts), so every clip keeps exactly the codes it had."""
+        self.codes_frozen = True
+        for name in self.CODE_MODULES:
+            module = getattr(self, name)
+            if module is not None:
+                module.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> LatentActionModel:
+        super().train(mode)
+        if self.codes_frozen:
+            for name in self.CODE_MODULES:
+                module = getattr(self, name)
+                if isinstance(module, nn.Module):
+                    module.eval()
+        return self
+
+    def codes_state(self) -> dict[str, torch.Tensor]:
+        """The state (weights and buffers) of the code-deciding modules: what a dynamics model depends on."""
+        return {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] in self.CODE_MODULES}
 
     def _inputs(self, x: torch.Tensor, embed: nn.Module) -> torch.Tensor:
         """[B, T, S, D] embeddings of pixels in [0, 1] ([B,T,C,H,W]) or token ids ([B,T,S])."""
         return embed(patchify(x, self.patch)) if self.input == "pixels" else embed(x)
 
     def _encode(self, x: torch.Tensor) -> VQOutput:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.codes_frozen):
+            return self._encode_with(x)
+
+    def _encode_with(self, x: torch.Tensor) -> VQOutput:
         e = self._inputs(x, self.embed)
         if self.diff_embed is not None:  # frame t's change since frame t-1 (none for the first)
             diff = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)

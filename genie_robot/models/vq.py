@@ -131,3 +131,49 @@ class VectorQuantizer(nn.Module):
         if dead.numel() == 0 or self.dead_fraction <= 0:
             return
         self._reseed(dead, self._sample(self._gathered(z_flat), dead.numel()))
+
+
+class BinaryFSQ(nn.Module):
+    """Finite scalar quantization with two levels per dimension: TinyWorlds' LAM quantizer
+    (`AlmondGod/tinyworlds`, 3 dimensions x 2 levels = 8 codes), `model.lam.quantizer=fsq`.
+
+    Each dimension of the latent is quantized to its sign and the code id is the bits read as a
+    binary number, so the latent must have log2(num_codes) dimensions. There is no codebook to
+    collapse onto a few entries: the LAM standardizes its latents over the batch per transition
+    (`StepwiseBatchNorm`, the role of TinyWorlds' batch-variance penalty), so each bit splits the
+    batch near its middle and every code stays reachable without restarts or an entropy penalty.
+    Gradients pass straight through a tanh of the latent.
+    """
+
+    def __init__(self, num_codes: int, code_dim: int, usage_decay: float = 0.95, dead_fraction: float = 0.03):
+        super().__init__()
+        if num_codes != 2**code_dim:
+            raise ValueError(f"binary FSQ codes the sign of each latent dimension: num_codes must be 2**code_dim "
+                             f"({2**code_dim} for code_dim {code_dim}), got {num_codes}")
+        self.num_codes, self.code_dim = num_codes, code_dim
+        self.usage_decay, self.dead_fraction = usage_decay, dead_fraction
+        self.register_buffer("bit_values", 2 ** torch.arange(code_dim), persistent=False)
+        self.register_buffer("ema_usage", torch.full((num_codes,), 1.0 / num_codes))
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """The +-1 vector of each code id [...] -> [..., code_dim]."""
+        bits = torch.div(indices[..., None], self.bit_values, rounding_mode="floor") % 2
+        return bits.float() * 2 - 1
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        return ((z > 0).long() * self.bit_values).sum(-1)
+
+    def forward(self, z: torch.Tensor) -> VQOutput:
+        indices = self.quantize(z)
+        soft = torch.tanh(z)
+        z_q = soft + (self.lookup(indices).to(z.dtype) - soft).detach()  # straight-through
+        counts = torch.bincount(indices.flatten(), minlength=self.num_codes).float()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+        probs = counts / counts.sum().clamp(min=1)
+        perplexity = torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum())
+        if self.training:
+            with torch.no_grad():
+                self.ema_usage.mul_(self.usage_decay).add_(probs, alpha=1 - self.usage_decay)
+        usage = (self.ema_usage > self.dead_fraction / self.num_codes).float().mean()
+        return VQOutput(z_q, indices, z.new_zeros(()), perplexity, usage)

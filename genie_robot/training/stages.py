@@ -17,6 +17,7 @@ from genie_robot.checkpoint import CheckpointError, load_frozen, unwrap
 from genie_robot.metrics import kmeans, nmi, psnr, standardize
 from genie_robot.models import ModelConfig, build, code_vector_loss, mask_tokens, token_loss
 from genie_robot.models.config import EMBED_INITS
+from genie_robot.reference import sha256
 
 STAGES = ("tokenizer", "lam", "dynamics")
 
@@ -33,6 +34,9 @@ class Stage:
     model: nn.Module
     tokens_per_clip: int
     lineage: dict[str, str]  # digests of the frozen checkpoints this stage depends on
+    # The same checkpoints' digests as lineages recorded them before `weights_digest` hashed only a
+    # LAM's codes: a checkpoint naming these still matches.
+    legacy_lineage: dict[str, str] = {}
 
     def loss(self, model: nn.Module, frames_u8: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -79,6 +83,11 @@ class LAMStage(Stage):
     def __init__(self, cfg: ModelConfig, device: torch.device, train_cfg):
         self.device, self.cfg, self.model, self.lineage = device, cfg, build(cfg, "lam"), {}
         self.tokens_per_clip = cfg.frames * cfg.tokens_per_frame()
+        if train_cfg.lam_codes_frozen:
+            if not (train_cfg.init_from or train_cfg.resume):
+                raise CheckpointError("train.lam_codes_frozen=true keeps the codes of a trained LAM: set "
+                                      "train.init_from=<its checkpoint or run directory>")
+            self.model.freeze_codes()
         self.tokenizer = None
         if cfg.lam.input == "tokens":
             self.tokenizer, digest, _ = load_frozen(train_cfg.tokenizer_ckpt, "tokenizer", cfg, device)
@@ -153,6 +162,7 @@ class DynamicsStage(Stage):
         self.tokenizer, tok_digest, _ = load_frozen(train_cfg.tokenizer_ckpt, "tokenizer", cfg, device)
         self.lam, lam_digest, self.lam_path = load_frozen(train_cfg.lam_ckpt, "lam", cfg, device)
         self.lineage = {"tokenizer": tok_digest, "lam": lam_digest}
+        self.legacy_lineage = {"lam": sha256(self.lam_path / "model.safetensors")}
         if cfg.dynamics.target == "code_vector":  # saved with the weights; a resumed run's are the same
             self.model.set_codes(self.tokenizer.vq.codebook)
         share = EMBED_INITS[cfg.dynamics.embed_init]

@@ -83,6 +83,12 @@ class TrainConfig:
     # shipped dynamics model fine-tuned with another recipe; ignored when resuming (the run's own
     # checkpoint has them). The model config must match.
     init_from: str | None = None
+    # With init_from: layers this config adds to the checkpoint's model start fresh, their residual
+    # outputs at zero (checkpoint.load_weights), instead of being an error.
+    init_from_allow_new: bool = False
+    # LAM stage: train only the decoder around the codes of init_from (LatentActionModel.freeze_codes),
+    # so a dynamics model trained on those codes stays valid (docs/MODELS.md: "The LAM decoder retrained").
+    lam_codes_frozen: bool = False
     progress: bool = True
     optim: dict[str, OptimConfig] = field(default_factory=dict)  # per stage
 
@@ -174,7 +180,7 @@ class Trainer:
 
     def _check_lineage(self, state: dict, source: str) -> None:
         """A checkpoint of this stage must have been trained against this run's frozen checkpoints."""
-        if state.get("lineage", {}) != self.stage.lineage:
+        if state.get("lineage", {}) not in (self.stage.lineage, {**self.stage.lineage, **self.stage.legacy_lineage}):
             raise CheckpointError(
                 f"{source} was trained against other frozen checkpoints ({state.get('lineage')}) than this run "
                 f"({self.stage.lineage}); point train.tokenizer_ckpt/lam_ckpt at the ones it used")
@@ -185,9 +191,9 @@ class Trainer:
             raise CheckpointError(f"train.init_from={path} is not a checkpoint (no model.safetensors in {ckpt})")
         state = json.loads((ckpt / "trainer.json").read_text()) if (ckpt / "trainer.json").is_file() else {}
         self._check_lineage(state, f"train.init_from={path}")
-        load_weights(ckpt, self.model)
+        new = load_weights(ckpt, self.model, allow_new=self.tcfg.init_from_allow_new)
         if self.is_main:
-            print(f"{self.stage_name}: weights from {ckpt}")
+            print(f"{self.stage_name}: weights from {ckpt}" + (f"; {len(new)} new tensors start fresh" if new else ""))
 
     def _loader(self, split: str) -> torch.utils.data.DataLoader:
         ds = ClipDataset(self.dcfg, split, self.rank, self.world)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -345,6 +346,33 @@ def test_vq_reports_usage_and_restarts_dead_codes():
         vq(z)
     # Dead codes were re-seeded next to the batch's vectors, so usage recovers instead of staying at 1/16.
     assert (vq.ema_usage >= vq.dead_fraction / 16).all()
+
+
+def test_binary_fsq_codes_the_sign_of_each_dimension_and_uses_every_code(tiny):
+    """model.lam.quantizer=fsq (TinyWorlds): code id = the latent's signs read as bits; a standardized
+    batch reaches all 8 codes with no codebook; gradients reach the encoder; a size that is not
+    2**code_dim is refused."""
+    from genie_robot.models.vq import BinaryFSQ
+
+    fsq = BinaryFSQ(8, 3)
+    ids = torch.arange(8)
+    assert torch.equal(fsq.quantize(fsq.lookup(ids)), ids)
+    assert torch.equal(fsq.lookup(torch.tensor(5)), torch.tensor([1.0, -1.0, 1.0]))
+    z = torch.randn(256, 3, requires_grad=True)
+    out = fsq(z)
+    assert out.perplexity.item() > 7.5 and torch.equal(out.z_q.detach(), fsq.lookup(out.indices))
+    out.z_q.sum().backward()
+    assert (z.grad != 0).all()
+    with pytest.raises(ValueError, match=r"num_actions must be 2\*\*model.lam.code_dim, got 8 actions and code_dim 8"):
+        dataclasses.replace(tiny, lam=dataclasses.replace(tiny.lam, quantizer="fsq")).validate()
+    cfg = dataclasses.replace(tiny, lam=dataclasses.replace(tiny.lam, quantizer="fsq", code_dim=3))
+    lam = build(cfg, "lam")
+    torch.manual_seed(0)
+    x = torch.rand(16, cfg.frames, 3, *cfg.resolution)
+    out = lam(x)
+    assert out.actions.unique().numel() >= 6  # batch-standardized signs: no collapse at initialization
+    out.recon.mean().backward()
+    assert lam.to_code.weight.grad.abs().sum() > 0
 
 
 def test_vq_entropy_penalty_spreads_a_collapsed_codebook():

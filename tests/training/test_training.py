@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -248,3 +250,71 @@ def test_two_processes_match_one_with_the_same_global_batch(sim_dataset, tmp_pat
     torch.set_default_dtype(torch.float32)
     for k in one:
         assert torch.allclose(one[k], two[k], atol=1e-10, rtol=1e-8), k
+
+
+def test_lam_decoder_retrained_around_frozen_codes_keeps_the_dynamics_trained_on_them(trained, sim_dataset,
+                                                                                      tmp_path):
+    """train.lam_codes_frozen: a temporal decoder grown on the trained LAM's spatial one (the new layers'
+    residual outputs start at zero, so it first predicts exactly what the old one did) and trained on: the
+    decoder changes, every code stays, and the dynamics trained on the old LAM loads with the new one."""
+    from genie_robot.checkpoint import load_frozen, stage_checkpoint, weights_digest
+    from genie_robot.inference.world_model import WorldModel
+    from genie_robot.reference import sha256
+
+    ckpt = trained / "train/tiny"
+    grow = ["stage=lam", "model.lam.decoder.attention=st", f"train.init_from={ckpt}/lam"]
+    with pytest.raises(CheckpointError, match=r"do not fit this model.*missing \['decoder.blocks.0.attn_t"):
+        Trainer(make_cfg(sim_dataset, tmp_path / "strict", *grow))
+    with pytest.raises(CheckpointError, match=r"lam_codes_frozen=true keeps the codes of a trained LAM: set "
+                                              r"train.init_from"):
+        Trainer(make_cfg(sim_dataset, tmp_path / "none", "stage=lam", "train.lam_codes_frozen=true"))
+    trainer = Trainer(make_cfg(sim_dataset, tmp_path, *grow, "train.init_from_allow_new=true",
+                               "train.lam_codes_frozen=true", "train.steps=6", "train.ckpt_every=6",
+                               "train.eval_every=6"))
+    old_dir = stage_checkpoint(ckpt / "lam")
+    old, _, _ = load_frozen(str(old_dir), "lam", trainer.mcfg, torch.device("cpu"))
+    x = next(trainer._batches()).float() / 255
+    with torch.no_grad():
+        ids = old.infer_actions(x)
+        assert torch.allclose(trainer.model.decode_ids(x, ids), old.decode_ids(x, ids), atol=1e-6)
+    trainer.fit()
+    new_dir = stage_checkpoint(tmp_path / "train/tiny/lam")
+    new, _, _ = load_frozen(str(new_dir), "lam", trainer.mcfg, torch.device("cpu"))
+    with torch.no_grad():
+        assert torch.equal(new.infer_actions(x), ids)
+        assert not torch.allclose(new.decode_ids(x, ids), old.decode_ids(x, ids), atol=1e-4)
+    assert weights_digest(new_dir, "lam") == weights_digest(old_dir, "lam")
+    assert sha256(new_dir / "model.safetensors") != sha256(old_dir / "model.safetensors")
+
+    root = tmp_path / "model"
+    for stage, src in (("tokenizer", ckpt / "tokenizer"), ("dynamics", ckpt / "dynamics"), ("lam", new_dir)):
+        shutil.copytree(stage_checkpoint(src), root / stage)
+    engine = WorldModel.load(root)
+    assert engine.lam.decoder.blocks[0].layout == "st"
+    # A lineage written before the codes-only digest (the whole file's) still matches that same LAM, and
+    # scripts/relink_lam.py moves it to the codes digest once it has checked that the new LAM's codes are equal.
+    meta = json.loads((root / "dynamics/trainer.json").read_text())
+    meta["lineage"]["lam"] = sha256(old_dir / "model.safetensors")
+    (root / "dynamics/trainer.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"trained with another LAM than the one in .*model/lam"):
+        WorldModel.load(root)
+    shutil.rmtree(root / "lam")
+    shutil.copytree(old_dir, root / "lam")
+    WorldModel.load(root)
+    script = Path(__file__).parents[2] / "scripts/relink_lam.py"
+    relink = [sys.executable, str(script), "--dynamics", str(root / "dynamics"), "--lam-was", str(old_dir), "--lam"]
+    other = tmp_path / "other"
+    Trainer(make_cfg(sim_dataset, other, "stage=lam", "train.steps=2", "train.ckpt_every=2",
+                     "train.eval_every=2", "train.seed=5")).fit()
+    other_dir = stage_checkpoint(other / "train/tiny/lam")
+    refused = subprocess.run([*relink, str(other_dir)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "decides other codes than the one in" in refused.stderr
+    subprocess.run([*relink, str(new_dir)], check=True, capture_output=True)
+    shutil.rmtree(root / "lam")
+    shutil.copytree(new_dir, root / "lam")
+    WorldModel.load(root)
+    # A LAM whose codes differ does not load with it.
+    shutil.rmtree(root / "lam")
+    shutil.copytree(other_dir, root / "lam")
+    with pytest.raises(CheckpointError, match=r"trained with another LAM than the one in .*model/lam"):
+        WorldModel.load(root)
