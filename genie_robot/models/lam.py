@@ -64,7 +64,7 @@ class StepwiseBatchNorm(nn.Module):
 
 class LatentActionModel(nn.Module):
     # The modules that decide which code a transition gets. A dynamics model trained on a LAM's
-    # codes depends on these alone (its lineage digest covers them, `codes_state`); the decoder
+    # codes depends on these alone (its lineage digest covers them, `checkpoint.weights_digest`); the decoder
     # may be retrained around them (`freeze_codes`) without invalidating that dynamics model.
     CODE_MODULES = ("embed", "diff_embed", "action_token", "enc_pos", "encoder", "to_code", "pre_vq", "vq")
 
@@ -121,10 +121,6 @@ class LatentActionModel(nn.Module):
                 if isinstance(module, nn.Module):
                     module.eval()
         return self
-
-    def codes_state(self) -> dict[str, torch.Tensor]:
-        """The state (weights and buffers) of the code-deciding modules: what a dynamics model depends on."""
-        return {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] in self.CODE_MODULES}
 
     def _inputs(self, x: torch.Tensor, embed: nn.Module) -> torch.Tensor:
         """[B, T, S, D] embeddings of pixels in [0, 1] ([B,T,C,H,W]) or token ids ([B,T,S])."""

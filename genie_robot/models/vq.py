@@ -34,6 +34,20 @@ class VQOutput:
     usage: torch.Tensor  # fraction of codes used recently (EMA)
 
 
+@torch.no_grad()
+def _track_usage(q: nn.Module, indices: torch.Tensor) -> torch.Tensor:
+    """Perplexity of this batch's code histogram; in training the histogram also updates the
+    quantizer's `ema_usage` (summed over ranks, so buffers stay equal)."""
+    counts = torch.bincount(indices.flatten(), minlength=q.num_codes).float()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(counts)
+    probs = counts / counts.sum().clamp(min=1)
+    perplexity = torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum())
+    if q.training:
+        q.ema_usage.mul_(q.usage_decay).add_(probs, alpha=1 - q.usage_decay)
+    return perplexity
+
+
 class VectorQuantizer(nn.Module):
     def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, usage_decay: float = 0.95,
                  dead_fraction: float = 0.03, entropy_weight: float = 0.0, entropy_temperature: float = 0.1):
@@ -66,15 +80,9 @@ class VectorQuantizer(nn.Module):
         loss = F.mse_loss(z_q, z.detach()) + self.beta * F.mse_loss(z, z_q.detach())
         if self.training and self.entropy_weight > 0:
             loss = loss + self.entropy_weight * self._entropy_penalty(z)
-        counts = torch.bincount(indices.flatten(), minlength=self.num_codes).float()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(counts)  # every rank sees the same histogram, so buffers stay equal
-        probs = counts / counts.sum().clamp(min=1)
-        perplexity = torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum())
+        perplexity = _track_usage(self, indices)
         if self.training:
-            with torch.no_grad():
-                self.ema_usage.mul_(self.usage_decay).add_(probs, alpha=1 - self.usage_decay)
-                self._restart_dead_codes(z.detach().reshape(-1, self.code_dim))
+            self._restart_dead_codes(z.detach().reshape(-1, self.code_dim))
         usage = (self.ema_usage > self.dead_fraction / self.num_codes).float().mean()
         z_q = z + (z_q - z).detach()  # straight-through estimator
         return VQOutput(z_q, indices, loss, perplexity, usage)
@@ -167,13 +175,6 @@ class BinaryFSQ(nn.Module):
         indices = self.quantize(z)
         soft = torch.tanh(z)
         z_q = soft + (self.lookup(indices).to(z.dtype) - soft).detach()  # straight-through
-        counts = torch.bincount(indices.flatten(), minlength=self.num_codes).float()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(counts)
-        probs = counts / counts.sum().clamp(min=1)
-        perplexity = torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum())
-        if self.training:
-            with torch.no_grad():
-                self.ema_usage.mul_(self.usage_decay).add_(probs, alpha=1 - self.usage_decay)
+        perplexity = _track_usage(self, indices)
         usage = (self.ema_usage > self.dead_fraction / self.num_codes).float().mean()
         return VQOutput(z_q, indices, z.new_zeros(()), perplexity, usage)
