@@ -148,13 +148,12 @@ reference: setup
 	$(BIN)/genie-robot sim
 	$(REF_TRAIN) stage=tokenizer train.steps=2400 data.batch_size=4
 	$(REF_PACKAGE) --stages tokenizer
-	@# The LAM's codes: 2,000 steps, then 3,000 more from them at a lower peak lr, both with a spatial decoder
-	@# (docs/MODELS.md, "LAM continued"); then its decoder alone, grown a temporal attention, 2,000 steps
-	@# around the frozen codes ("The LAM decoder retrained"), which becomes the run's lam/.
-	$(REF_TRAIN) stage=lam train.steps=2000 data.batch_size=8 $(LAM_CODES) train.out_dir=$(REF_RUN)/first
-	$(REF_TRAIN) stage=lam train.steps=3000 data.batch_size=8 $(LAM_CODES) train.out_dir=$(REF_RUN)/codes \
-		train.init_from=$(REF_RUN)/first/lam train.optim.lam.lr=5e-4 train.optim.lam.warmup_steps=50
-	$(REF_TRAIN) stage=lam train.steps=2000 data.batch_size=8 train.init_from=$(REF_RUN)/codes/lam \
+	@# The LAM's codes: 2,000 steps with a spatial decoder and the binary FSQ (docs/MODELS.md, "FSQ instead of
+	@# the VQ"); then its decoder alone, grown a temporal attention, 1,000 steps around the frozen codes ("The
+	@# LAM decoder retrained"), which becomes the run's lam/.
+	$(REF_TRAIN) stage=lam train.steps=2000 data.batch_size=8 $(LAM_CODES) train.eval_every=250 \
+		train.out_dir=$(REF_RUN)/codes
+	$(REF_TRAIN) stage=lam train.steps=1000 data.batch_size=8 train.init_from=$(REF_RUN)/codes/lam \
 		train.init_from_allow_new=true train.lam_codes_frozen=true train.optim.lam.lr=5e-4 \
 		train.optim.lam.warmup_steps=50 train.eval_every=250
 	$(REF_PACKAGE) --stages lam

@@ -47,6 +47,7 @@ from std_msgs.msg import Header, String
 
 from genie_robot.models.config import SAMPLING
 from genie_robot.runtime.camera import Context, FrameBuffer, FrameError, compressed_to_model_frame, to_model_frame
+from genie_robot.runtime.engine import CPU_MEMORY
 from genie_robot.runtime.service import Cancelled, RequestError, RolloutResult, ServiceLimits, WorldModelService, rss_mb
 from genie_robot_interfaces.action import Plan, RolloutAction
 from genie_robot_interfaces.srv import InferActions, Rollout
@@ -61,6 +62,9 @@ PARAMETERS = {
     "engine": ("onnx", "onnx (onnxruntime, no torch) or torch", None, "model"),
     "providers": (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
                   "onnxruntime execution providers, first available wins", None, "model"),
+    "cpu_memory": (CPU_MEMORY[0], "onnxruntime CPU memory between calls: shrink (free arena chunks go back after each "
+                                  "call), arena (keeps the largest call's: GBs after one plan), off (no arena)",
+                   None, "model"),
     "context_frames": (8, "camera frames used as context when a request brings none (at most the model's window)",
                        (1, 64), "live"),
     "frame_rate": (3.0, "Hz: camera frames are subsampled to the model's rate (RT-1: 3 Hz)", (0.1, 100.0), "live"),
@@ -239,6 +243,8 @@ class WorldModelNode(LifecycleNode):
             raise ValueError("parameter model_dir is required (an exported model directory, `genie-robot export`)")
         if p["engine"] not in ("onnx", "torch"):
             raise ValueError(f"parameter engine must be onnx or torch, got '{p['engine']}'")
+        if p["cpu_memory"] not in CPU_MEMORY:
+            raise ValueError(f"parameter cpu_memory must be one of {', '.join(CPU_MEMORY)}, got '{p['cpu_memory']}'")
         if p["camera_transport"] not in ("raw", "compressed"):
             raise ValueError(f"parameter camera_transport must be raw or compressed, got '{p['camera_transport']}'")
         if p["camera_qos"] not in ("sensor_data", "reliable"):
@@ -275,7 +281,8 @@ class WorldModelNode(LifecycleNode):
         if p["engine"] == "onnx":
             from genie_robot.runtime import OnnxWorldModel
 
-            return OnnxWorldModel(p["model_dir"], providers=list(p["providers"]), limits=limits)
+            return OnnxWorldModel(p["model_dir"], providers=list(p["providers"]), limits=limits,
+                                  cpu_memory=p["cpu_memory"])
         from genie_robot.inference.world_model import WorldModel
 
         return WorldModel.load(p["model_dir"], limits=limits)

@@ -81,6 +81,11 @@ def render_card(card: dict, commands: str) -> str:
         wall = f"{info['train_wall_s'] / 60:.0f} min" if info.get("train_wall_s") else "-"
         steps = f"{info['step']}" + (f" more, from `train.init_from={info['data']['init_from']}` (`make reference`)"
                                      if info["data"].get("init_from") else "")
+        earlier = info.get("init_from_run")
+        if earlier:
+            steps = f"{info['step']} more, from {earlier['step']} steps (`train.init_from`, `make reference`)"
+            if earlier.get("train_wall_s"):
+                wall += f", after {earlier['train_wall_s'] / 60:.0f} min for those"
         if info["data"].get("lam_codes_frozen"):
             steps += ", decoder only: the codes frozen (`train.lam_codes_frozen=true`)"
         lines.append(f"| {stage} | {steps} | {wall} | {shown} ({ev.get('clips', 0):g} clips) |")
@@ -124,6 +129,19 @@ def _eval_section(card: dict) -> list[str]:
     lines += [f"| {label} | " + " | ".join(cell(ev, key) for _, ev in evals) + " |"
               for key, label in HEADLINE_METRICS if any(key in ev for _, ev in evals)]
     return lines
+
+
+def earlier_run(init_from: str | None) -> dict | None:
+    """Steps and wall time of the run a stage started from (`train.init_from`), so that the card counts
+    the whole of a stage trained in two runs (the LAM's codes, then its decoder around them). None when
+    there was none, or when it is not a run directory here any more (then the card says only its path)."""
+    if not init_from or not (Path(init_from) / "metrics.jsonl").is_file():
+        return None
+    ckpt = stage_checkpoint(Path(init_from))
+    if ckpt is None:
+        return None
+    prov = stage_provenance(Path(init_from), ckpt)
+    return {"step": prov["step"], "train_wall_s": prov["train_wall_s"]}
 
 
 def training_data(ckpt: Path) -> dict:
@@ -173,6 +191,7 @@ def main() -> None:
         trainer.pop("param_groups", None)  # optimizer hyper-parameters: not part of a reference
         (tmp / stage / "trainer.json").write_text(json.dumps(trainer, indent=2))
         stages[stage] = {"from": str(ckpt), **stage_provenance(run / stage, ckpt), "data": training_data(ckpt)}
+        stages[stage]["init_from_run"] = earlier_run(stages[stage]["data"]["init_from"])
     if (run / "adapter.json").is_file():
         shutil.copy2(run / "adapter.json", tmp / "adapter.json")
     files = {p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*"))

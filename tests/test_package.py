@@ -1,4 +1,5 @@
-"""The repository root is an ament_python ROS 2 package: colcon builds and installs it."""
+"""The repository root is an ament_python ROS 2 package and genie_robot_interfaces its interface package:
+colcon builds and installs both from one base path (ros_packages/, two links)."""
 
 from __future__ import annotations
 
@@ -22,16 +23,38 @@ def test_package_xml_is_format_3_ament_python():
     assert (REPO / "resource" / "genie_robot").is_file()
 
 
-def test_colcon_builds_and_installs_the_tree(tmp_path):
+def test_colcon_builds_both_packages_from_one_base_path(tmp_path):
+    """A ROS user clones the repository into a workspace and runs one `colcon build --base-paths`:
+    colcon does not look inside a package for another one, so ros_packages/ links both packages."""
     src = tmp_path / "ws" / "src" / "genie_robot"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "outputs", "*.egg-info", "build",
-                                                                "__pycache__", ".pytest_cache", ".ruff_cache"))
+    # symlinks=True: ros_packages/genie_robot links the root itself (followed, it would copy forever).
+    shutil.copytree(REPO, src, symlinks=True,
+                    ignore=shutil.ignore_patterns(".venv", ".git", "outputs", "*.egg-info", "build", "__pycache__",
+                                                  ".pytest_cache", ".ruff_cache"))
     env = {**os.environ, "AMENT_PREFIX_PATH": sys.prefix, "CMAKE_PREFIX_PATH": sys.prefix,
            "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     r = subprocess.run([str(VENV_BIN / "colcon"), "--log-base", str(tmp_path / "log"), "build",
-                        "--base-paths", "src"], cwd=tmp_path / "ws", env=env, capture_output=True, text=True,
-                       timeout=300)
+                        "--base-paths", "src/genie_robot/ros_packages", "--cmake-args", "-DBUILD_TESTING=OFF",
+                        f"-DPython3_EXECUTABLE={sys.executable}"], cwd=tmp_path / "ws", env=env,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
+    for package in ("genie_robot_interfaces", "genie_robot"):
+        assert f"Finished <<< {package} [" in r.stdout, r.stdout[-3000:]
+    interfaces = tmp_path / "ws" / "install" / "genie_robot_interfaces"
+    assert (interfaces / "share/ament_index/resource_index/packages/genie_robot_interfaces").is_file()
+    for name in ("Rollout.srv", "InferActions.srv"):
+        assert (interfaces / "share/genie_robot_interfaces/srv" / name).is_file()
+    for name in ("Plan.action", "RolloutAction.action"):
+        assert (interfaces / "share/genie_robot_interfaces/action" / name).is_file()
+    # The built type support loads from the install space (not the copy make setup put in the venv).
+    check = ("import genie_robot_interfaces as m; from genie_robot_interfaces.srv import Rollout; "
+             "from genie_robot_interfaces.action import RolloutAction; print(m.__file__, Rollout.Request().horizon)")
+    r = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(next(interfaces.glob("lib/python3*/site-packages"))),
+                            "LD_LIBRARY_PATH": f"{interfaces / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}"})
+    assert r.returncode == 0, r.stderr
+    module_file, horizon = r.stdout.split()
+    assert module_file.startswith(str(interfaces / "lib")) and horizon == "0", r.stdout
     prefix = tmp_path / "ws" / "install" / "genie_robot"
     assert (prefix / "share/ament_index/resource_index/packages/genie_robot").is_file()
     assert (prefix / "share/genie_robot/package.xml").is_file()

@@ -64,34 +64,71 @@ def _goal(engine, goal_image, cost: str) -> tuple[np.ndarray, np.ndarray | None]
     return goal, (engine.encode(goal[None])[0] if cost == "token" else None)
 
 
+def _fresh(rng: np.random.Generator, probs: np.ndarray, count: int, seen: set[bytes]) -> np.ndarray:
+    """`count` action sequences [count, H], each one not in `seen` and no two alike, drawn from the per-step
+    distributions `probs` [H, A]; where those are too concentrated to give enough new ones, the rest are
+    drawn uniformly (still new). Fewer only when the whole space has been seen."""
+    horizon, n_actions = probs.shape
+    space = n_actions**horizon
+    cdf = np.cumsum(probs, axis=1)[None]
+    out: list[np.ndarray] = []
+    keys = set(seen)
+    for uniform in (False, True):
+        tries = 0
+        while len(out) < count and len(keys) < space and tries < 8:
+            # One uniform draw per (candidate, step), turned into ids by each step's CDF.
+            u = rng.random((count * 4, horizon))
+            seqs = (u[:, :, None] > cdf).sum(-1).clip(0, n_actions - 1) if not uniform else \
+                (u * n_actions).astype(np.int64).clip(0, n_actions - 1)
+            for seq in seqs:
+                key = seq.astype(np.int64).tobytes()
+                if key not in keys:
+                    keys.add(key)
+                    out.append(seq)
+                    if len(out) == count:
+                        break
+            tries += 1
+    return np.array(out, dtype=np.int64).reshape(len(out), horizon)
+
+
 def plan(engine, context, goal_image, horizon: int, num_samples: int = 32, iterations: int = 4, seed: int = 0,
-         elite_fraction: float = 0.125, cost: str = "pixel", steps: int = SAMPLING.steps,
+         elite_fraction: float = 0.25, cost: str = "pixel", steps: int = SAMPLING.steps,
          temperature: float = SAMPLING.temperature,
          smoothing: float = 0.1, progress: Callable[[int, float], None] | None = None,
          rng: np.random.Generator | None = None) -> PlanResult:
-    """Best latent action sequence of length `horizon` from `context` towards `goal_image` [3, h, w]."""
+    """Best latent action sequence of length `horizon` from `context` towards `goal_image` [3, h, w].
+
+    Two changes to textbook CEM, both because an imagined candidate is costly and the action space small
+    (8**horizon sequences): every candidate is a sequence not imagined before (a repeat costs a rollout
+    and tells little: the spread of a sequence's cost between rollouts is a tenth of the spread between
+    sequences on the reference, docs/BENCHMARKS.md), and the elite is taken from every candidate so far,
+    not only this iteration's (iCEM's elite memory, Pinneri et al. 2020), so a good early sequence keeps
+    shaping the distribution."""
     check_plan_args(horizon, num_samples, iterations, elite_fraction, cost)
     goal, goal_tokens = _goal(engine, goal_image, cost)
     rng = rng if rng is not None else np.random.default_rng(seed)
     n_actions = engine.cfg.lam.num_actions
     probs = np.full((horizon, n_actions), 1.0 / n_actions)
     n_elite = max(1, int(round(elite_fraction * num_samples)))
+    all_seqs, all_costs, seen = np.zeros((0, horizon), np.int64), np.zeros(0), set()
     best: tuple[float, np.ndarray, np.ndarray] | None = None
     history = []
     for it in range(iterations):
-        # One uniform draw per (candidate, step), turned into ids by each step's CDF.
-        u = rng.random((num_samples, horizon))
-        seqs = (u[:, :, None] > np.cumsum(probs, axis=1)[None]).sum(-1).clip(0, n_actions - 1)
-        out = engine.imagine(context, seqs, steps=steps, temperature=temperature, rng=rng)
-        costs = goal_cost(engine, out.frames[:, -1], out.tokens[:, -1], goal, goal_tokens, cost)
-        order = np.argsort(costs, kind="stable")
-        elite = seqs[order[:n_elite]]
-        if best is None or costs[order[0]] < best[0]:
-            best = (float(costs[order[0]]), seqs[order[0]].copy(), out.frames[order[0]].copy())
-        freq = np.stack([np.bincount(elite[:, t], minlength=n_actions) for t in range(horizon)]) / n_elite
+        seqs = _fresh(rng, probs, num_samples, seen)
+        if len(seqs):
+            seen.update(q.tobytes() for q in seqs)
+            out = engine.imagine(context, seqs, steps=steps, temperature=temperature, rng=rng)
+            costs = goal_cost(engine, out.frames[:, -1], out.tokens[:, -1], goal, goal_tokens, cost)
+            i = int(np.argmin(costs))
+            if best is None or costs[i] < best[0]:
+                best = (float(costs[i]), seqs[i].copy(), out.frames[i].copy())
+            all_seqs, all_costs = np.concatenate([all_seqs, seqs]), np.concatenate([all_costs, costs])
+        order = np.argsort(all_costs, kind="stable")[:n_elite]
+        elite = all_seqs[order]
+        freq = np.stack([np.bincount(elite[:, t], minlength=n_actions) for t in range(horizon)]) / len(elite)
         probs = (1 - smoothing) * freq + smoothing * probs
-        elite_mean = float(costs[order[:n_elite]].mean())
-        history.append({"iteration": it + 1, "best_cost": best[0], "elite_mean_cost": elite_mean})
+        history.append({"iteration": it + 1, "best_cost": best[0], "elite_mean_cost": float(all_costs[order].mean()),
+                        "candidates": len(seqs)})
         if progress is not None:
             progress(it + 1, best[0])
     robot = engine.adapter.predict(best[1]) if getattr(engine, "adapter", None) is not None else None

@@ -28,11 +28,19 @@ DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUE
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
+# How onnxruntime holds CPU memory between calls (OnnxWorldModel's `cpu_memory`, docs/BENCHMARKS.md "CPU memory of
+# the onnxruntime engine"): "arena" (onnxruntime's default) keeps the largest call's buffers for good, so one
+# 8-candidate plan left the node at 2.6 GB; "shrink" keeps the arena within a call and returns its free chunks
+# after each; "off" allocates every tensor from the system allocator.
+CPU_MEMORY = ("shrink", "arena", "off")
+
+
 class Graph:
     """One inference session, its manifest entry, and errors that name the graph, never a stack dump."""
 
-    def __init__(self, name: str, path: Path, spec: dict, providers: list[str], options: ort.SessionOptions):
-        self.name, self.spec = name, spec
+    def __init__(self, name: str, path: Path, spec: dict, providers: list[str], options: ort.SessionOptions,
+                 run_options: ort.RunOptions | None = None):
+        self.name, self.spec, self.run_options = name, spec, run_options
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as e:  # onnxruntime's own exception types derive from Exception only
@@ -46,21 +54,22 @@ class Graph:
     def run(self, **inputs: np.ndarray) -> list[np.ndarray]:
         feed = {k: np.ascontiguousarray(v, dtype=self.dtypes[k]) for k, v in inputs.items()}
         try:
-            return self.session.run(None, feed)
+            return self.session.run(None, feed, self.run_options)
         except Exception as e:
             shapes = {k: list(v.shape) for k, v in feed.items()}
             raise EngineError(f"onnxruntime failed in graph '{self.name}' on inputs {shapes}: {e}") from e
 
     def run_bound(self, binding: ort.IOBinding) -> None:
         try:
-            self.session.run_with_iobinding(binding)
+            self.session.run_with_iobinding(binding, self.run_options)
         except Exception as e:
             raise EngineError(f"onnxruntime failed in graph '{self.name}': {e}") from e
 
 
 class OnnxWorldModel(Engine):
     def __init__(self, directory: str | Path, providers: list[str] | tuple[str, ...] = DEFAULT_PROVIDERS,
-                 limits: Limits | None = None, check_files: bool = True, threads: int = 0):
+                 limits: Limits | None = None, check_files: bool = True, threads: int = 0,
+                 cpu_memory: str = CPU_MEMORY[0]):
         root = Path(directory)
         self.manifest = read_manifest(root, check_files=check_files)
         try:
@@ -74,9 +83,17 @@ class OnnxWorldModel(Engine):
         options.log_severity_level = 3  # onnxruntime's own warnings (e.g. unused initializers) stay quiet
         # Between graph calls the sampler runs in numpy; spinning worker threads would take its cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if cpu_memory not in CPU_MEMORY:
+            raise EngineError(f"cpu_memory must be one of {', '.join(CPU_MEMORY)}, got {cpu_memory!r}")
+        self.cpu_memory = cpu_memory
+        options.enable_cpu_mem_arena = cpu_memory != "off"
+        run_options = None
+        if cpu_memory == "shrink":
+            run_options = ort.RunOptions()
+            run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         graphs = self.manifest["graphs"]
-        self.graphs = {name: Graph(name, root / graphs[name]["files"][0], graphs[name], self.providers, options)
-                       for name in GRAPHS if name in graphs}
+        self.graphs = {name: Graph(name, root / graphs[name]["files"][0], graphs[name], self.providers, options,
+                                   run_options) for name in GRAPHS if name in graphs}
         self.active = self.graphs["dynamics_step"].session.get_providers()[0]
         self.device = "cuda" if self.active in GPU_PROVIDERS else "cpu"
         log.info("onnxruntime engine: %s active for %s (asked for %s)", self.active, root, ", ".join(providers))

@@ -119,6 +119,24 @@ def test_both_engines_plan_identically(engines):
         assert a.cost == pytest.approx(b.cost, rel=1e-4)
 
 
+def test_every_cpu_memory_mode_imagines_the_same_frames(engines):
+    """cpu_memory changes where onnxruntime keeps its CPU buffers, never what comes out; an unknown mode is
+    refused with the choices."""
+    _, onnx_engine = engines
+    rng = np.random.default_rng(7)
+    ctx = rng.integers(0, 256, (3, 3, 16, 20), dtype=np.uint8)
+    acts = rng.integers(0, 8, (4, 3))
+    assert onnx_engine.cpu_memory == "shrink"  # the default
+    want = onnx_engine.imagine(ctx, acts, steps=4, seed=1)
+    for mode in ("arena", "off"):
+        got = OnnxWorldModel(onnx_engine.source, providers=["CPUExecutionProvider"], cpu_memory=mode).imagine(
+            ctx, acts, steps=4, seed=1)
+        np.testing.assert_array_equal(got.tokens, want.tokens)
+        np.testing.assert_array_equal(got.frames, want.frames)
+    with pytest.raises(EngineError, match="cpu_memory must be one of shrink, arena, off, got 'pool'"):
+        OnnxWorldModel(onnx_engine.source, cpu_memory="pool")
+
+
 def test_runtime_checks_bad_requests_like_the_torch_engine(engines):
     _, onnx_engine = engines
     with pytest.raises(ValueError, match=r"context must be \[T, 3, 16, 20\]"):

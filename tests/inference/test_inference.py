@@ -208,6 +208,33 @@ def test_cem_plan_shapes_progress_and_determinism(engine):
     assert np.isfinite(random_search(engine, ctx, goal, horizon=3, budget=10, batch=4, steps=2))
 
 
+def test_cem_never_imagines_a_sequence_twice_and_stops_asking_when_all_are_seen(engine):
+    """Each candidate costs a rollout: CEM draws only sequences it has not imagined yet, and when the
+    whole space is seen (horizon 1: 8 sequences) later iterations imagine nothing and keep the best."""
+    from genie_robot.planning.cem import plan
+
+    asked = []
+
+    class Recording:  # the real engine; only records the candidates it is asked to imagine
+        cfg, adapter = engine.cfg, None
+
+        def imagine(self, context, seqs, **kw):
+            asked.append(np.asarray(seqs).copy())
+            return engine.imagine(context, seqs, **kw)
+
+        def encode(self, frames):
+            return engine.encode(frames)
+
+    ctx, goal = frames(engine, 2), frames(engine, 1, seed=5)[0]
+    plan(Recording(), ctx, goal, horizon=2, num_samples=8, iterations=3, seed=0, steps=2)
+    rows = [tuple(r) for batch in asked for r in batch]
+    assert len(rows) == 24 and len(set(rows)) == 24
+    asked.clear()
+    result = plan(Recording(), ctx, goal, horizon=1, num_samples=5, iterations=3, seed=0, steps=2)
+    assert [len(b) for b in asked] == [5, 3] and len({int(r[0]) for b in asked for r in b}) == 8
+    assert [h["candidates"] for h in result.history] == [5, 3, 0] and np.isfinite(result.cost)
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"goal_image": np.zeros((3, 8, 8), np.uint8)}, r"goal image must be uint8 \[3, 16, 20\]"),
     ({"horizon": 0}, r"horizon must be a positive integer"),
