@@ -98,12 +98,12 @@ def plan(engine, context, goal_image, horizon: int, num_samples: int = 32, itera
          rng: np.random.Generator | None = None) -> PlanResult:
     """Best latent action sequence of length `horizon` from `context` towards `goal_image` [3, h, w].
 
-    Two changes to textbook CEM, both because an imagined candidate is costly and the action space small
-    (8**horizon sequences): every candidate is a sequence not imagined before (a repeat costs a rollout
-    and tells little: the spread of a sequence's cost between rollouts is a tenth of the spread between
-    sequences on the reference, docs/BENCHMARKS.md), and the elite is taken from every candidate so far,
-    not only this iteration's (iCEM's elite memory, Pinneri et al. 2020), so a good early sequence keeps
-    shaping the distribution."""
+    Two changes to textbook CEM, both because an imagined candidate is costly and the action space
+    small (8**horizon sequences): every candidate is a sequence not imagined before (a repeat costs a
+    rollout and tells little: on the reference, a sequence's cost varies between rollouts a tenth as
+    much or less as between sequences, docs/MODELS.md "FSQ instead of the VQ"), and the elite is taken
+    from every candidate so far, not only this iteration's (iCEM's elite memory, Pinneri et al. 2020),
+    so a good early sequence keeps shaping the distribution."""
     check_plan_args(horizon, num_samples, iterations, elite_fraction, cost)
     goal, goal_tokens = _goal(engine, goal_image, cost)
     rng = rng if rng is not None else np.random.default_rng(seed)
