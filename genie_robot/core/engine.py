@@ -177,8 +177,10 @@ class Engine:
         path, to test the cache against it).
         `before_step(h, i)` runs before MaskGIT step i of horizon step h; an exception it raises
         stops the rollout there (a cancel). `on_frame(h, frames [B, 3, H, W] uint8)` gets each
-        horizon step's frames as soon as they are sampled (decoded from that frame's window), for
-        feedback; the returned frames are decoded as without it.
+        horizon step's frames as soon as they are sampled (decoded from the window that ends at that
+        frame), for feedback; they are also the frames returned, so a caller's feedback and result
+        agree and nothing is decoded twice. Without it the first window's frames come from one decoder
+        call; the tokens are the same either way and the frames within 1/255 (the decoder's rounding).
         """
         check_sampling(steps, temperature)
         acts = self._check_actions(latent_actions)
@@ -202,12 +204,15 @@ class Engine:
             plain = self._plain_logits
         rng = rng if rng is not None else np.random.default_rng(seed)
         tokens = self._encode(ctx)[0]  # [T, S]
-        after = None
+        after, reported = None, []
         if on_frame is not None:
             def after(h: int, seq: np.ndarray) -> None:
-                on_frame(h, to_uint8(self._decode_window(seq[:, -self.cfg.frames :])[:, -1]))
+                reported.append(to_uint8(self._decode_window(seq[:, -self.cfg.frames :])[:, -1]))
+                on_frame(h, reported[-1].copy())
         new = rollout(self._backend(), tokens, ctx_actions, acts, self.cfg.frames, steps, temperature, rng, plain,
                       before_step, after)
+        if on_frame is not None:
+            return Imagination(np.stack(reported, axis=1), new)
         window = np.concatenate([np.broadcast_to(tokens, (len(new), *tokens.shape)), new], axis=1)
         frames = self._decode(window)[:, len(tokens) :]
         return Imagination(to_uint8(frames), new)

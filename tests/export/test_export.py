@@ -76,9 +76,9 @@ class _Stop(Exception):
 
 @pytest.mark.parametrize("engine_index", [0, 1], ids=["torch", "onnx"])
 def test_imagine_reports_each_frame_as_it_comes_and_stops_within_one_maskgit_step(engines, engine_index):
-    """The hooks behind the node's RolloutAction: per-frame frames equal the final ones (within the decoder's
-    rounding), the same tokens come out with the hooks as without, and an exception from `before_step`
-    stops the rollout before the next MaskGIT step runs."""
+    """The hooks behind the node's RolloutAction: the frames reported as they come are the frames returned,
+    the same tokens come out with the hooks as without (the frames within the decoder's rounding), and an
+    exception from `before_step` stops the rollout before the next MaskGIT step runs."""
     engine = engines[engine_index]
     rng = np.random.default_rng(5)
     ctx = rng.integers(0, 256, (3, 3, 16, 20), dtype=np.uint8)
@@ -88,11 +88,13 @@ def test_imagine_reports_each_frame_as_it_comes_and_stops_within_one_maskgit_ste
                          on_frame=lambda h, f: frames.__setitem__(h, f))
     plain = engine.imagine(ctx, acts, steps=4, temperature=1.0, seed=3)
     np.testing.assert_array_equal(out.tokens, plain.tokens)
-    np.testing.assert_array_equal(out.frames, plain.frames)
+    assert np.abs(out.frames.astype(int) - plain.frames.astype(int)).max() <= 1
+    # From frame 4 on (the window slides) both decode the same window: the same frames exactly.
+    np.testing.assert_array_equal(out.frames[:, 1:], plain.frames[:, 1:])
     assert steps == [(h, i) for h in range(6) for i in range(4)] and sorted(frames) == list(range(6))
     for h in range(6):
         assert frames[h].shape == (2, 3, 16, 20)
-        assert np.abs(frames[h].astype(int) - out.frames[:, h].astype(int)).max() <= 1
+        np.testing.assert_array_equal(frames[h], out.frames[:, h])
 
     def stop_at(h: int, i: int) -> None:
         steps.append((h, i))
