@@ -79,13 +79,14 @@ def render_card(card: dict, commands: str) -> str:
         shown = "; ".join(f"{label} {ev[key]:.3f}" if isinstance(ev.get(key), float) and ev[key] % 1 else
                           f"{label} {ev[key]:g}" for key, label in STAGE_METRICS[stage] if key in ev)
         wall = f"{info['train_wall_s'] / 60:.0f} min" if info.get("train_wall_s") else "-"
-        steps = f"{info['step']}" + (f" more, from `train.init_from={info['data']['init_from']}` (`make reference`)"
-                                     if info["data"].get("init_from") else "")
-        earlier = info.get("init_from_run")
+        earlier, start = info.get("init_from_run"), info["data"].get("init_from")
+        steps = f"{info['step']}"
         if earlier:
-            steps = f"{info['step']} more, from {earlier['step']} steps (`train.init_from`, `make reference`)"
+            steps += f" more, from {earlier['step']} steps (`train.init_from`, `make reference`)"
             if earlier.get("train_wall_s"):
                 wall += f", after {earlier['train_wall_s'] / 60:.0f} min for those"
+        elif start:
+            steps += f" more, from `train.init_from={start}` (`make reference`)"
         if info["data"].get("lam_codes_frozen"):
             steps += ", decoder only: the codes frozen (`train.lam_codes_frozen=true`)"
         lines.append(f"| {stage} | {steps} | {wall} | {shown} ({ev.get('clips', 0):g} clips) |")

@@ -67,23 +67,22 @@ def _goal(engine, goal_image, cost: str) -> tuple[np.ndarray, np.ndarray | None]
 def _fresh(rng: np.random.Generator, probs: np.ndarray, count: int, seen: set[bytes]) -> np.ndarray:
     """`count` action sequences [count, H], each one not in `seen` and no two alike, drawn from the per-step
     distributions `probs` [H, A]; where those are too concentrated to give enough new ones, the rest are
-    drawn uniformly (still new). Fewer only when the whole space has been seen."""
+    drawn uniformly (still new). Fewer only when the whole space has been seen. Adds them to `seen`."""
     horizon, n_actions = probs.shape
     space = n_actions**horizon
     cdf = np.cumsum(probs, axis=1)[None]
     out: list[np.ndarray] = []
-    keys = set(seen)
     for uniform in (False, True):
         tries = 0
-        while len(out) < count and len(keys) < space and tries < 8:
+        while len(out) < count and len(seen) < space and tries < 8:
             # One uniform draw per (candidate, step), turned into ids by each step's CDF.
             u = rng.random((count * 4, horizon))
             seqs = (u[:, :, None] > cdf).sum(-1).clip(0, n_actions - 1) if not uniform else \
                 (u * n_actions).astype(np.int64).clip(0, n_actions - 1)
             for seq in seqs:
                 key = seq.astype(np.int64).tobytes()
-                if key not in keys:
-                    keys.add(key)
+                if key not in seen:
+                    seen.add(key)
                     out.append(seq)
                     if len(out) == count:
                         break
@@ -116,7 +115,6 @@ def plan(engine, context, goal_image, horizon: int, num_samples: int = 32, itera
     for it in range(iterations):
         seqs = _fresh(rng, probs, num_samples, seen)
         if len(seqs):
-            seen.update(q.tobytes() for q in seqs)
             out = engine.imagine(context, seqs, steps=steps, temperature=temperature, rng=rng)
             costs = goal_cost(engine, out.frames[:, -1], out.tokens[:, -1], goal, goal_tokens, cost)
             i = int(np.argmin(costs))
