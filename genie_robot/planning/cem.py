@@ -99,7 +99,7 @@ def plan(engine, context, goal_image, horizon: int, num_samples: int = 32, itera
 
     Two changes to textbook CEM, both because an imagined candidate is costly and the action space
     small (8**horizon sequences): every candidate is a sequence not imagined before (a repeat costs a
-    rollout and tells little: on the reference, a sequence's cost varies between rollouts a tenth as
+    rollout and tells little: on the reference, a sequence's cost varies between rollouts a fifth as
     much or less as between sequences, docs/MODELS.md "FSQ instead of the VQ"), and the elite is taken
     from every candidate so far, not only this iteration's (iCEM's elite memory, Pinneri et al. 2020),
     so a good early sequence keeps shaping the distribution."""
