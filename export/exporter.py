@@ -143,6 +143,7 @@ def export_engine(engine: WorldModel, out: str | Path, opset: int = 18, progress
             "exporter": {"torch": torch.__version__, "onnx": onnx.__version__,
                          "onnxscript": importlib.metadata.version("onnxscript"), "opset": opset},
             "adapter": engine.adapter.to_dict() if engine.adapter is not None else None,
+            "sampling": {"temperature": engine.temperature},  # the model's default, e.g. its card's
             "source": engine.source,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))

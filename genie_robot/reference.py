@@ -39,6 +39,7 @@ HEADLINE_METRICS = (
     ("adapter_baseline_mse_world_vector", "world_vector MSE predicting the mean"),
     ("plan_cem_cost_mean", "planning goal cost, CEM"),
     ("plan_random_cost_mean", "planning goal cost, random search"),
+    ("plan_cem_gain_mean", "planning: random search minus CEM, paired (± SE)"),
 )
 # What makes two evaluations comparable at all.
 EVAL_SETTINGS = ("clips", "frames_per_clip", "maskgit_steps", "temperature", "plan_episodes", "plan_budget")
@@ -81,6 +82,28 @@ def card(name: str) -> dict:
         return json.loads((root / CARD).read_text())
     except json.JSONDecodeError as e:
         raise ReferenceError(f"{root / CARD} is not valid JSON: {e}") from None
+
+
+def name_of(directory: str | Path) -> str | None:
+    """The reference name of a shipped reference's directory (what an eval report records), else None."""
+    path = Path(directory).resolve()
+    return path.name if path.parent == REFERENCES_DIR.resolve() and (path / CARD).is_file() else None
+
+
+def card_temperature(root: Path) -> float | None:
+    """The MaskGIT temperature a card's held-out figures were measured at, when `root` holds a card."""
+    path = Path(root) / CARD
+    if not path.is_file():
+        return None
+    try:
+        value = (json.loads(path.read_text()).get("heldout_eval") or {}).get("temperature")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ReferenceError(f"{path}: cannot read heldout_eval.temperature: {e}") from None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ReferenceError(f"{path}: heldout_eval.temperature must be a positive number, got {value!r}")
+    return float(value)
 
 
 def resolve(name: str, complete: bool = True) -> Path:

@@ -71,7 +71,8 @@ PARAMETERS = {
     "max_candidates": (64, "largest num_candidates / num_samples accepted", (1, 1024), "start"),
     "max_horizon": (16, "largest horizon accepted", (1, 256), "start"),
     "max_context": (16, "most context frames a request may send", (1, 256), "start"),
-    "temperature": (SAMPLING.temperature, "MaskGIT temperature for requests that send <= 0", (0.01, 100.0), "live"),
+    "temperature": (0.0, "MaskGIT temperature for requests that send <= 0; 0: the model's own (a reference's card "
+                         "temperature, carried by its export), else Genie's 2.0", (0.0, 100.0), "live"),
     "maskgit_steps": (SAMPLING.steps, "MaskGIT steps for requests that send 0", (1, 256), "live"),
     "camera_qos": ("sensor_data", "sensor_data (best effort) or reliable", None, "start"),
     "camera_transport": ("raw", "raw (sensor_msgs/Image on `image`) or compressed (sensor_msgs/CompressedImage, "
@@ -165,7 +166,7 @@ class WorldModelNode(LifecycleNode):
         cfg = engine.cfg
         limits = ServiceLimits(context_frames=min(p["context_frames"], cfg.frames), max_candidates=p["max_candidates"],
                                max_horizon=p["max_horizon"], max_context=p["max_context"],
-                               temperature=p["temperature"], maskgit_steps=p["maskgit_steps"],
+                               temperature=p["temperature"] or None, maskgit_steps=p["maskgit_steps"],
                                max_queue=p["max_queue"])
         self.service = WorldModelService(engine, limits, FrameBuffer(p["max_context"], p["frame_rate"]))
         self.engine, self.engine_kind = engine, p["engine"]
@@ -268,7 +269,7 @@ class WorldModelNode(LifecycleNode):
         limits, buffer = service.limits, service.buffer
         for prm in params:
             if prm.name in ("context_frames", "temperature", "maskgit_steps"):
-                setattr(limits, prm.name, prm.value)
+                setattr(limits, prm.name, (prm.value or None) if prm.name == "temperature" else prm.value)
             elif prm.name == "frame_rate":
                 buffer.period = 1.0 / prm.value
         return SetParametersResult(successful=True)
@@ -458,7 +459,7 @@ class WorldModelNode(LifecycleNode):
             "camera_rate_hz": round(s.buffer.rate_hz(), 2), "camera_age_s": None if age is None else round(age, 3),
             "last_latency_ms": None if s.last_latency_ms is None else round(s.last_latency_ms, 1),
             "context_frames": s.limits.context_frames, "frame_rate": round(1.0 / s.buffer.period, 3),
-            "temperature": s.limits.temperature, "maskgit_steps": s.limits.maskgit_steps, **s.stats.summary()}
+            "temperature": s.default_temperature, "maskgit_steps": s.limits.maskgit_steps, **s.stats.summary()}
 
     def _level(self, h: dict) -> tuple[bytes, str]:
         """ERROR when a transition failed, WARN while not active, while the camera is silent or stale (older
@@ -508,6 +509,11 @@ def main(argv: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # A SIGINT just as spin starts shuts the context down under it: rclpy then fails to make its wait
+        # set (RCLError, not ExternalShutdownException). That is a clean stop too; anything else is not.
+        if rclpy.ok():
+            raise
     finally:
         executor.shutdown()
         node._unload()

@@ -110,6 +110,7 @@ def _eval_section(card: dict) -> list[str]:
     """The held-out evaluations (`genie-robot eval` on episodes of a simulator seed never trained on):
     headline metrics, mean ± standard deviation over clips where the eval gives one."""
     evals = [(title, card[key]) for key, title in (("heldout_eval", "held-out evaluation"),
+                                                   ("plan_eval", "held-out planning evaluation"),
                                                    ("demo_eval", "make demo's evaluation")) if card.get(key)]
     if not evals:
         return []
@@ -118,11 +119,14 @@ def _eval_section(card: dict) -> list[str]:
         if not isinstance(ev.get(key), (int, float)):
             return "-"
         std = ev.get(f"{key}_std")
+        if std is None and key.endswith("_gain_mean"):  # a paired gain has a standard error instead
+            std = ev.get(key.removesuffix("_mean") + "_se")
         return f"{ev[key]:.4g}" + (f" ± {std:.2g}" if isinstance(std, float) else "")
 
     lines = ["", "## Held-out evaluation", ""]
     for title, ev in evals:
         plan = (f", planning: {ev['plan_episodes']} episode(s) of {ev['plan_budget']} candidates"
+                + (f", CEM lower on {ev['plan_cem_wins']}" if ev["plan_episodes"] > 1 else "")
                 if ev.get("plan_episodes") else ", no planning")
         lines.append(f"- {title}: `{ev.get('data', '?')}`, {ev['clips']} clips of {ev['frames_per_clip']} frames, "
                      f"MaskGIT {ev['maskgit_steps']} steps at temperature {ev['temperature']}{plan}.")
@@ -162,10 +166,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="training run directory (tokenizer/, lam/, dynamics/)")
     ap.add_argument("--name", required=True)
-    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    ap.add_argument("--stages", nargs="*", choices=STAGES, default=list(STAGES),
+                    help="stages to (re)package from --run; none (`--stages` alone): keep the weights, record new "
+                         "evaluations (e.g. after a planner change)")
     ap.add_argument("--eval", help="eval.json of `genie-robot eval` on held-out data, recorded in the card")
     ap.add_argument("--demo-eval", help="eval.json of make demo's shorter evaluation (same held-out data), so "
                     "that make demo can show its numbers against the card's")
+    ap.add_argument("--plan-eval", help="eval.json of the planning evaluation (CEM vs random search on 20 held-out "
+                    "clips: `genie-robot eval ... eval.max_clips=20 eval.plan_episodes=20`)")
     ap.add_argument("--dest", default=str(REFERENCES_DIR))
     ap.add_argument("--docs", help="also write the human model card (Markdown) here, e.g. docs/REFERENCE_sim-rt1.md")
     ap.add_argument("--commands", default="Makefile", help="where the exact training commands are (`make reference`)")
@@ -209,6 +217,7 @@ def main() -> None:
         "file_bytes": file_bytes,
         "heldout_eval": json.loads(Path(args.eval).read_text()) if args.eval else old.get("heldout_eval"),
         "demo_eval": json.loads(Path(args.demo_eval).read_text()) if args.demo_eval else old.get("demo_eval"),
+        "plan_eval": json.loads(Path(args.plan_eval).read_text()) if args.plan_eval else old.get("plan_eval"),
         "packaged": {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": commit,
                      "machine": f"{platform.machine()} {os.cpu_count()} cores"},
     }

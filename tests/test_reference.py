@@ -184,6 +184,7 @@ def test_the_shipped_reference_runs_in_both_engines(sim_dataset, heldout_sim, re
     from genie_robot.core.rollout import _build
     from genie_robot.data.reader import DataConfig, read_clips
     from genie_robot.evaluation.report import action_response
+    from genie_robot.models.config import SAMPLING
     from genie_robot.runtime import OnnxWorldModel
 
     card = reference.card("sim-rt1")
@@ -191,6 +192,8 @@ def test_the_shipped_reference_runs_in_both_engines(sim_dataset, heldout_sim, re
     wm = WorldModel.load("sim-rt1")
     assert wm.adapter is not None and wm.cfg.resolution == [64, 80]
     onnx = OnnxWorldModel(reference_export, providers=["CPUExecutionProvider"])
+    # both sample at the card's temperature when a call names none (the export carries it to the node)
+    assert wm.temperature == onnx.temperature == card["heldout_eval"]["temperature"] != SAMPLING.temperature
     data = DataConfig(path=str(sim_dataset), clip_frames=wm.cfg.frames, resolution=wm.cfg.resolution, batch_size=4,
                       val_fraction=0.0, clip_hop=1)
     frames, _ = read_clips(data, "train", 6, ["world_vector"])

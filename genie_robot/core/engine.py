@@ -47,6 +47,10 @@ class Engine:
     limits: Limits
     source: str
     adapter = None  # latent -> robot action mapping (genie_robot.planning.adapter), when one exists
+    # The MaskGIT temperature a call gets when it names none: the one the model was judged at (a reference's
+    # card, an export's manifest), else Genie's default. One model's rollouts can go from sharp to blocky
+    # between temperatures (sim-rt1: 0.5 vs 2), so a server or planner must not guess it.
+    temperature: float = SAMPLING.temperature
 
     # --- primitives (one window, batch first) ---------------------------------------------
     def _encode_window(self, frames: np.ndarray) -> np.ndarray:
@@ -165,13 +169,14 @@ class Engine:
         return out[0] if np.ndim(frames) == 4 else out
 
     # --- imagination ----------------------------------------------------------------------
-    def imagine(self, context, latent_actions, steps: int = SAMPLING.steps, temperature: float = SAMPLING.temperature,
+    def imagine(self, context, latent_actions, steps: int = SAMPLING.steps, temperature: float | None = None,
                 seed: int | None = None, rng: np.random.Generator | None = None, context_actions=None,
                 cached: bool = True, before_step=None, on_frame=None) -> Imagination:
         """Predicted frames for each row of `latent_actions` [B, H], all from one context.
 
         context: [T, 3, H, W] frames, oldest first (T >= 1; only the last window's worth is used).
         context_actions: latent actions between the context frames; inferred by the LAM if None.
+        temperature: None takes the model's own (`self.temperature`).
         Randomness comes only from `rng` (or a fresh generator seeded with `seed`).
         `cached=False` recomputes the whole window every MaskGIT step (engines that keep that
         path, to test the cache against it).
@@ -182,6 +187,7 @@ class Engine:
         agree and nothing is decoded twice. Without it the first window's frames come from one decoder
         call; the tokens are the same either way and the frames within 1/255 (the decoder's rounding).
         """
+        temperature = self.temperature if temperature is None else temperature
         check_sampling(steps, temperature)
         acts = self._check_actions(latent_actions)
         ctx = self._frames(context, "context")

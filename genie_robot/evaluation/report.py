@@ -23,12 +23,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from genie_robot import reference
 from genie_robot.data.reader import DataConfig, read_clips
 from genie_robot.inference.world_model import WorldModel
 from genie_robot.metrics import frechet_distance, kmeans, knn_accuracy, nmi, psnr, ssim, standardize
@@ -44,7 +45,7 @@ class EvalConfig:
     max_clips: int = 64          # validation clips to evaluate (all of them if fewer)
     t: int = 4                   # ΔtPSNR horizon, the paper's t
     steps: int = SAMPLING.steps  # MaskGIT steps per generated frame
-    temperature: float = SAMPLING.temperature
+    temperature: float | None = None  # None: the model's own (a reference's card, else Genie's 2.0)
     seed: int = 0
     grid_contexts: int = 3       # validation contexts in the per-action picture
     grid_horizon: int = 6        # frames per rollout in it (repeats of one action)
@@ -82,6 +83,8 @@ def _fvd(i3d: str | None, real: np.ndarray, fake: np.ndarray) -> tuple[float | N
 
 def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
     """`data` must already match the model's resolution and window (`WorldModel.match_data`)."""
+    if cfg.temperature is None:  # the report names the temperature it used
+        cfg = replace(cfg, temperature=engine.temperature)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     frames, real_actions = read_clips(data, "val", cfg.max_clips, ACTION_KEYS)  # world_vector first
@@ -130,7 +133,7 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         "knn_accuracy_latent_from_real_action": knn,
         "majority_baseline_accuracy": majority,
         "fvd": fvd, "fvd_note": fvd_note,
-        "model": engine.source,
+        "model": reference.name_of(engine.source) or engine.source,
         **action_response(engine, frames, np.stack(codes), cfg.seed),
         **_adapter_error(engine, codes, real_actions),
         "world_vector_per_latent_action": _mean_world_vector(codes_flat, acts[:, :3], num_actions),

@@ -31,6 +31,7 @@ def imagine_from_image(cfg: DictConfig) -> Path:
     engine = WorldModel.load(cfg.ckpt, limits=Limits(max_batch=1, max_horizon=max(len(actions), 1)))
     frame = fit_image(cfg.prompt, engine.cfg.resolution)
     c = cfg.imagine
-    out = engine.imagine(frame[None], np.array([actions]), steps=int(c.steps), temperature=float(c.temperature),
+    temperature = None if c.temperature is None else float(c.temperature)  # None: the model's own
+    out = engine.imagine(frame[None], np.array([actions]), steps=int(c.steps), temperature=temperature,
                          seed=int(c.seed))
     return save_gif(np.concatenate([frame[None], out.frames[0]]), c.out, fps=float(c.fps), scale=int(c.scale))

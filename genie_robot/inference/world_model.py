@@ -74,6 +74,7 @@ class WorldModel(Engine):
         if lam is not None:
             lam.to(device=device, dtype=dtype)
         engine = cls(cfg, *modules, lam=lam, limits=limits, source=str(root))
+        engine.temperature = reference.card_temperature(root) or engine.temperature  # a reference's card
         if (root / "adapter.json").is_file():
             from genie_robot.planning.adapter import Adapter
 

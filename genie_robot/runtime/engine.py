@@ -101,6 +101,11 @@ class OnnxWorldModel(Engine):
             self.codebook = np.load(root / CODEBOOK, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ManifestError(f"{root / CODEBOOK} is not a readable codebook: {e}") from e
+        temperature = (self.manifest.get("sampling") or {}).get("temperature", self.temperature)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ManifestError(f"{root}/manifest.json: sampling.temperature must be a positive number, "
+                                f"got {temperature!r}")
+        self.temperature = float(temperature)
         self.adapter = None
         if self.manifest.get("adapter") is not None:
             from genie_robot.planning.adapter import Adapter

@@ -106,7 +106,7 @@ class ServiceLimits:
     max_candidates: int = 64
     max_horizon: int = 16
     max_context: int = 16
-    temperature: float = SAMPLING.temperature  # defaults for requests that leave them at 0
+    temperature: float | None = None  # defaults for requests that leave them at 0 (None: the model's own)
     maskgit_steps: int = SAMPLING.steps
     max_queue: int = 16  # requests waiting or running at once; one more is refused with Busy
 
@@ -201,10 +201,15 @@ class WorldModelService:
                                f"(ids 0..{n - 1})")
         return a
 
+    @property
+    def default_temperature(self) -> float:
+        """What a request that sends no temperature gets: the node's setting, else the model's own."""
+        return self.limits.temperature or self.engine.temperature
+
     def _sampling(self, temperature: float, steps: int) -> tuple[float, int]:
         if math.isnan(temperature) or math.isinf(temperature):
             raise RequestError(f"temperature must be a finite number (<= 0: the node default), got {temperature}")
-        return (float(temperature) if temperature > 0 else self.limits.temperature,
+        return (float(temperature) if temperature > 0 else self.default_temperature,
                 int(steps) if steps > 0 else self.limits.maskgit_steps)
 
     # --- calls ----------------------------------------------------------------------------
@@ -268,6 +273,6 @@ class WorldModelService:
             if cancelled():  # cancelled while it waited
                 raise Cancelled()
             return plan(self.engine, ctx.frames, goal, horizon=h, num_samples=n, iterations=its, seed=int(seed),
-                        steps=self.limits.maskgit_steps, temperature=self.limits.temperature, progress=report)
+                        steps=self.limits.maskgit_steps, temperature=self.default_temperature, progress=report)
 
         return self.queue.run(run), ctx

@@ -15,6 +15,7 @@ import pytest
 
 from genie_robot.cli import main
 from genie_robot.core.engine import EngineError
+from genie_robot.models.config import SAMPLING
 from genie_robot.runtime import ManifestError, OnnxWorldModel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,6 +41,8 @@ def test_export_writes_every_graph_and_a_complete_manifest(exported):
     assert manifest["resolution"] == [16, 20] and manifest["tokens_per_frame"] == 20
     assert manifest["vocab"] == 64 and manifest["num_actions"] == 8 and manifest["context_frames"] == 4
     assert manifest["exporter"]["opset"] == 18
+    # a run directory without a card samples at Genie's temperature, and its export says so
+    assert manifest["sampling"] == {"temperature": SAMPLING.temperature}
     on_disk = {p.name for p in out.iterdir()} - {"manifest.json"}
     assert set(manifest["files"]) == on_disk and all(len(d) == 64 for d in manifest["files"].values())
 
@@ -175,6 +178,9 @@ def test_load_refuses_missing_changed_or_foreign_exports(exported, tmp_path):
     manifest = json.loads((bad / "manifest.json").read_text())
     (bad / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(ManifestError, match="format_version 99; this runtime reads version 1"):
+        OnnxWorldModel(bad)
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "sampling": {"temperature": -1}}))
+    with pytest.raises(ManifestError, match=r"sampling.temperature must be a positive number, got -1"):
         OnnxWorldModel(bad)
     (bad / "manifest.json").write_text("{not json")
     with pytest.raises(ManifestError, match="not readable JSON"):

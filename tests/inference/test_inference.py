@@ -208,15 +208,11 @@ def test_cem_plan_shapes_progress_and_determinism(engine):
     assert np.isfinite(random_search(engine, ctx, goal, horizon=3, budget=10, batch=4, steps=2))
 
 
-def test_cem_never_imagines_a_sequence_twice_and_stops_asking_when_all_are_seen(engine):
-    """Each candidate costs a rollout: CEM draws only sequences it has not imagined yet, and when the
-    whole space is seen (horizon 1: 8 sequences) later iterations imagine nothing and keep the best."""
-    from genie_robot.planning.cem import plan
+def recording(engine, asked: list) -> type:
+    """An engine class that is the real `engine` but records each batch of candidates it is asked to imagine."""
 
-    asked = []
-
-    class Recording:  # the real engine; only records the candidates it is asked to imagine
-        cfg, adapter = engine.cfg, None
+    class Recording:
+        cfg, adapter, temperature = engine.cfg, None, engine.temperature
 
         def imagine(self, context, seqs, **kw):
             asked.append(np.asarray(seqs).copy())
@@ -225,6 +221,16 @@ def test_cem_never_imagines_a_sequence_twice_and_stops_asking_when_all_are_seen(
         def encode(self, frames):
             return engine.encode(frames)
 
+    return Recording
+
+
+def test_cem_never_imagines_a_sequence_twice_and_stops_asking_when_all_are_seen(engine):
+    """Each candidate costs a rollout: CEM draws only sequences it has not imagined yet, and when the
+    whole space is seen (horizon 1: 8 sequences) later iterations imagine nothing and keep the best."""
+    from genie_robot.planning.cem import plan
+
+    asked = []
+    Recording = recording(engine, asked)
     ctx, goal = frames(engine, 2), frames(engine, 1, seed=5)[0]
     plan(Recording(), ctx, goal, horizon=2, num_samples=8, iterations=3, seed=0, steps=2)
     rows = [tuple(r) for batch in asked for r in batch]
@@ -233,6 +239,24 @@ def test_cem_never_imagines_a_sequence_twice_and_stops_asking_when_all_are_seen(
     result = plan(Recording(), ctx, goal, horizon=1, num_samples=5, iterations=3, seed=0, steps=2)
     assert [len(b) for b in asked] == [5, 3] and len({int(r[0]) for b in asked for r in b}) == 8
     assert [h["candidates"] for h in result.history] == [5, 3, 0] and np.isfinite(result.cost)
+
+
+def test_cem_stratifies_each_step_so_every_action_is_tried(engine):
+    """Latin hypercube draws: under a uniform distribution each action appears equally often at every step
+    of a batch (8 candidates, 8 actions: once each), where independent draws leave some out; concentrated
+    distributions still give new, distinct sequences."""
+    from genie_robot.planning.cem import plan
+
+    asked = []
+    Recording = recording(engine, asked)
+    ctx, goal = frames(engine, 2), frames(engine, 1, seed=5)[0]
+    plan(Recording(), ctx, goal, horizon=3, num_samples=8, iterations=3, seed=4, steps=2, stratified=True)
+    assert all(np.bincount(asked[0][:, t], minlength=8).tolist() == [1] * 8 for t in range(3))
+    rows = [tuple(r) for batch in asked for r in batch]
+    assert len(rows) == 24 and len(set(rows)) == 24
+    asked.clear()
+    plan(Recording(), ctx, goal, horizon=3, num_samples=8, iterations=1, seed=4, steps=2, stratified=False)
+    assert any(np.bincount(asked[0][:, t], minlength=8).min() == 0 for t in range(3))
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
