@@ -30,7 +30,7 @@ def main() -> int:
     args = ap.parse_args()
     ours = json.loads(Path(args.eval).read_text())
     info = card(args.name)
-    evals = [e for e in (info.get("heldout_eval"), info.get("plan_eval"), info.get("demo_eval")) if e]
+    evals = [e for e in (info.get("heldout_eval"), info.get("demo_eval")) if e]
     same = [e for e in evals if all(e.get(k) == ours.get(k) for k in EVAL_SETTINGS)]
     if not same:
         print(f"reference '{args.name}' has no held-out evaluation on its card with this run's settings "

@@ -110,7 +110,6 @@ def _eval_section(card: dict) -> list[str]:
     """The held-out evaluations (`genie-robot eval` on episodes of a simulator seed never trained on):
     headline metrics, mean ± standard deviation over clips where the eval gives one."""
     evals = [(title, card[key]) for key, title in (("heldout_eval", "held-out evaluation"),
-                                                   ("plan_eval", "held-out planning evaluation"),
                                                    ("demo_eval", "make demo's evaluation")) if card.get(key)]
     if not evals:
         return []
@@ -172,8 +171,6 @@ def main() -> None:
     ap.add_argument("--eval", help="eval.json of `genie-robot eval` on held-out data, recorded in the card")
     ap.add_argument("--demo-eval", help="eval.json of make demo's shorter evaluation (same held-out data), so "
                     "that make demo can show its numbers against the card's")
-    ap.add_argument("--plan-eval", help="eval.json of the planning evaluation (CEM vs random search on 20 held-out "
-                    "clips: `genie-robot eval ... eval.max_clips=20 eval.plan_episodes=20`)")
     ap.add_argument("--dest", default=str(REFERENCES_DIR))
     ap.add_argument("--docs", help="also write the human model card (Markdown) here, e.g. docs/REFERENCE_sim-rt1.md")
     ap.add_argument("--commands", default="Makefile", help="where the exact training commands are (`make reference`)")
@@ -217,7 +214,6 @@ def main() -> None:
         "file_bytes": file_bytes,
         "heldout_eval": json.loads(Path(args.eval).read_text()) if args.eval else old.get("heldout_eval"),
         "demo_eval": json.loads(Path(args.demo_eval).read_text()) if args.demo_eval else old.get("demo_eval"),
-        "plan_eval": json.loads(Path(args.plan_eval).read_text()) if args.plan_eval else old.get("plan_eval"),
         "packaged": {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": commit,
                      "machine": f"{platform.machine()} {os.cpu_count()} cores"},
     }
