@@ -166,7 +166,7 @@ class WorldModelNode(LifecycleNode):
         cfg = engine.cfg
         limits = ServiceLimits(context_frames=min(p["context_frames"], cfg.frames), max_candidates=p["max_candidates"],
                                max_horizon=p["max_horizon"], max_context=p["max_context"],
-                               temperature=p["temperature"] or None, maskgit_steps=p["maskgit_steps"],
+                               temperature=p["temperature"], maskgit_steps=p["maskgit_steps"],
                                max_queue=p["max_queue"])
         self.service = WorldModelService(engine, limits, FrameBuffer(p["max_context"], p["frame_rate"]))
         self.engine, self.engine_kind = engine, p["engine"]
@@ -269,7 +269,7 @@ class WorldModelNode(LifecycleNode):
         limits, buffer = service.limits, service.buffer
         for prm in params:
             if prm.name in ("context_frames", "temperature", "maskgit_steps"):
-                setattr(limits, prm.name, (prm.value or None) if prm.name == "temperature" else prm.value)
+                setattr(limits, prm.name, prm.value)
             elif prm.name == "frame_rate":
                 buffer.period = 1.0 / prm.value
         return SetParametersResult(successful=True)

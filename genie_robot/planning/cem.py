@@ -82,11 +82,11 @@ def _fresh(rng: np.random.Generator, probs: np.ndarray, count: int, seen: set[by
         tries = 0
         while len(out) < count and len(seen) < space and tries < (32 if stratified else 8):
             # One uniform draw per (candidate, step), turned into ids by each step's CDF.
-            n = count - len(out) if stratified else count * 4
-            if stratified:  # one stratum of width 1/n per candidate, shuffled per step
+            if stratified:  # one stratum of width 1/n per candidate still wanted, shuffled per step
+                n = count - len(out)
                 u = (np.argsort(rng.random((horizon, n)), axis=1).T + rng.random((n, horizon))) / n
             else:
-                u = rng.random((n, horizon))
+                u = rng.random((count * 4, horizon))
             seqs = (u[:, :, None] > cdf).sum(-1).clip(0, n_actions - 1) if not uniform else \
                 (u * n_actions).astype(np.int64).clip(0, n_actions - 1)
             for seq in seqs:

@@ -106,7 +106,7 @@ class ServiceLimits:
     max_candidates: int = 64
     max_horizon: int = 16
     max_context: int = 16
-    temperature: float | None = None  # defaults for requests that leave them at 0 (None: the model's own)
+    temperature: float = 0.0  # defaults for requests that leave them at 0 (temperature 0: the model's own)
     maskgit_steps: int = SAMPLING.steps
     max_queue: int = 16  # requests waiting or running at once; one more is refused with Busy
 
