@@ -217,10 +217,16 @@ class DynamicsStage(Stage):
             inp = tokens.masked_fill(mask, self.model.mask_id)
         target = tokens[scored]
         if d.target == "code_vector":
-            vectors = model(inp, actions, scored, vectors=True)
+            vectors, groups = model(inp, actions, scored, vectors=True)
             loss = code_vector_loss(vectors, target, self.model.codes)
             acc = (F.linear(vectors.detach(), self.model.codes).argmax(-1) == target).float().mean()
-            return loss, {"masked_accuracy": acc.item()}
+            if groups is None:
+                return loss, {"masked_accuracy": acc.item()}
+            true_group = self.model.code_group[target]
+            group_loss = F.cross_entropy(groups, true_group)
+            group_acc = (groups.detach().argmax(-1) == true_group).float().mean()
+            return loss + group_loss, {"masked_accuracy": acc.item(), "code_vector_loss": loss.item(),
+                                       "group_loss": group_loss.item(), "group_accuracy": group_acc.item()}
         logits = model(inp, actions, scored)
         soft = None
         if d.code_smoothing_tokens == "changed":  # the code differs from the frame before's (frame 0 is never masked)

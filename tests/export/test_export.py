@@ -270,9 +270,13 @@ def test_fp16_export_runs_within_its_stated_bound(exported, tmp_path):
     assert out.frames.shape == (1, 2, 3, 16, 20) and out.tokens.max() < 64
 
 
-def test_a_prepended_action_token_exports_and_verifies(trained, sim_dataset, tmp_path, capsys):
-    """`action_conditioning: prepend` adds a cache row per frame (the action token): the export records it,
-    and export-verify's graphs, imagined tokens and plans agree between torch and onnxruntime."""
+@pytest.mark.parametrize("recipe", [["model.dynamics.action_conditioning=prepend"],
+                                    ["model.dynamics.target=code_vector", "model.dynamics.code_groups=4"]],
+                         ids=["prepend", "code-groups"])
+def test_other_dynamics_recipes_export_and_verify(trained, sim_dataset, tmp_path, capsys, recipe):
+    """`action_conditioning: prepend` adds a cache row per frame (the action token): the export records it.
+    `code_groups` normalizes inside groups of codes by gathers and reductions. With either, export-verify's
+    graphs, imagined tokens and plans agree between torch and onnxruntime."""
     from conftest import make_cfg
 
     from genie_robot.training.trainer import Trainer
@@ -283,12 +287,13 @@ def test_a_prepended_action_token_exports_and_verifies(trained, sim_dataset, tmp
     for stage in ("tokenizer", "lam"):
         shutil.copytree(tiny / stage, run / stage)
     Trainer(make_cfg(sim_dataset, tmp_path, "stage=dynamics", "train.steps=6", "train.ckpt_every=6",
-                     "train.eval_every=6", "model.dynamics.action_conditioning=prepend",
+                     "train.eval_every=6", *recipe,
                      f"train.tokenizer_ckpt={run}/tokenizer", f"train.lam_ckpt={run}/lam")).fit()
     out = tmp_path / "export"
     assert main(["export", f"ckpt={run}", f"out={out}"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["cache"]["rows"] == manifest["tokens_per_frame"] + 1
+    prepended = "model.dynamics.action_conditioning=prepend" in recipe
+    assert manifest["cache"]["rows"] == manifest["tokens_per_frame"] + prepended
     capsys.readouterr()
     assert main(["export-verify", f"ckpt={run}", f"out={out}"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

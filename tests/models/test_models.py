@@ -82,20 +82,24 @@ def test_st_transformer_is_causal_in_time(layout):
 def _dynamics(cfg, conditioning: str):
     """A dynamics model with the given action conditioning, its FiLM live (as after training).
 
-    `conditioning` may end in "+code_vector": that output (target=code_vector), scored against random codes.
+    `conditioning` may end in "+code_vector": that output (target=code_vector), scored against random codes;
+    "+code_vector+groups": with 4 code groups and a live categorical over them.
     """
     cfg = copy.deepcopy(cfg)
-    cfg.dynamics.action_conditioning, _, target = conditioning.partition("+")
-    cfg.dynamics.target = target or "ids"
+    cfg.dynamics.action_conditioning, *target = conditioning.split("+")
+    cfg.dynamics.target = target[0] if target else "ids"
+    cfg.dynamics.code_groups = 4 if "groups" in target else 0
     dyn = build(cfg, "dynamics").eval()
     if dyn.film is not None:
         torch.nn.init.normal_(dyn.film.weight, std=0.1)
     if dyn.codes is not None:
         dyn.set_codes(torch.randn(cfg.tokenizer.num_codes, cfg.tokenizer.code_dim))
+    if dyn.to_group is not None:
+        torch.nn.init.normal_(dyn.to_group.weight, std=0.5)
     return dyn
 
 
-@pytest.mark.parametrize("conditioning", ["input", "film", "prepend", "input+code_vector"])
+@pytest.mark.parametrize("conditioning", ["input", "film", "prepend", "input+code_vector", "film+code_vector+groups"])
 def test_dynamics_logits_are_causal(tiny, conditioning):
     """The action of transition t changes the logits of frame t+1 and never those of frames <= t."""
     torch.manual_seed(0)
@@ -115,7 +119,8 @@ def test_dynamics_logits_are_causal(tiny, conditioning):
 
 
 
-@pytest.mark.parametrize("conditioning", ["input", "film", "prepend", "prepend+code_vector"])
+@pytest.mark.parametrize("conditioning", ["input", "film", "prepend", "prepend+code_vector",
+                                          "input+code_vector+groups"])
 def test_dynamics_cached_step_equals_the_full_forward(tiny, conditioning):
     """Sampling runs `step` frame by frame on a key/value cache; each frame's logits must be the
     full forward's, the window's first frame (no action) included."""
@@ -157,7 +162,8 @@ def test_code_vector_outputs_score_every_code_by_cosine_and_regress_to_the_mean(
     b, t, s = 2, tiny.frames, tiny.tokens_per_frame()
     tokens = torch.randint(0, tiny.tokenizer.num_codes, (b, t, s))
     actions = torch.randint(0, tiny.lam.num_actions, (b, t - 1))
-    vectors = dyn(tokens, actions, vectors=True)
+    vectors, groups = dyn(tokens, actions, vectors=True)
+    assert groups is None
     assert torch.allclose(vectors.norm(dim=-1), torch.ones(b, t, s), atol=1e-5)
     assert torch.allclose(dyn(tokens, actions), 100.0 * vectors @ dyn.codes.T, atol=1e-4)
     a, c = dyn.codes[0], dyn.codes[1]
@@ -171,6 +177,44 @@ def test_code_vector_outputs_score_every_code_by_cosine_and_regress_to_the_mean(
     dyn.init_embeddings_from(dyn.codes)
     read = dyn.code_vectors(dyn.embed.weight[: tiny.tokenizer.num_codes])
     assert torch.allclose(read, dyn.codes, atol=1e-5)
+
+
+def test_code_groups_sample_a_group_by_its_categorical_then_a_code_by_cosine_inside_it(tiny):
+    """code_groups: equal groups of alike codes; the head's distribution over codes has the categorical's
+    group marginal, and inside a group it is the regression's softmax over the scaled cosines, so a
+    pale mean between two groups no longer decides which group a sample lands in."""
+    from genie_robot.models.dynamics import balanced_groups
+
+    torch.manual_seed(0)
+    dyn = _dynamics(tiny, "input+code_vector+groups")
+    vocab = tiny.tokenizer.num_codes
+    assert torch.equal(dyn.code_group.bincount(minlength=4), torch.full((4,), vocab // 4))
+    assert torch.equal(dyn.code_group[dyn.group_order], torch.arange(4).repeat_interleave(vocab // 4))
+    # Alike codes together: two tight clusters of codes are never split, whatever else is.
+    centres = torch.randn(2, 8)
+    codes = torch.cat([centres[0] + 0.01 * torch.randn(32, 8), centres[1] + 0.01 * torch.randn(32, 8)])
+    labels = balanced_groups(codes, 2)
+    assert len(labels[:32].unique()) == 1 and len(labels[32:].unique()) == 1 and labels[0] != labels[32]
+    with torch.no_grad():
+        torch.nn.init.normal_(dyn.to_group.bias, std=3.0)
+    b, t, s = 2, tiny.frames, tiny.tokens_per_frame()
+    tokens = torch.randint(0, vocab, (b, t, s))
+    actions = torch.randint(0, tiny.lam.num_actions, (b, t - 1))
+    where = torch.rand(b, t, s) < 0.5
+    p = dyn(tokens, actions, where).softmax(-1)
+    vectors, groups = dyn(tokens, actions, where, vectors=True)
+    marginal = torch.zeros(len(p), 4).index_add_(1, dyn.code_group, p)
+    assert torch.allclose(marginal, groups.softmax(-1), atol=1e-5)
+    for g in range(4):
+        inside = dyn.code_group == g
+        cosines = 100.0 * vectors @ dyn.codes[inside].T
+        assert torch.allclose(p[:, inside] / marginal[:, g:g + 1], cosines.softmax(-1), atol=1e-4)
+    with pytest.raises(ValueError, match="power of two that divides"):
+        balanced_groups(codes, 3)
+    cfg = copy.deepcopy(tiny)
+    cfg.dynamics.code_groups = 4
+    with pytest.raises(ValueError, match="code_groups=4 needs target=code_vector"):
+        cfg.validate()
 
 
 def test_lam_actions_of_a_shorter_clip_match_the_full_window(tiny):

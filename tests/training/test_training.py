@@ -74,7 +74,7 @@ def test_resume_continues_the_exact_loss_sequence(sim_dataset, tmp_path):
                                      "model.dynamics.code_smoothing_tokens=changed",
                                      "model.dynamics.masking=clean_past"],
                                     ["model.dynamics.masking=clean_past", "model.dynamics.lam_teacher=0.5"],
-                                    ["model.dynamics.target=code_vector",
+                                    ["model.dynamics.target=code_vector", "model.dynamics.code_groups=4",
                                      "model.dynamics.action_conditioning=prepend"]],
                          ids=["genie", "soft-targets", "lam-teacher", "code-vector"])
 def test_dynamics_resume_draws_the_same_masks(trained, sim_dataset, tmp_path, recipe):
@@ -96,6 +96,7 @@ def test_dynamics_resume_draws_the_same_masks(trained, sim_dataset, tmp_path, re
                                 torch.device("cpu"))[0]
         saved = load_file(str(next((tmp_path / "b").rglob("dynamics/**/model.safetensors"))))
         assert torch.allclose(saved["codes"], torch.nn.functional.normalize(tokenizer.vq.codebook, dim=-1))
+        assert torch.equal(saved["code_group"].bincount(), torch.full((4,), tokenizer.vq.codebook.shape[0] // 4))
 
 
 def test_lam_teacher_scores_the_decoders_next_frame_and_only_that_frame(trained, sim_dataset, tmp_path):
