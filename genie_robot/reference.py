@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 REFERENCES_DIR = Path(__file__).parent / "references"
@@ -101,8 +102,8 @@ def card_temperature(root: Path) -> float | None:
         raise ReferenceError(f"{path}: cannot read heldout_eval.temperature: {e}") from None
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ReferenceError(f"{path}: heldout_eval.temperature must be a positive number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ReferenceError(f"{path}: heldout_eval.temperature must be a finite number > 0, got {value!r}")
     return float(value)
 
 

@@ -230,3 +230,17 @@ def test_the_shipped_reference_runs_in_both_engines(sim_dataset, heldout_sim, re
     response = action_response(wm, held, wm.infer_actions(held), seed=0)
     inferred, random = response["dynamics_next_frame_psnr_inferred"], response["dynamics_next_frame_psnr_random"]
     assert inferred > random + 0.2, (inferred, random)
+
+
+def test_card_temperature_reads_the_cards_heldout_temperature_and_refuses_a_bad_one(tmp_path):
+    """A run directory's card sets its engines' default temperature: a bad value names the file and field."""
+    assert reference.card_temperature(tmp_path) is None  # no card: the engine keeps its own default
+    card = tmp_path / reference.CARD
+    card.write_text(json.dumps({"heldout_eval": {"temperature": 0.5}}))
+    assert reference.card_temperature(tmp_path) == 0.5
+    card.write_text(json.dumps({"heldout_eval": {}}))
+    assert reference.card_temperature(tmp_path) is None
+    for bad in (-1, 0, float("inf"), "hot", True):
+        card.write_text(json.dumps({"heldout_eval": {"temperature": bad}}))
+        with pytest.raises(ReferenceError, match=r"reference.json: heldout_eval.temperature must be a finite number"):
+            reference.card_temperature(tmp_path)

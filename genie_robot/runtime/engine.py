@@ -14,6 +14,7 @@ logits come out (sampling is numpy, on the host).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +103,8 @@ class OnnxWorldModel(Engine):
         except (OSError, ValueError) as e:
             raise ManifestError(f"{root / CODEBOOK} is not a readable codebook: {e}") from e
         temperature = (self.manifest.get("sampling") or {}).get("temperature", self.temperature)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ManifestError(f"{root}/manifest.json: sampling.temperature must be a positive number, "
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+            raise ManifestError(f"{root}/manifest.json: sampling.temperature must be a finite number > 0, "
                                 f"got {temperature!r}")
         self.temperature = float(temperature)
         self.adapter = None

@@ -179,9 +179,11 @@ def test_load_refuses_missing_changed_or_foreign_exports(exported, tmp_path):
     (bad / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(ManifestError, match="format_version 99; this runtime reads version 1"):
         OnnxWorldModel(bad)
-    (bad / "manifest.json").write_text(json.dumps({**manifest, "sampling": {"temperature": -1}}))
-    with pytest.raises(ManifestError, match=r"sampling.temperature must be a positive number, got -1"):
-        OnnxWorldModel(bad)
+    for temperature in (-1, float("inf")):  # JSON has no inf, but Python's json reads and writes Infinity
+        (bad / "manifest.json").write_text(json.dumps({**manifest, "sampling": {"temperature": temperature}}))
+        expected = rf"sampling.temperature must be a finite number > 0, got {temperature}"
+        with pytest.raises(ManifestError, match=expected):
+            OnnxWorldModel(bad)
     (bad / "manifest.json").write_text("{not json")
     with pytest.raises(ManifestError, match="not readable JSON"):
         OnnxWorldModel(bad)
