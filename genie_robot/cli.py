@@ -41,6 +41,46 @@ def sim(cfg: DictConfig, _target: str | None) -> int:
     return 0
 
 
+def _listed(value) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if OmegaConf.is_list(value) or isinstance(value, list) else [str(value)]
+
+
+def data_from_bag(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.data.bag import BagConfig, convert_bags
+
+    path, summary = convert_bags(BagConfig(
+        bag=_listed(cfg.bag), image_topic=cfg.image_topic, action_topic=cfg.action_topic, out=cfg.out,
+        **OmegaConf.to_container(cfg.convert, resolve=True)))
+    print(json.dumps(summary))
+    keys = "" if summary["action_keys"] else " data.action_keys=[]"
+    print(f"wrote {path}: train on it with data.path={path}{keys}")
+    return 0
+
+
+def data_from_lerobot(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.data.lerobot import LeRobotConfig, convert_lerobot
+
+    path, summary = convert_lerobot(LeRobotConfig(root=cfg.lerobot, camera=cfg.camera, out=cfg.out,
+                                                  **OmegaConf.to_container(cfg.convert, resolve=True)))
+    print(json.dumps(summary))
+    keys = f"data.action_keys=[{','.join(summary['action_keys'])}]"
+    print(f"wrote {path}: train on it with data.path={path} {keys}")
+    return 0
+
+
+def sim_to_bag(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.sim.record import RecordConfig, record_sim_bag
+    from genie_robot.sim.writer import SimConfig
+
+    path, summary = record_sim_bag(typed(cfg.sim, SimConfig), RecordConfig(bag=cfg.bag, **OmegaConf.to_container(
+        cfg.record, resolve=True)))
+    print(json.dumps(summary))
+    print(f"wrote {path}")
+    return 0
+
+
 def train(cfg: DictConfig, _target: str | None) -> int:
     from genie_robot.training.trainer import Trainer
 
@@ -159,11 +199,21 @@ class Verb:
     summary: str  # one line for `genie-robot --help`
     usage: str  # the overrides it is usually given
     sections: tuple[str, ...]  # the config it reads, printed by `genie-robot <verb> --help`
+    required: tuple[str, ...] = ()  # keys that must be on the command line (their config default means another verb's)
 
 
 VERBS: dict[str, Verb] = {
     "sim": Verb(sim, "write the simulated RT-1 dataset (MuJoCo Google Robot)", "[sim.episodes=N] [sim.seed=S]",
                 ("sim",)),
+    "sim-to-bag": Verb(sim_to_bag, "record simulated episodes into a ROS 2 bag (camera + command topics)",
+                       "bag=<dir> [sim.episodes=N] [sim.scene=workshop] [record.storage=mcap|sqlite3]",
+                       ("bag", "sim", "record"), ("bag",)),
+    "data-from-bag": Verb(data_from_bag, "ROS 2 bags (MCAP or sqlite3) -> an RLDS dataset to train on",
+                          "bag=<dir> image_topic=<topic> [action_topic=<topic>] out=<dir>",
+                          ("bag", "image_topic", "action_topic", "out", "convert"), ("bag", "image_topic", "out")),
+    "data-from-lerobot": Verb(data_from_lerobot, "a local LeRobot dataset (v2.x or v3.0) -> an RLDS dataset",
+                              "lerobot=<dir> [camera=<key>] out=<dir>", ("lerobot", "camera", "out", "convert"),
+                              ("lerobot", "out")),
     "train": Verb(train, "train one stage of a model", "stage=tokenizer|lam|dynamics model=<size> train=<recipe>",
                   ("stage", "model", "train", "data")),
     "eval": Verb(evaluate, "Genie's metrics and pictures on held-out clips", "ckpt=<run dir or reference> [data...]",
@@ -230,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             target, rest = rest[0], rest[1:]
         elif not want_help:
             return _usage(f"bench needs a target: {', '.join(BENCH_TARGETS)}")
+    missing = [k for k in VERBS[name].required if not any(a.split("=", 1)[0].lstrip("+") == k for a in rest)]
+    if missing and not want_help:
+        return _usage(f"{name} needs {', '.join(f'{k}=...' for k in missing)} ({VERBS[name].usage})")
     # `actions=0,3,3,5` would be a Hydra sweep; quote it into one string.
     rest = [f"actions='{a[8:]}'" if a.startswith("actions=") and "'" not in a else a for a in rest]
 

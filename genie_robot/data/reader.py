@@ -282,7 +282,7 @@ def read_clips(cfg: DataConfig, split: str, limit: int, action_keys: tuple[str, 
     """Up to `limit` clips of `split` in reading order (no shuffling) as arrays, for evaluation.
 
     Returns frames uint8 [N, T, 3, H, W] and the actions of `action_keys`, concatenated in
-    that order, [N, T, D] (entry t leads from frame t to t+1).
+    that order, [N, T, D] (entry t leads from frame t to t+1; D = 0 for none: a video-only dataset).
     """
     missing = [k for k in action_keys if k not in cfg.action_keys]
     if missing:
@@ -290,7 +290,8 @@ def read_clips(cfg: DataConfig, split: str, limit: int, action_keys: tuple[str, 
     frames, actions, n = [], [], 0
     for batch in ClipDataset(replace(cfg, shuffle=False, drop_remainder=False, repeat=False), split):
         frames.append(batch["frames"].numpy())
-        actions.append(np.concatenate([batch["actions"][k].numpy() for k in action_keys], axis=-1))
+        parts = [batch["actions"][k].numpy() for k in action_keys]
+        actions.append(np.concatenate(parts, axis=-1) if parts else np.zeros((*frames[-1].shape[:2], 0), np.float32))
         n += len(frames[-1])
         if n >= limit:
             break

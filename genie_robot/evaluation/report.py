@@ -148,7 +148,7 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
 
 
 def action_response(engine: WorldModel, frames: np.ndarray, codes: np.ndarray, seed: int,
-                    transitions: Sequence[int] | None = None) -> dict:
+                    transitions: Sequence[int] | None = None, per_clip: bool = False) -> dict:
     """Does each part use the latent action? One teacher-forced step per transition, no sampling.
 
     ΔtPSNR is near zero both when the LAM's codes carry no motion and when the dynamics model
@@ -162,7 +162,8 @@ def action_response(engine: WorldModel, frames: np.ndarray, codes: np.ndarray, s
       log-likelihood of the true code (uniform over the vocabulary: log V nats). The likelihood
       moves long before the argmax does, so a short training run's effect shows there first.
     `transitions`: the frames t the dynamics predicts (default every one, 1..T-1).
-    Each value: mean and standard deviation over clips of the per-clip mean over transitions.
+    Each value: mean and standard deviation over clips of the per-clip mean over transitions;
+    `per_clip` adds the per-clip values (`per_clip`: key -> list), for paired comparisons of two models.
     `scripts/dynamics_probe.py` runs this on a dynamics checkpoint alone, without rollouts.
     """
     import torch
@@ -215,9 +216,11 @@ def action_response(engine: WorldModel, frames: np.ndarray, codes: np.ndarray, s
                     add(f"dynamics_changed_token_accuracy_{name}", acc[f"changed_{name}"])
                     add(f"dynamics_changed_token_nll_{name}", acc[f"nll_{name}"])
                 add(f"dynamics_next_frame_psnr_{name}", acc[f"psnr_{name}"])
-    out: dict[str, float] = {}
+    out: dict = {}
     for key, values in rows.items():
         out[key], out[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+    if per_clip:
+        out["per_clip"] = rows
     return out
 
 

@@ -42,6 +42,25 @@ class VideoTokenizer(nn.Module):
         self.dec_pos = PositionEmbedding(frames, tokens, dec.d_model)
         self.decoder = STTransformer(dec)
         self.to_pixels = nn.Linear(dec.d_model, patch_dim)
+        self.codes_frozen = False
+
+    # What decides a frame's tokens: frozen, a later stage's dynamics (and a token-input LAM) stay valid.
+    CODE_MODULES = ("embed", "enc_pos", "encoder", "to_code", "vq")
+
+    def freeze_codes(self) -> VideoTokenizer:
+        """Train the decoder only (fine-tuning to a new scene): the encoder and codebook get no gradients and
+        stay in eval mode (no dead-code restarts), so every frame keeps exactly the tokens it had."""
+        self.codes_frozen = True
+        for name in self.CODE_MODULES:
+            getattr(self, name).requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> VideoTokenizer:
+        super().train(mode)
+        if self.codes_frozen:
+            for name in self.CODE_MODULES:
+                getattr(self, name).eval()
+        return self
 
     def _latents(self, frames_BTCHW: torch.Tensor) -> torch.Tensor:
         x = self.embed(patchify(frames_BTCHW * 2 - 1, self.patch))  # [B, T, S, D]

@@ -63,10 +63,14 @@ def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def simulate_episode(seed: int, index: int, min_steps: int, max_steps: int, jpeg_quality: int = 95) -> dict:
-    """Run episode `index` of the dataset seeded `seed`; deterministic in (seed, index)."""
+def simulate_episode(seed: int, index: int, min_steps: int, max_steps: int, jpeg_quality: int | None = 95,
+                     scene: str = "default") -> dict:
+    """Run episode `index` of the dataset seeded `seed`; deterministic in (seed, index, scene).
+
+    Frames are JPEG bytes at `jpeg_quality`, or the rendered uint8 arrays with `jpeg_quality=None`
+    (the bag recorder's raw camera topic)."""
     rng = np.random.default_rng([seed, index])
-    params = sample_scene(rng)
+    params = sample_scene(rng, scene=scene)
     model = build_model(params)
     data = mujoco.MjData(model)
     ik = ArmIK(model)
@@ -123,7 +127,7 @@ def simulate_episode(seed: int, index: int, min_steps: int, max_steps: int, jpeg
                 new_rot = target_rot
             finger = data.qpos[finger_adr].mean()
             steps.append({
-                "image": encode_jpeg(image, jpeg_quality),
+                "image": image if jpeg_quality is None else encode_jpeg(image, jpeg_quality),
                 "ee_pos": ee_pos, "ee_rot": ee_rot, "goal": goal,
                 "target_rot": target_rot.copy(),
                 "gripper_closed": (finger - FINGER_OPEN) / (FINGER_CLOSED - FINGER_OPEN),

@@ -9,7 +9,7 @@ instead of patching a shared one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -82,17 +82,29 @@ class SceneParams:
     table_height: float
     table_rgb1: tuple[float, float, float]
     table_rgb2: tuple[float, float, float]
-    table_texture: str  # builtin texture kind: flat, checker or gradient
+    table_texture: str  # flat, checker or gradient (MuJoCo builtins), or wood (stripes drawn here)
     floor_rgb: tuple[float, float, float]
     light_pos: tuple[float, float, float]
     light_diffuse: float
     ambient: float
-    camera_jitter: tuple[float, ...]  # dx, dy, dz (m), dyaw, dpitch (rad)
+    light_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the key light's colour (white in "default")
+    camera_jitter: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)  # dx, dy, dz (m), dyaw, dpitch (rad)
     objects: tuple[SceneObject, ...] = field(default_factory=tuple)
 
 
-def sample_scene(rng: np.random.Generator, min_objects: int = 1, max_objects: int = 5) -> SceneParams:
-    """Draw a scene: objects placed without overlap inside the reachable, visible area."""
+# Scene families: "default" is what sim-rt1 trained on; "workshop" is a table and lighting it never saw
+# (dark wood-grain tables, a warm, dim key light from the other side), for fine-tuning experiments.
+SCENES = ("default", "workshop")
+
+
+def sample_scene(rng: np.random.Generator, min_objects: int = 1, max_objects: int = 5,
+                 scene: str = "default") -> SceneParams:
+    """Draw a scene: objects placed without overlap inside the reachable, visible area.
+
+    Every family draws the default scene first, so objects and camera are the same for a seed
+    and only the table and lighting differ."""
+    if scene not in SCENES:
+        raise ValueError(f"unknown sim scene '{scene}'; scenes: {list(SCENES)}")
     objects: list[SceneObject] = []
     colour_names = list(COLOURS)
     n = int(rng.integers(min_objects, max_objects + 1))
@@ -114,7 +126,7 @@ def sample_scene(rng: np.random.Generator, min_objects: int = 1, max_objects: in
         colour = colour_names[int(rng.integers(len(colour_names)))]
         objects.append(SceneObject(shape, colour, size, pos, float(rng.uniform(-np.pi, np.pi))))
     base = rng.uniform(0.15, 0.85, size=3)
-    return SceneParams(
+    params = SceneParams(
         table_height=float(rng.uniform(*TABLE_HEIGHT)),
         table_rgb1=tuple(base.tolist()),
         table_rgb2=tuple(np.clip(base + rng.uniform(-0.15, 0.15, 3), 0, 1).tolist()),
@@ -128,6 +140,20 @@ def sample_scene(rng: np.random.Generator, min_objects: int = 1, max_objects: in
         ),
         objects=tuple(objects),
     )
+    if scene == "workshop":
+        wood = np.array([0.30, 0.18, 0.09]) * rng.uniform(0.6, 1.2)
+        params = replace(
+            params,
+            table_rgb1=tuple(np.clip(wood, 0, 1).tolist()),
+            table_rgb2=tuple(np.clip(wood * rng.uniform(1.5, 2.0), 0, 1).tolist()),
+            table_texture="wood",
+            floor_rgb=tuple(rng.uniform(0.55, 0.75, 3).tolist()),
+            light_pos=(float(rng.uniform(0.2, 1.2)), float(rng.uniform(1.5, 2.5)), float(rng.uniform(1.2, 1.8))),
+            light_diffuse=float(rng.uniform(0.55, 0.75)),
+            ambient=float(rng.uniform(0.08, 0.14)),
+            light_rgb=(1.0, float(rng.uniform(0.68, 0.78)), float(rng.uniform(0.38, 0.5))),
+        )
+    return params
 
 
 def menagerie_robot_xml() -> Path:
@@ -197,19 +223,24 @@ def build_model(params: SceneParams) -> mujoco.MjModel:
         act.biasprm[2] = -2.0 * np.sqrt(act.gainprm[0])
         act.forcerange = [4 * f for f in act.forcerange]
 
-    spec.add_texture(
-        name="table_tex",
-        type=mujoco.mjtTexture.mjTEXTURE_2D,
-        builtin={
-            "flat": mujoco.mjtBuiltin.mjBUILTIN_FLAT,
-            "checker": mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
-            "gradient": mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
-        }[params.table_texture],
-        rgb1=list(params.table_rgb1),
-        rgb2=list(params.table_rgb2),
-        width=256,
-        height=256,
-    )
+    if params.table_texture == "wood":
+        tex = spec.add_texture(name="table_tex", type=mujoco.mjtTexture.mjTEXTURE_2D, width=256, height=256,
+                               nchannel=3)
+        tex.data = _wood_grain(params.table_rgb1, params.table_rgb2).tobytes()
+    else:
+        spec.add_texture(
+            name="table_tex",
+            type=mujoco.mjtTexture.mjTEXTURE_2D,
+            builtin={
+                "flat": mujoco.mjtBuiltin.mjBUILTIN_FLAT,
+                "checker": mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
+                "gradient": mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
+            }[params.table_texture],
+            rgb1=list(params.table_rgb1),
+            rgb2=list(params.table_rgb2),
+            width=256,
+            height=256,
+        )
     table_mat = spec.add_material(name="table_mat", rgba=[1, 1, 1, 1])
     table_mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "table_tex"
     table_mat.texrepeat = [3, 3]
@@ -227,7 +258,8 @@ def build_model(params: SceneParams) -> mujoco.MjModel:
     )
     world.add_light(
         name="key", pos=list(params.light_pos), dir=(-np.asarray(params.light_pos) + [0.7, 0, 0.6]).tolist(),
-        diffuse=[params.light_diffuse] * 3, specular=[0.1] * 3, castshadow=True,
+        diffuse=(params.light_diffuse * np.asarray(params.light_rgb)).tolist(), specular=[0.1] * 3,
+        castshadow=True,
     )
     for i, obj in enumerate(params.objects):
         body = world.add_body(
@@ -244,6 +276,16 @@ def build_model(params: SceneParams) -> mujoco.MjModel:
     pos, quat = camera_pose(params.camera_jitter)
     world.add_camera(name="head", pos=pos.tolist(), quat=quat.tolist(), fovy=HEAD_CAMERA_FOVY)
     return spec.compile()
+
+
+def _wood_grain(dark: tuple[float, ...], light: tuple[float, ...], size: int = 256) -> np.ndarray:
+    """A deterministic wood-grain texture: wavy stripes between two colours, uint8 [size, size, 3]."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    wave = 0.35 * np.sin(2 * np.pi * 1.5 * x) + 0.1 * np.sin(2 * np.pi * 7 * x)
+    grain = 0.5 + 0.5 * np.sin(2 * np.pi * (9 * y + wave))
+    mix = grain[..., None] ** 3
+    rgb = (1 - mix) * np.asarray(dark) + mix * np.asarray(light)
+    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
 def _object_quat(obj: SceneObject) -> list[float]:

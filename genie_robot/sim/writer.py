@@ -1,8 +1,8 @@
 """Write simulated episodes as a `fractal20220817_data` 0.1.0 TFDS dataset on disk.
 
-TFDS's own builder machinery does the writing (shards, `dataset_info.json`,
-`features.json`), so the result is the real on-disk format by construction and the RT-1
-reader loads it unchanged. Episodes are simulated in a pool of worker processes and fed
+TFDS's own builder machinery does the writing (`genie_robot.data.rlds_writer`, shared with the
+bag and LeRobot converters), so the result is the real on-disk format by construction and the
+RT-1 reader loads it unchanged. Episodes are simulated in a pool of worker processes and fed
 to the builder in index order, so the output depends on the seed, not on the pool size.
 """
 
@@ -12,12 +12,9 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from tqdm import tqdm
 
 
 @dataclass
@@ -30,6 +27,7 @@ class SimConfig:
     workers: int = 2
     num_shards: int = 4
     jpeg_quality: int = 95
+    scene: str = "default"  # genie_robot.sim.scene.SCENES: the training set's, or a variant it never saw
     overwrite: bool = False
 
     def validate(self) -> None:
@@ -43,24 +41,30 @@ class SimConfig:
             raise ValueError(f"sim.workers must be >= 1, got {self.workers}")
         if not 1 <= self.num_shards <= self.episodes:
             raise ValueError(f"sim.num_shards must be in [1, episodes={self.episodes}], got {self.num_shards}")
+        from genie_robot.sim.scene import SCENES
+
+        if self.scene not in SCENES:
+            raise ValueError(f"sim.scene must be one of {list(SCENES)}, got '{self.scene}'")
 
 
-def _simulate(args: tuple[int, int, int, int, int]) -> tuple[int, dict]:
+def _simulate(args: tuple[int, int, int, int, int | None, str]) -> tuple[int, dict]:
     from genie_robot.sim.episode import simulate_episode
 
-    seed, index, min_steps, max_steps, quality = args
-    return index, simulate_episode(seed, index, min_steps, max_steps, quality)
+    seed, index, min_steps, max_steps, quality, scene = args
+    return index, simulate_episode(seed, index, min_steps, max_steps, quality, scene)
 
 
 def simulate_episodes(
-    seed: int, indices: list[int], min_steps: int, max_steps: int, jpeg_quality: int = 95, workers: int = 1
+    seed: int, indices: list[int], min_steps: int, max_steps: int, jpeg_quality: int | None = 95, workers: int = 1,
+    scene: str = "default",
 ) -> Iterator[tuple[int, dict]]:
     """Simulate episodes in index order in `workers` spawned processes.
 
     Always in child processes, even for one worker: Mesa's EGL renderer segfaults in a
     process that has loaded TensorFlow, and the writer's process has (TFDS writes).
+    `jpeg_quality=None` keeps the rendered frames raw (uint8 arrays) instead of JPEG bytes.
     """
-    jobs = [(seed, i, min_steps, max_steps, jpeg_quality) for i in indices]
+    jobs = [(seed, i, min_steps, max_steps, jpeg_quality, scene) for i in indices]
     with mp.get_context("spawn").Pool(workers) as pool:
         yield from pool.imap(_simulate, jobs)
 
@@ -79,8 +83,7 @@ def write_sim_dataset(cfg: SimConfig, progress: bool = True) -> Path:
     from genie_robot.sim.scene import menagerie_robot_xml
 
     menagerie_robot_xml()  # fail here, naming the fix, rather than inside every worker
-    import tensorflow_datasets as tfds
-
+    from genie_robot.data.rlds_writer import write_rlds
     from genie_robot.data.rt1_spec import DATASET_NAME, DATASET_VERSION, rt1_features
 
     data_dir = Path(cfg.out).resolve()
@@ -99,43 +102,16 @@ def write_sim_dataset(cfg: SimConfig, progress: bool = True) -> Path:
                 f"{version_dir} holds a dataset genie-robot sim did not write; pass sim.overwrite=true to "
                 "replace it or choose another sim.out")
         # Ours, from other settings or older simulator code: derived data, so regenerate.
+        # write_rlds swaps the new one in only once it is complete.
         print(f"replacing {version_dir}: written with {old}, now {wanted}")
-        shutil.rmtree(version_dir)
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OSError(f"cannot create sim output directory {data_dir}: {e.strerror}") from e
-
-    class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        """RT-1's builder shape, filled by the simulator."""
-
-        name = DATASET_NAME
-        VERSION = tfds.core.Version(DATASET_VERSION)
-
-        def _info(self) -> tfds.core.DatasetInfo:
-            return tfds.core.DatasetInfo(
-                builder=self,
-                description=(
-                    "genie-robot simulated RT-1: MuJoCo Google Robot over a randomized tabletop, "
-                    "scripted reach/push/random commands at 3 Hz, head camera 256x320."),
-                features=rt1_features(),
-                homepage="https://github.com/genie-robot/genie-robot",
-            )
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            episodes = simulate_episodes(
-                cfg.seed, list(range(cfg.episodes)), cfg.min_steps, cfg.max_steps, cfg.jpeg_quality, cfg.workers)
-            yield from tqdm(episodes, total=cfg.episodes, desc="simulating episodes", unit="ep",
-                                       disable=not progress)
-
-    tfds.disable_progress_bar()
-    builder = Builder(data_dir=str(data_dir))
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(num_shards=cfg.num_shards),
-        file_format="tfrecord",
-    )
-    stamp.write_text(json.dumps(wanted, indent=2))
+    write_rlds(
+        data_dir, DATASET_NAME, DATASET_VERSION, rt1_features,
+        (example for _, example in simulate_episodes(
+            cfg.seed, list(range(cfg.episodes)), cfg.min_steps, cfg.max_steps, cfg.jpeg_quality, cfg.workers,
+            cfg.scene)),
+        description=(
+            "genie-robot simulated RT-1: MuJoCo Google Robot over a randomized tabletop "
+            f"(scene '{cfg.scene}'), scripted reach/push/random commands at 3 Hz, head camera 256x320."),
+        num_shards=cfg.num_shards, total=cfg.episodes, progress=progress, progress_desc="simulating episodes",
+        overwrite=True, extra_files={stamp.name: json.dumps(wanted, indent=2)})
     return version_dir

@@ -58,6 +58,11 @@ class TokenizerStage(Stage):
     def __init__(self, cfg: ModelConfig, device: torch.device, train_cfg):
         self.device, self.model, self.lineage = device, build(cfg, "tokenizer"), {}
         self.tokens_per_clip = cfg.frames * cfg.tokens_per_frame()
+        if train_cfg.tokenizer_codes_frozen:
+            if not (train_cfg.init_from or train_cfg.resume):
+                raise CheckpointError("train.tokenizer_codes_frozen=true keeps the codes of a trained tokenizer: set "
+                                      "train.init_from=<its checkpoint, run directory or reference name>")
+            self.model.freeze_codes()
 
     def loss(self, model, frames_u8):
         x = to_unit(frames_u8, self.device)

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from genie_robot import pictures
+from genie_robot import pictures, reference
 from genie_robot.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -83,12 +83,20 @@ class TrainConfig:
     # shipped dynamics model fine-tuned with another recipe; ignored when resuming (the run's own
     # checkpoint has them). The model config must match.
     init_from: str | None = None
+    # init_from (and tokenizer_ckpt/lam_ckpt) may name a shipped reference (`sim-rt1`): its stage of the same
+    # name; a later stage then also takes the reference's tokenizer and LAM unless they are set.
+    # With init_from: start from weights trained against other frozen checkpoints than this run's (a dynamics
+    # fine-tuned onto a tokenizer or LAM that was itself fine-tuned); off, that is an error.
+    init_from_other_lineage: bool = False
     # With init_from: layers this config adds to the checkpoint's model start fresh, their residual
     # outputs at zero (checkpoint.load_weights), instead of being an error.
     init_from_allow_new: bool = False
     # LAM stage: train only the decoder around the codes of init_from (LatentActionModel.freeze_codes),
     # so a dynamics model trained on those codes stays valid (docs/MODELS.md: "The LAM decoder retrained").
     lam_codes_frozen: bool = False
+    # Tokenizer stage: train only the decoder around the codes of init_from (VideoTokenizer.freeze_codes): a new
+    # scene drawn better with the same tokens, so the dynamics and LAM trained on them stay valid.
+    tokenizer_codes_frozen: bool = False
     progress: bool = True
     optim: dict[str, OptimConfig] = field(default_factory=dict)  # per stage
 
@@ -123,6 +131,7 @@ class Trainer:
             raise ValueError(
                 f"data clips ({self.dcfg.clip_frames} frames at {self.dcfg.resolution}) do not match the model "
                 f"({self.mcfg.frames} frames at {self.mcfg.resolution}); set data.clip_frames/data.resolution")
+        self._resolve_references()
         if self.stage_name not in self.tcfg.optim:
             raise ValueError(f"train.optim has no settings for stage '{self.stage_name}'")
         self.opt_cfg = self.tcfg.optim[self.stage_name]
@@ -159,6 +168,43 @@ class Trainer:
             self._init_from(Path(self.tcfg.init_from))
 
     # --- setup ------------------------------------------------------------------------
+    def _resolve_references(self) -> None:
+        """Reference names in init_from / tokenizer_ckpt / lam_ckpt become their checked directories."""
+        t = self.tcfg
+        ref_root = None
+        if t.init_from and reference.is_reference_name(t.init_from):
+            ref_root = reference.resolve(t.init_from, complete=False)
+            stage_dir = ref_root / self.stage_name
+            if not stage_dir.is_dir():
+                raise CheckpointError(f"train.init_from={t.init_from}: the reference ships no {self.stage_name} stage "
+                                      f"(it has {sorted(p.name for p in ref_root.iterdir() if p.is_dir())})")
+            self._check_reference_config(t.init_from, stage_dir)
+            t.init_from = str(stage_dir)
+        for key in ("tokenizer_ckpt", "lam_ckpt"):
+            value = getattr(t, key)
+            if value and reference.is_reference_name(value):
+                setattr(t, key, str(reference.resolve(value, complete=False) / key.removesuffix("_ckpt")))
+            elif value is None and ref_root is not None and (ref_root / key.removesuffix("_ckpt")).is_dir():
+                # Tuned in this run (an earlier stage's checkpoints in out_dir), else the reference's, frozen.
+                component = key.removesuffix("_ckpt")
+                own = Path(t.out_dir) / component
+                tuned = component != self.stage_name and stage_checkpoint(own) is not None
+                setattr(t, key, str(own if tuned else ref_root / component))
+
+    def _check_reference_config(self, name: str, stage_dir: Path) -> None:
+        """Fine-tuning keeps the reference's architecture: name the model config it needs, not tensor shapes."""
+        from omegaconf import OmegaConf
+
+        saved = typed(OmegaConf.load(stage_dir / "config.yaml").model, ModelConfig)
+        component = self.stage_name
+        ours, theirs = getattr(self.mcfg, component), getattr(saved, component)
+        diffs = [f"{component}.{f}" for f in vars(theirs) if getattr(ours, f) != getattr(theirs, f)]
+        diffs += [f for f in ("resolution", "frames") if getattr(self.mcfg, f) != getattr(saved, f)]
+        if diffs:
+            raise CheckpointError(
+                f"train.init_from={name}: the reference's {component} is a model={saved.name} model and this run's "
+                f"config (model={self.mcfg.name}) differs in {diffs}; fine-tune it with model={saved.name}")
+
     def _check_writable(self) -> None:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -190,8 +236,17 @@ class Trainer:
         if not (ckpt / "model.safetensors").is_file():
             raise CheckpointError(f"train.init_from={path} is not a checkpoint (no model.safetensors in {ckpt})")
         state = json.loads((ckpt / "trainer.json").read_text()) if (ckpt / "trainer.json").is_file() else {}
-        self._check_lineage(state, f"train.init_from={path}")
+        if not self.tcfg.init_from_other_lineage:
+            try:
+                self._check_lineage(state, f"train.init_from={path}")
+            except CheckpointError as e:
+                raise CheckpointError(
+                    f"{e}, or fine-tune it onto these with train.init_from_other_lineage=true") from None
         new = load_weights(ckpt, self.model, allow_new=self.tcfg.init_from_allow_new)
+        tokenizer = getattr(self.stage, "tokenizer", None)
+        codes = getattr(unwrap(self.model), "codes", None)
+        if self.tcfg.init_from_other_lineage and codes is not None and tokenizer is not None:
+            unwrap(self.model).set_codes(tokenizer.vq.codebook)  # code_vector: score against this run's codes
         if self.is_main:
             print(f"{self.stage_name}: weights from {ckpt}" + (f"; {len(new)} new tensors start fresh" if new else ""))
 

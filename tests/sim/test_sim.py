@@ -64,3 +64,24 @@ def test_never_replaces_a_dataset_it_did_not_write(spec_dataset, tmp_path):
     with pytest.raises(FileExistsError, match="did not write; pass sim.overwrite=true"):
         write_sim_dataset(SimConfig(out=str(tmp_path), episodes=2, num_shards=1), progress=False)
     assert len(list((tmp_path / "fractal20220817_data" / "0.1.0").glob("*.tfrecord-*"))) == 3
+
+
+def test_the_workshop_scene_keeps_objects_and_changes_table_and_light():
+    """`sim.scene=workshop`: data the reference never saw, for fine-tuning (docs/DATA.md)."""
+    import pytest
+
+    from genie_robot.sim.scene import sample_scene
+    from genie_robot.sim.writer import SimConfig
+
+    default = sample_scene(np.random.default_rng([3, 1]))
+    workshop = sample_scene(np.random.default_rng([3, 1]), scene="workshop")
+    assert workshop.objects == default.objects and workshop.camera_jitter == default.camera_jitter
+    assert workshop.table_texture == "wood" and default.table_texture != "wood"
+    assert workshop.light_rgb != (1.0, 1.0, 1.0) and workshop.ambient < 0.15 <= default.ambient
+    ep = next(simulate_episodes(3, [1], 4, 4, None, scene="workshop"))[1]
+    frame = ep["steps"][0]["observation"]["image"]
+    assert frame.shape == (256, 320, 3) and frame.dtype == np.uint8  # jpeg_quality=None: raw frames
+    red, blue = frame[..., 0].astype(float).mean(), frame[..., 2].astype(float).mean()
+    assert red > blue + 10  # the warm light on brown wood
+    with pytest.raises(ValueError, match=r"sim.scene must be one of \['default', 'workshop'\], got 'moon'"):
+        SimConfig(scene="moon").validate()
