@@ -170,8 +170,13 @@ lint: setup
 	@# The layer contract in pyproject.toml (docs/ARCHITECTURE.md): packages import downward only.
 	$(BIN)/lint-imports --no-cache
 
+# The bag and LeRobot tests run in a pytest process of their own: in the same process, before tests/ros_nodes,
+# the node load test's first client stalled (2 of 2 runs; the ROS tests pass after the other data tests and alone).
+# Not understood yet: docs/DATA.md "Open problem".
+NEW_DATA_TESTS := tests/data/test_bag.py tests/data/test_lerobot.py
 test: setup lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests $(addprefix --ignore=,$(NEW_DATA_TESTS))
+	$(BIN)/python -m pytest -q $(NEW_DATA_TESTS)
 
 bench: setup
 	$(BIN)/genie-robot bench sim
