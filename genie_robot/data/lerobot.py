@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genie_robot.data.bag import decode_image, episode_example
+from genie_robot.data.bag import bag_features, decode_image, episode_example
 from genie_robot.data.layout import DatasetError
 from genie_robot.data.resample import ConvertConfig, ResampleStats, resample
 
@@ -243,7 +243,6 @@ def convert_lerobot(cfg: LeRobotConfig, progress: bool = True) -> tuple[Path, di
             yield episode_example(frames, stamps, acts, str(ep.video_file or ep.data_file),
                                   f"lerobot:{ds.camera}:episode_{ep.index}")
 
-    from genie_robot.data.bag import bag_features
     from genie_robot.data.rlds_writer import write_rlds
 
     summary = {"lerobot": str(ds.root), "codebase_version": ds.version, "camera": ds.camera,
