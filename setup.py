@@ -21,7 +21,8 @@ setup(
     packages=[*find_packages(include=[PACKAGE, f"{PACKAGE}.*"]), "genie_robot_export", "genie_robot_ros"],
     package_dir={"genie_robot_export": "export", "genie_robot_ros": "ros_nodes"},
     # The shipped reference models (weights, configs, reference.json cards): WorldModel.load("sim-rt1").
-    package_data={PACKAGE: ["references/*/*.json", "references/*/*/*"]},
+    # The play page (genie-robot play): its HTML, script and style.
+    package_data={PACKAGE: ["references/*/*.json", "references/*/*/*", "play/static/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -167,6 +167,13 @@ def bench(cfg: DictConfig, target: str | None) -> int:
     return 0
 
 
+def play(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.play.app import PlayConfig
+    from genie_robot.play.app import serve as run
+
+    return run(typed(cfg.play, PlayConfig), _listed(cfg.ckpt), list(cfg.runtime.providers), cfg.runtime.threads)
+
+
 def serve(cfg: DictConfig, _target: str | None) -> int:
     """Replaces this process with world_model_node (its signals, logs and exit code are the node's)."""
     import os
@@ -200,6 +207,7 @@ class Verb:
     usage: str  # the overrides it is usually given
     sections: tuple[str, ...]  # the config it reads, printed by `genie-robot <verb> --help`
     required: tuple[str, ...] = ()  # keys that must be on the command line (their config default means another verb's)
+    defaults: tuple[str, ...] = ()  # overrides this verb starts from (the command line's come after)
 
 
 VERBS: dict[str, Verb] = {
@@ -230,6 +238,9 @@ VERBS: dict[str, Verb] = {
                       ("data",)),
     "contact-sheet": Verb(contact_sheet, "a PNG of frames from several episodes of data.path", "[sheet.*]",
                           ("data", "sheet")),
+    "play": Verb(play, "play the world model in a browser: a start image, keys 1-8, a GIF of what you played",
+                 "[ckpt=<export, run dir or reference>] [play.port=8765] [play.camera_topic=<topic>]",
+                 ("ckpt", "play", "runtime"), defaults=("ckpt=sim-rt1",)),
     "serve": Verb(serve, "run world_model_node here (no ros2 launch needed): the ROS 2 world model service",
                   "out=<export dir> [serve.params={frame_rate: 5.0}] [serve.namespace=robot1]", ("serve",)),
     "bench": Verb(bench, "throughput of the loader, the simulator or imagination (JSON)",
@@ -300,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     from genie_robot.data.layout import DatasetError
 
     try:
-        cfg = load_config(rest)
+        cfg = load_config([*VERBS[name].defaults, *rest])
         if want_help:
             print(_verb_help(name, cfg))
             return 0

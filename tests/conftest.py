@@ -4,11 +4,18 @@
   here from docs/RT1_FORMAT.md (not from genie_robot's), with content that encodes (episode,
   step) so clip windowing can be checked exactly from frames and actions.
 - `sim_dataset`: written by `genie-robot`'s simulator writer.
+- `launch_play` / `api`: `genie-robot play` as a server process, and one request to its HTTP API.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +182,17 @@ def reference_export(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture()
+def ros_env(tmp_path):
+    """A private DDS domain: an id in 1..100 that no other process holds (ids > 101 map to ports in
+    Linux's ephemeral range, where discovery can fail at random), on localhost only."""
+    from domain_coordinator import domain_id
+
+    with domain_id() as domain:
+        yield {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain),
+               "ROS_LOG_DIR": str(tmp_path / "log")}
+
+
 def make_cfg(data: Path, out: Path, *overrides: str):
     """The tiny model's training config over a test dataset."""
     from genie_robot.config import load_config
@@ -210,3 +228,64 @@ def exported(trained, tmp_path_factory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("export") / "tiny"
     assert main(["export", f"ckpt={trained}/train/tiny", f"out={out}"]) == 0
     return trained / "train/tiny", out
+
+
+# --- `genie-robot play` as a server process, and its HTTP API (tests/play) -----------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(port: int, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """(HTTP status, JSON answer) of one request to the play server."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn.request(method, path, body=None if body is None else json.dumps(body),
+                 headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    return r.status, json.loads(r.read())
+
+
+@pytest.fixture(scope="session")
+def api():
+    return call
+
+
+@pytest.fixture(scope="session")
+def launch_play(tmp_path_factory):
+    """launch(overrides, env=None) -> (port, read_log): `genie-robot play` with those overrides, up and answering;
+    every server started is stopped at the end and must stop cleanly."""
+    procs = []
+
+    def launch(overrides: list[str], env: dict | None = None) -> tuple[int, callable]:
+        log_path = tmp_path_factory.mktemp("play_server") / "server.log"
+        log = open(log_path, "w")
+        port = free_port()
+        exe = Path(sys.executable).parent / "genie-robot"
+        proc = subprocess.Popen([str(exe), "play", f"play.port={port}", *overrides], stdout=log,
+                                stderr=subprocess.STDOUT, text=True, env=env)
+        procs.append((proc, log))
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if call(port, "GET", "/api/info")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"genie-robot play did not come up:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.5)
+
+        def read_log() -> str:
+            log.flush()
+            return log_path.read_text()
+
+        return port, read_log
+
+    yield launch
+    for proc, log in procs:
+        proc.terminate()
+        code = proc.wait(timeout=30)
+        log.close()
+        assert code in (0, -15), f"genie-robot play exited with {code}"

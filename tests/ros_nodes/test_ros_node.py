@@ -4,7 +4,6 @@ playing a sim episode, and client processes that import only ROS and genie_robot
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from domain_coordinator import domain_id
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -236,15 +234,6 @@ MAIN = CLIENT_PRELUDE + textwrap.dedent("""
                           "hardware_id": d.hardware_id, "values": {kv.key: kv.value for kv in d.values}}
     print(json.dumps(out))
 """)
-
-@pytest.fixture()
-def ros_env(tmp_path):
-    """A private DDS domain: an id in 1..100 that no other process holds (ids > 101 map to ports in
-    Linux's ephemeral range, where discovery can fail at random), on localhost only."""
-    with domain_id() as domain:
-        yield {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain),
-               "ROS_LOG_DIR": str(tmp_path / "log")}
-
 
 @pytest.fixture()
 def node(exported, ros_env, tmp_path):
