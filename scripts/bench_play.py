@@ -122,7 +122,7 @@ def main() -> None:
 
             if args.screenshots:
                 out = Path(args.screenshots)
-                set_controls(25, True)
+                set_controls(8, True)  # play.steps' default
                 page.click(f"#start-{args.screenshot_start}")
                 page.wait_for_function("state && state.frames === 1")
                 for key in "358":

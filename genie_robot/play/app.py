@@ -51,10 +51,10 @@ class PlayConfig:
     start_frames: int = 12
     camera_topic: str | None = None  # a ROS 2 image topic whose latest frame is offered as a start
     camera_transport: str = "raw"  # raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage)
-    steps: int | None = None  # MaskGIT steps of a step; None: the sampler's default (the card's 25)
+    steps: int | None = 8  # MaskGIT steps of a step (configs/config.yaml says why); None: the sampler's default
     temperature: float | None = None  # None: the model's own (a reference's card temperature)
     previews: bool = True
-    preview_steps: int = 8
+    preview_steps: int = 4
     max_sessions: int = 16
     session_timeout_s: float = 600.0
     max_frames: int = 256

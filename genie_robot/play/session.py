@@ -107,7 +107,7 @@ class Settings:
     steps: int = SAMPLING.steps  # MaskGIT steps of a step (the eval's and the card's)
     temperature: float = SAMPLING.temperature  # a session starts at its model's own (`Engine.temperature`)
     previews: bool = True  # sample a preview of each code after every change
-    preview_steps: int = 8  # MaskGIT steps of a preview
+    preview_steps: int = 4  # MaskGIT steps of a preview
 
     MAX_STEPS = 64
     MAX_TEMPERATURE = 10.0
