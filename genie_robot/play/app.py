@@ -31,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 from genie_robot.core.image import fit_image
 from genie_robot.play.models import ModelRegistry
 from genie_robot.play.session import PlayError, PlaySession, SessionGone, SessionStore, Settings, png_bytes
-from genie_robot.play.starts import TooLarge, UploadLimits, decode_upload, heldout_frames
+from genie_robot.play.starts import UploadLimits, check_size, decode_upload, heldout_frames
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -84,7 +84,6 @@ class Play:
                                   cfg.max_frames)
         self.starts: list[np.ndarray] = []
         self.starts_note = "loading held-out frames"
-        self.starts_resolution: tuple[int, int] | None = None
 
     def settings_for(self, model) -> Settings:
         base = Settings()
@@ -95,7 +94,6 @@ class Play:
 
     def load_starts(self, resolution) -> None:
         self.starts, self.starts_note = heldout_frames(self.cfg.start_data, resolution, self.cfg.start_frames)
-        self.starts_resolution = tuple(resolution)
         log.info("%d start frames: %s", len(self.starts), self.starts_note)
 
 
@@ -150,8 +148,6 @@ async def create_session(request: Request) -> Response:
     body = await _json(request)
     name = body.get("model") or play.models.default
     session = await run_in_threadpool(play.store.create, str(name))  # may load (and export) the model
-    if play.starts_resolution is not None and play.starts_resolution != tuple(session.model.engine.cfg.resolution):
-        log.warning("model %s has another resolution than the start frames were read at", name)
     return JSONResponse(session.state())
 
 
@@ -199,14 +195,12 @@ async def upload(request: Request) -> Response:
     play: Play = request.app.state.play
     session = _session(request)
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > play.limits.max_bytes:
-        raise TooLarge(f"the upload is {int(length) / 2**20:.1f} MiB; the most this server takes is "
-                       f"{play.limits.max_bytes / 2**20:.0f} MiB")
+    if length is not None and length.isdigit():
+        check_size(int(length), play.limits)  # refused before a byte of it is read
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in request.stream():  # a sender without Content-Length (or a lying one) is cut off too
         size += len(chunk)
-        if size > play.limits.max_bytes:
-            raise TooLarge(f"the upload is over {play.limits.max_bytes / 2**20:.0f} MiB, the most this server takes")
+        check_size(size, play.limits, partial=True)
         chunks.append(chunk)
     name = unquote(request.headers.get("x-filename", "upload"))[:120]
     frame = await run_in_threadpool(decode_upload, b"".join(chunks), play.limits, session.model.engine.cfg.resolution)

@@ -180,6 +180,15 @@ class PlaySession:
             self._changed()
         self.on_change(self)
 
+    def _context(self) -> tuple[np.ndarray, np.ndarray]:
+        """Under the state lock: the last window of frames and the actions the player took between them."""
+        context = np.stack(self.frames[-self.model.engine.cfg.frames:])
+        return context, np.array(self.actions[len(self.actions) - (len(context) - 1):], dtype=np.int64)
+
+    def _previews_pending(self) -> bool:
+        """Under the state lock: previews are on and some code of this world has none yet."""
+        return bool(self.frames) and self.settings.previews and len(self.previews) < self.num_codes
+
     def _need_start(self) -> None:
         if not self.frames:
             raise PlayError("no start frame yet: pick a held-out frame, upload an image or take the camera's")
@@ -197,10 +206,8 @@ class PlaySession:
                 raise PlayError(f"this session holds at most {self.max_frames} frames: download the GIF, then undo "
                                 f"or reset")
             self.stepping = True
-            window = self.model.engine.cfg.frames
-            context = np.stack(self.frames[-window:])
-            context_actions = np.array(self.actions[len(self.actions) - (len(context) - 1):], dtype=np.int64)
-            settings, version = self.settings, self.version
+            context, context_actions = self._context()
+            settings = self.settings
         try:
             with self.model.gate.step():
                 t0 = time.perf_counter()
@@ -208,12 +215,14 @@ class PlaySession:
                                                 temperature=settings.temperature, rng=self.rng,
                                                 context_actions=context_actions)
                 latency = (time.perf_counter() - t0) * 1000
-        finally:
+        except BaseException:
             with self._lock:
                 self.stepping = False
+            raise
+        # Start, undo and reset refuse while `stepping`, which ends under the same lock as the commit: the step
+        # extends the world it was given. (A settings change may land meanwhile; it only renews the previews.)
         with self._lock:
-            if self.version != version:  # cannot happen while `stepping` refuses other changes; kept as a guard
-                raise Busy("the world changed during the step; press again")
+            self.stepping = False
             self.frames.append(out.frames[0, 0])
             self.actions.append(code)
             self.latencies_ms.append(latency)
@@ -259,7 +268,7 @@ class PlaySession:
     # --- previews --------------------------------------------------------------------------------------------
     def wants_previews(self) -> bool:
         with self._lock:
-            return bool(self.frames) and self.settings.previews and len(self.previews) < self.num_codes
+            return self._previews_pending()
 
     def fill_previews(self) -> bool:
         """Sample the missing previews of the current version, one code at a time. Returns True when all are
@@ -267,15 +276,11 @@ class PlaySession:
         gate = self.model.gate
         while True:
             with self._lock:
-                if not self.frames or not self.settings.previews:
+                if not self._previews_pending():
                     return True
-                missing = [c for c in range(self.num_codes) if c not in self.previews]
-                if not missing:
-                    return True
-                code, version, settings = missing[0], self.version, self.settings
-                window = self.model.engine.cfg.frames
-                context = np.stack(self.frames[-window:])
-                context_actions = np.array(self.actions[len(self.actions) - (len(context) - 1):], dtype=np.int64)
+                code = min(set(range(self.num_codes)) - set(self.previews))
+                version, settings = self.version, self.settings
+                context, context_actions = self._context()
 
             def stop_if_needed(_h: int, _i: int, version: int = version) -> None:
                 if gate.step_waiting() or self.version != version:
@@ -314,12 +319,11 @@ class PlaySession:
                 "latencies_ms": [round(x, 1) for x in self.latencies_ms],
                 "source": self.source,
                 "stepping": self.stepping,
-                "settings": {k: v for k, v in asdict(self.settings).items()},
+                "settings": asdict(self.settings),
                 "model_temperature": engine.temperature,
                 "previews": sorted(self.previews),
                 "preview_ms": {str(k): round(v, 1) for k, v in sorted(self.preview_ms.items())},
-                "previews_pending": bool(self.frames) and self.settings.previews
-                and len(self.previews) < self.num_codes,
+                "previews_pending": self._previews_pending(),
                 "num_codes": self.num_codes,
                 "window": engine.cfg.frames,
                 "resolution": list(engine.cfg.resolution),

@@ -35,11 +35,16 @@ class UploadLimits:
     max_pixels: int = 40_000_000  # a decompression bomb is refused before it is decoded
 
 
+def check_size(size: int, limits: UploadLimits, partial: bool = False) -> None:
+    """TooLarge for an upload of `size` bytes over the limit (`partial`: counted so far, the rest unread)."""
+    if size > limits.max_bytes:
+        raise TooLarge(f"the upload is {'over ' if partial else ''}{size / 2**20:.1f} MiB; the most this server "
+                       f"takes is {limits.max_bytes / 2**20:.0f} MiB")
+
+
 def decode_upload(data: bytes, limits: UploadLimits, resolution) -> np.ndarray:
     """uint8 [3, H, W] at `resolution` from an uploaded file's bytes, or an error that says what was wrong."""
-    if len(data) > limits.max_bytes:
-        raise TooLarge(f"the upload is {len(data) / 2**20:.1f} MiB; the most this server takes is "
-                       f"{limits.max_bytes / 2**20:.0f} MiB")
+    check_size(len(data), limits)
     if not data:
         raise UploadError("the upload is empty; expected an image file (PNG, JPEG, WebP, GIF or BMP)")
     try:

@@ -113,6 +113,7 @@ def test_a_second_press_while_stepping_is_refused_not_queued(store):
     wait_for(lambda: s.state()["stepping"], 10)
     with pytest.raises(Busy, match="still running"):
         s.step(2)
+    s.configure(temperature=0.7)  # a settings change meanwhile renews the previews and keeps the step
     t.join()
     assert s.state()["actions"] == [1]
 
