@@ -223,14 +223,27 @@ def _worker(rank: int, world: int, port: int, cfg_args: list[str], batches_file:
     torch.distributed.destroy_process_group()
 
 
+@pytest.fixture()
+def float64_one_thread():
+    """float64 and one thread for this test, restored after it whatever happens: a test that failed midway
+    (a worker's SIGABRT, once in a clean clone's make test) left float64 as the default for every later test,
+    so the next one failed too."""
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_processes_match_one_with_the_same_global_batch(sim_dataset, tmp_path, mode):
+def test_two_processes_match_one_with_the_same_global_batch(sim_dataset, tmp_path, mode, float64_one_thread):
     import torch.multiprocessing as mp
 
     # float64: summation-order rounding between one big batch and two all-reduced halves stays
     # ~1e-16, far below what could flip a VQ code assignment; a missing gradient sync is ~1e-3.
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
     common = ["model=tiny", "train=tiny", f"data.path={sim_dataset}", "data.val_fraction=0", "data.clip_hop=1",
               "stage=tokenizer",
               "train.progress=false"]
@@ -248,7 +261,6 @@ def test_two_processes_match_one_with_the_same_global_batch(sim_dataset, tmp_pat
     one = load_file(single_path / "model.safetensors")
     two = load_file(tmp_path / "two/train/tiny/tokenizer/checkpoints/step_0000003/model.safetensors")
     assert one.keys() == two.keys()
-    torch.set_default_dtype(torch.float32)
     for k in one:
         assert torch.allclose(one[k], two[k], atol=1e-10, rtol=1e-8), k
 
