@@ -8,16 +8,20 @@ runs (the same `encode`, `decode`, `infer_actions` and `DynamicsModel.step`):
 - `tokenizer_decoder`: token ids [B, T, S] -> frames float [B, T, C, H, W] in [0, 1]
 - `lam_encoder`: frames (or token ids, for `lam.input=tokens`) [B, T, ...] -> action ids [B, T-1]
 - `dynamics_step`: one MaskGIT step of the frame at window position t: logits [B, S, vocab]
-- `dynamics_append`: a finished frame's temporal keys/values appended to the cache
+- `dynamics_append`: the cache with a finished frame's temporal keys/values in its slot t
 
-The cache is laid out [layers, B, S, heads, T, head_dim] (the torch engine flattens B*S),
-so its batch axis is the request's batch axis and nothing in the graph depends on B*S.
+The cache is laid out [layers, B, rows, heads, window, head_dim] (the torch engine flattens
+B*rows), so its batch axis is the request's batch axis and nothing in the graph depends on
+B*rows. It has the window's size at every position (slots t.. are ignored), so the step graph
+reads it in place and never concatenates to it.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from genie_robot.models.dynamics import write_cache
 
 
 class MethodGraph(nn.Module):
@@ -37,8 +41,8 @@ class _DynamicsGraph(nn.Module):
         self.dynamics = dynamics
 
     def _step(self, tokens, action, t, past_k, past_v):
-        layers, b, s, heads, tp, dh = past_k.shape
-        flat = (layers, b * s, heads, tp, dh)
+        layers, b, s, heads, window, dh = past_k.shape
+        flat = (layers, b * s, heads, window, dh)
         logits, k, v = self.dynamics.step(tokens, action, t, past_k.reshape(flat), past_v.reshape(flat))
         return logits, k.reshape(layers, b, s, heads, 1, dh), v.reshape(layers, b, s, heads, 1, dh)
 
@@ -51,8 +55,8 @@ class DynamicsStep(_DynamicsGraph):
 
 
 class DynamicsAppend(_DynamicsGraph):
-    """The same inputs -> the cache with this frame's keys/values appended ([..., T+1, head_dim])."""
+    """The same inputs -> the cache with this frame's keys/values in slot t (same shape as the cache)."""
 
     def forward(self, tokens, action, t, past_k, past_v):
         _, k, v = self._step(tokens, action, t, past_k, past_v)
-        return torch.cat([past_k, k], dim=4), torch.cat([past_v, v], dim=4)
+        return write_cache(past_k, k, t), write_cache(past_v, v, t)

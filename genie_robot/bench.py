@@ -59,14 +59,16 @@ def bench_sim(cfg: SimConfig, episodes: int) -> dict:
 
 def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: int, steps: int,
                   temperature: float, repeats: int, ckpt: str | None = None, engine: str = "torch",
-                  uncached: bool = True, providers: list[str] | None = None, threads: int = 0) -> dict:
+                  uncached: bool = True, providers: list[str] | None = None, threads: int = 0,
+                  compile: bool = False) -> dict:
     """Imagined frames/s with and without the KV cache, same engine, context and random draws.
 
     Random weights unless `ckpt` names a trained run: the cost of a rollout does not depend on
     the weights. Timings cover the whole `imagine` call (encode, LAM, sampling, decode).
     `engine=onnx` exports the same weights to a temporary directory and times the onnxruntime
     engine (cached only: it has no uncached path); compare engines in separate processes
-    (scripts/bench_engines.py), since in one process they compete for the cores.
+    (scripts/bench_engines.py), since in one process they compete for the cores. `compile` times the torch
+    engine with `WorldModel.compile()` (the warm-up call at each batch size compiles; it is not timed).
     """
     import torch
 
@@ -83,6 +85,8 @@ def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: i
     else:
         parts = {c: build(model_cfg, c) for c in ("tokenizer", "lam", "dynamics")}
         world = WorldModel(model_cfg, parts["tokenizer"], parts["dynamics"], lam=parts["lam"], limits=limits)
+    if compile and engine != "torch":
+        raise ValueError("bench.rollout.compile is for the torch engine (onnxruntime optimizes its own graphs)")
     with tempfile.TemporaryDirectory() as tmp:
         if engine == "onnx":
             from genie_robot.runtime import DEFAULT_PROVIDERS, OnnxWorldModel
@@ -92,12 +96,16 @@ def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: i
             world = OnnxWorldModel(Path(tmp) / "export", providers=providers or DEFAULT_PROVIDERS, limits=limits,
                                    threads=threads)
             uncached = False
+        if compile:
+            world.compile()
+            uncached = False  # the compiled step is the cached one
         rows = _time_rollouts(world, model_cfg, batches, context_frames, horizon, steps, temperature, repeats,
                               (True, False) if uncached else (True,))
     threads = world.providers[0] if engine == "onnx" else torch.get_num_threads()
     return {"bench": "rollout", "engine": engine, "model": model_cfg.name, "weights": ckpt or "random",
             "context_frames": context_frames, "window": model_cfg.frames, "horizon": horizon, "maskgit_steps": steps,
-            "rows": rows, ("provider" if engine == "onnx" else "torch_threads"): threads, **_machine()}
+            "compiled": compile, "rows": rows, ("provider" if engine == "onnx" else "torch_threads"): threads,
+            **_machine()}
 
 
 def _time_rollouts(world, model_cfg, batches, context_frames, horizon, steps, temperature, repeats, modes) -> list:

@@ -156,7 +156,7 @@ def bench(cfg: DictConfig, target: str | None) -> int:
         r = cfg.bench.rollout
         result = b.bench_rollout(typed(cfg.model, ModelConfig), list(r.batches), r.context_frames, r.horizon,
                                  r.steps, r.temperature, r.repeats, r.ckpt, r.engine, r.uncached,
-                                 list(cfg.runtime.providers), cfg.runtime.threads)
+                                 list(cfg.runtime.providers), cfg.runtime.threads, r.compile)
     elif target == "data":
         result = b.bench_data(_data(cfg), cfg.bench.warmup_batches, cfg.bench.batches)
     else:

@@ -34,8 +34,12 @@ def last_json(cmd: list[str], env: dict | None = None) -> dict:
 
 
 def ours(shape: str, engine: str, batches: list[int], args) -> dict:
+    """`engine`: torch, torch-compiled (`WorldModel.compile`) or onnx."""
     cli = Path(sys.executable).parent / "genie-robot"
+    compiled = engine == "torch-compiled"
+    engine = "torch" if compiled else engine
     return last_json([str(cli), "bench", "rollout", f"model=peer1x_{shape}", f"bench.rollout.engine={engine}",
+                      f"bench.rollout.compile={str(compiled).lower()}",
                       f"bench.rollout.batches=[{','.join(map(str, batches))}]", "bench.rollout.uncached=false",
                       f"bench.rollout.context_frames={args.context}", f"bench.rollout.horizon={args.new_frames}",
                       f"bench.rollout.steps={args.steps}", f"bench.rollout.repeats={args.runs}",
@@ -57,7 +61,7 @@ def main() -> None:
     ap.add_argument("--mirror", default=os.environ.get("PEER_1X_MIRROR", "/work/.mirror/1x-technologies+1xgpt/repo"))
     ap.add_argument("--shapes", default="tiny,genie35m")
     ap.add_argument("--batches", default="1,8")
-    ap.add_argument("--engines", default="torch,onnx")
+    ap.add_argument("--engines", default="torch,torch-compiled,onnx")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--context", type=int, default=8)
     ap.add_argument("--new-frames", type=int, default=4, help="frames generated per call (ours: the horizon)")

@@ -70,6 +70,17 @@ def test_bench_rollout_measures_cached_and_uncached_in_one_run():
         assert abs(row["cached_speedup"] - ratio) <= 0.01 * ratio + 0.005  # rounded to 2 decimals
 
 
+def test_bench_rollout_times_the_compiled_torch_engine_and_refuses_compile_on_onnxruntime():
+    r = run("bench", "rollout", "model=tiny", "bench.rollout.compile=true", "bench.rollout.batches=[2]",
+            "bench.rollout.horizon=2", "bench.rollout.steps=2", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["compiled"] is True and result["engine"] == "torch"
+    assert result["rows"][0]["cached_frames_per_s"] > 0 and "uncached_frames_per_s" not in result["rows"][0]
+    r = run("bench", "rollout", "model=tiny", "bench.rollout.compile=true", "bench.rollout.engine=onnx", "--json")
+    assert r.returncode != 0 and "bench.rollout.compile is for the torch engine" in r.stderr
+
+
 def test_bench_rollout_times_the_onnxruntime_engine_in_its_own_process():
     r = run("bench", "rollout", "model=tiny", "bench.rollout.engine=onnx", "bench.rollout.batches=[2]",
             "bench.rollout.horizon=2", "bench.rollout.steps=2", "--json")

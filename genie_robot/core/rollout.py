@@ -6,7 +6,8 @@ window bookkeeping, when the cache is built, shared and slid, and the sampling i
 (`maskgit.sample_step`). So the same random draws give the same tokens in any engine whose
 logits agree.
 
-The cache holds every dynamics layer's temporal keys/values of the frames in the window.
+The cache holds every dynamics layer's temporal keys/values of the frames in the window, one
+slot per window frame (slots from the new frame's position on are ignored).
 In the causal ST-transformer they do not change while a new frame is being unmasked, so each
 MaskGIT step runs only the new frame's tokens. The candidates of a request share the context's
 cache until they diverge. Time embeddings are absolute positions in the window, so once the
@@ -33,7 +34,10 @@ class DynamicsBackend(Protocol):
         """A cache of zero frames for one sequence."""
 
     def append(self, cache: Any, ids_BS: np.ndarray, action_B: np.ndarray, t: int) -> Any:
-        """The cache with finished frame `ids_BS` (window position t, reached by `action_B`) added."""
+        """The cache with finished frame `ids_BS` (window position t, reached by `action_B`) in its slot t.
+
+        It may write into `cache` itself (the torch engine does): the rollout never reads a cache it has
+        handed to `append` again."""
 
     def logits(self, cache: Any, ids_BS: np.ndarray, action_B: np.ndarray, t: int) -> np.ndarray:
         """Float logits [B, S, vocab] of the frame at window position t given the cache."""

@@ -13,6 +13,8 @@ whole window every step), which must give the same tokens for the same random dr
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +24,9 @@ from omegaconf import OmegaConf
 from genie_robot import reference
 from genie_robot.checkpoint import CheckpointError, accepted_digests, load_frozen, load_weights, stage_checkpoint
 from genie_robot.config import typed
-from genie_robot.core.engine import Engine, Imagination, Limits
+from genie_robot.core.engine import Engine, EngineError, Imagination, Limits
 from genie_robot.models import ModelConfig, build
+from genie_robot.models.dynamics import write_cache
 
 __all__ = ["Imagination", "Limits", "TorchDynamics", "WorldModel"]
 
@@ -38,6 +41,7 @@ class WorldModel(Engine):
         self.adapter = None  # latent -> robot action mapping, when one was fitted beside the model
         self.device = next(dynamics.parameters()).device
         self.dtype = next(dynamics.parameters()).dtype
+        self._step = None  # the dynamics' step, compiled (`compile`); None: eager
 
     # --- loading --------------------------------------------------------------------------
     @classmethod
@@ -81,6 +85,25 @@ class WorldModel(Engine):
             engine.adapter = Adapter.load(root / "adapter.json")
         return engine
 
+    def compile(self) -> WorldModel:
+        """Runs the dynamics' cached MaskGIT step through `torch.compile` from now on; returns the engine.
+
+        At batch 1 a step of a small model is mostly per-operation overhead (Python, dispatch, one
+        kernel per element-wise op; docs/BENCHMARKS.md "Where a batch-1 step's time goes"). Inductor
+        fuses the element-wise ops, freezes the weights as constants (prepacked matmuls) and calls the
+        kernels from C++ (`cpp_wrapper`). The cache has the window's size, so a batch size compiles once
+        for every position: the first call at each new batch size takes seconds (a C++ compiler is
+        needed), later ones run the compiled code. For long-lived engines (a planner, a node): the
+        weights are frozen into the compiled code, so load the engine again after changing them.
+        The tokens are the same as the eager step's for the same draws wherever the logits' rounding
+        does not flip a draw (tested).
+        """
+        if self.device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
+            raise EngineError("compiling the dynamics step on the CPU needs a C++ compiler (g++, or $CXX); "
+                              "install one (apt install g++) or run eager (no compile)")
+        self._step = compiled_step(self.dynamics)
+        return self
+
     # --- primitives -----------------------------------------------------------------------
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         """Checked frames as [0, 1] floats of the model's dtype, on its device."""
@@ -109,7 +132,7 @@ class WorldModel(Engine):
         return torch.nn.functional.normalize(self.tokenizer.vq.codebook.float(), dim=-1).cpu().numpy()
 
     def _backend(self) -> TorchDynamics:
-        return TorchDynamics(self.dynamics, self.device, self.dtype)
+        return TorchDynamics(self.dynamics, self.device, self.dtype, self._step)
 
     @torch.no_grad()
     def _plain_logits(self, tokens_BnS: np.ndarray, actions_Bn1: np.ndarray) -> np.ndarray:
@@ -118,17 +141,30 @@ class WorldModel(Engine):
         return self.dynamics(tok, act)[:, -1].float().cpu().numpy()
 
 
-class TorchDynamics:
-    """`DynamicsBackend` over a torch DynamicsModel; the cache is (keys, values) [layers, B*S, heads, T, dh]."""
+def compiled_step(dynamics: torch.nn.Module):
+    """`dynamics.step` through torch.compile as `WorldModel.compile` runs it: static shapes (a compile per batch
+    size), inductor with the weights frozen as constants and a C++ wrapper."""
+    return torch.compile(dynamics.step, dynamic=False, fullgraph=True, options={"freezing": True, "cpp_wrapper": True})
 
-    def __init__(self, dynamics: torch.nn.Module, device: torch.device, dtype: torch.dtype):
+
+class TorchDynamics:
+    """`DynamicsBackend` over a torch DynamicsModel; the cache is (keys, values) [layers, B*rows, heads, window, dh].
+
+    `step` is the model's `step`, or a compiled one (`WorldModel.compile`). The cache has the window's size from
+    the start, so every MaskGIT step of a batch size has the same shapes and runs one compiled graph, and a
+    finished frame is written into its slot in place (`append` consumes the cache it is given).
+    """
+
+    def __init__(self, dynamics: torch.nn.Module, device: torch.device, dtype: torch.dtype, step=None):
         self.model, self.device, self.dtype = dynamics, device, dtype
-        self.mask_id, self.tokens_per_frame = dynamics.mask_id, dynamics.tokens_per_frame
+        self.mask_id, self.rows = dynamics.mask_id, dynamics.rows
+        self.step = step or dynamics.step
 
     def _step(self, cache, ids_BS: np.ndarray, action_B: np.ndarray, t: int):
-        ids = torch.from_numpy(np.ascontiguousarray(ids_BS)).to(self.device)
-        act = torch.from_numpy(np.ascontiguousarray(action_B)).to(self.device)
-        return self.model.step(ids, act, t, *cache)
+        # Fresh copies: a view's strides (0 on a broadcast batch axis) would make a compiled step recompile.
+        ids = torch.from_numpy(np.array(ids_BS, dtype=np.int64)).to(self.device)
+        act = torch.from_numpy(np.array(action_B, dtype=np.int64)).to(self.device)
+        return self.step(ids, act, torch.tensor(t, device=self.device), *cache)
 
     def empty(self):
         return self.model.empty_cache(1, self.device, self.dtype)
@@ -136,7 +172,7 @@ class TorchDynamics:
     @torch.no_grad()
     def append(self, cache, ids_BS, action_B, t):
         _, k, v = self._step(cache, ids_BS, action_B, t)
-        return torch.cat([cache[0], k], dim=3), torch.cat([cache[1], v], dim=3)
+        return write_cache(cache[0], k, t, in_place=True), write_cache(cache[1], v, t, in_place=True)
 
     @torch.no_grad()
     def logits(self, cache, ids_BS, action_B, t):
@@ -146,4 +182,4 @@ class TorchDynamics:
         return tuple(c.repeat(1, batch, 1, 1, 1) for c in cache)
 
     def batch(self, cache):
-        return cache[0].shape[1] // self.tokens_per_frame
+        return cache[0].shape[1] // self.rows

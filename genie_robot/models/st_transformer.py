@@ -47,16 +47,23 @@ class Attention(nn.Module):
     def forward(self, x_NLD: torch.Tensor, causal: bool = False, mask_LL: torch.Tensor | None = None) -> torch.Tensor:
         return self.attend(*self.project(x_NLD), causal=causal, mask_LL=mask_LL)
 
-    def attend_one(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Attention of ONE query per sequence (q [N, heads, 1, head_dim]) over k/v [N, heads, T, head_dim].
+    def attend_cached(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_k: torch.Tensor,
+                      cache_v: torch.Tensor, valid_W: torch.Tensor) -> torch.Tensor:
+        """Attention of ONE query per sequence (q, k, v [N, heads, 1, head_dim]) over the valid slots of a
+        fixed-size cache (cache_k/cache_v [N, heads, W, head_dim], valid_W boolean [W]) and its own key.
 
-        The cached MaskGIT step's temporal attention. Written as multiply-and-sum rather than a
-        matmul with the keys transposed: in an exported ONNX graph that transpose copies the
-        whole cache on every step (most of the step's time on CPU onnxruntime), while this
-        form reads the cache in place, in torch as well.
+        The cached MaskGIT step's temporal attention. The cache has the window's size whatever the
+        position, so every step has the same shapes (one compiled graph, `torch.compile` or ONNX, serves
+        every position) and the new key is never concatenated to it: a concatenation copied the whole
+        cache in every layer on every step. Written as multiply-and-sum rather than a matmul with the
+        keys transposed: in an exported ONNX graph that transpose copies the cache too, while this form
+        reads it in place (and `torch.compile` fuses it into one reduction).
         """
-        scores = (q * k).sum(-1, keepdim=True) * self.head_dim**-0.5  # [N, heads, T, 1]
-        y = (scores.softmax(dim=2) * v).sum(2, keepdim=True)  # [N, heads, 1, head_dim]
+        scale = self.head_dim**-0.5
+        past = (q * cache_k).sum(-1).masked_fill(~valid_W, float("-inf"))  # [N, heads, W]
+        p = torch.cat([past, (q * k).sum(-1)], dim=-1).mul(scale).softmax(-1)  # [N, heads, W + 1]
+        w = cache_k.shape[2]
+        y = (p[..., :w, None] * cache_v).sum(2, keepdim=True) + p[..., w:, None] * v  # [N, heads, 1, head_dim]
         return self.out(y.transpose(1, 2).flatten(2))
 
 
@@ -105,20 +112,20 @@ class STBlock(nn.Module):
                 x_BTSD = x.view(b, s, t, d).transpose(1, 2)
         return x_BTSD + self.ffn(self.norm_f(x_BTSD))
 
-    def step(self, x_BSD: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+    def step(self, x_BSD: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, valid_W: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One new frame after cached past frames (layout `st` only).
+        """One new frame after cached earlier frames (layout `st` only).
 
-        x_BSD: the new frame's tokens; past_k/past_v: this layer's temporal keys/values of the
-        earlier frames, [B*S, heads, T_past, head_dim] (T_past may be 0). Returns the frame's
-        output and its own temporal key/value ([B*S, heads, 1, head_dim]) for the cache. Equals
-        `forward` on the whole sequence at the last frame, since temporal attention is causal.
+        x_BSD: the new frame's tokens; cache_k/cache_v: this layer's temporal keys/values of the window's
+        frames, [B*S, heads, W, head_dim], of which the slots where valid_W is True are earlier frames (the
+        rest are ignored). Returns the frame's output and its own temporal key/value ([B*S, heads, 1,
+        head_dim]), for the caller to write into the cache. Equals `forward` on the whole sequence at the
+        last frame, since temporal attention is causal.
         """
         b, s, d = x_BSD.shape
         x = x_BSD + self.attn_s(self.norm_s(x_BSD))
         q, k, v = self.attn_t.project(self.norm_t(x).reshape(b * s, 1, d))
-        y = self.attn_t.attend_one(q, torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2))
-        x = x + y.view(b, s, d)
+        x = x + self.attn_t.attend_cached(q, k, v, cache_k, cache_v, valid_W).view(b, s, d)
         return x + self.ffn(self.norm_f(x)), k, v
 
 
@@ -146,10 +153,10 @@ class STTransformer(nn.Module):
                 x_BTSD = block(x_BTSD)
         return self.norm(x_BTSD)
 
-    def step(self, x_BSD: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor,
+    def step(self, x_BSD: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, valid_W: torch.Tensor,
              film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`STBlock.step` through every layer; past_k/past_v are [layers, B*S, heads, T_past, head_dim].
+        """`STBlock.step` through every layer; cache_k/cache_v are [layers, B*S, heads, W, head_dim].
 
         `film` as in `forward`, broadcastable to the one frame [B, S, D]. Returns the new frame's
         output and its keys/values [layers, B*S, heads, 1, head_dim].
@@ -159,7 +166,7 @@ class STTransformer(nn.Module):
             if film is not None:
                 scale, shift = film[i]
                 x_BSD = x_BSD * (1 + scale) + shift
-            x_BSD, k, v = block.step(x_BSD, past_k[i], past_v[i])
+            x_BSD, k, v = block.step(x_BSD, cache_k[i], cache_v[i], valid_W)
             ks.append(k)
             vs.append(v)
         return self.norm(x_BSD), torch.stack(ks), torch.stack(vs)
@@ -206,9 +213,11 @@ class PositionEmbedding(nn.Module):
             raise ValueError(f"{t} frames exceed the model's {self.time.shape[0]}-frame window")
         return x_BTSD + self.time[:t] + self.space
 
-    def at(self, x_BSD: torch.Tensor, t: int) -> torch.Tensor:
-        """Embeddings for one frame at window position t."""
-        return x_BSD + self.time[t] + self.space[0]
+    def at(self, x_BSD: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        """Embeddings for one frame at window position t (an int or a 0-d tensor: a gather, so a compiled or
+        exported step takes the position as data)."""
+        time = self.time.index_select(0, torch.as_tensor(t, device=self.time.device).reshape(1))[0]
+        return x_BSD + time + self.space[0]
 
 
 def patchify(frames_BTCHW: torch.Tensor, patch: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from pathlib import Path
 from genie_robot import reference
 from genie_robot.play.session import EngineGate, PlayError, PlayModel
 from genie_robot.runtime.engine import OnnxWorldModel
-from genie_robot.runtime.manifest import MANIFEST
+from genie_robot.runtime.manifest import FORMAT_VERSION, MANIFEST
 
 log = logging.getLogger(__name__)
 FINGERPRINT = "play_source.json"
@@ -53,7 +53,7 @@ def export_dir(source: str, cache_dir: Path) -> Path:
     if not reference.is_reference_name(source) and (Path(source) / MANIFEST).is_file():
         return Path(source)
     out = cache_dir / model_name(source)
-    stamp = fingerprint(source)
+    stamp = f"{fingerprint(source)}/format {FORMAT_VERSION}"  # an export format change re-exports too
     if (out / MANIFEST).is_file() and (out / FINGERPRINT).is_file() and \
             json.loads((out / FINGERPRINT).read_text()).get("fingerprint") == stamp:
         return out

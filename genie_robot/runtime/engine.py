@@ -154,7 +154,9 @@ class OrtDynamics:
         self.mask_id = int(manifest["mask_id"])
         c = manifest["cache"]
         # Rows per frame: the tokens, plus one for a prepended action token (exports before that have no "rows").
-        self.shape = (c["layers"], 1, c.get("rows", manifest["tokens_per_frame"]), c["heads"], 0, c["head_dim"])
+        # One slot per window frame (format 2): every step has the same shapes.
+        self.shape = (c["layers"], 1, c.get("rows", manifest["tokens_per_frame"]), c["heads"], c["window"],
+                      c["head_dim"])
         self.dtype = step.dtypes["past_k"]
 
     def _value(self, array: np.ndarray) -> ort.OrtValue:

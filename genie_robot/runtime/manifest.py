@@ -17,7 +17,8 @@ from pathlib import Path
 from genie_robot.core.engine import EngineError
 
 FORMAT = "genie-robot-onnx"
-FORMAT_VERSION = 1
+# 2: the dynamics cache has one slot per window frame (cache.window) instead of growing by a frame per append.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 CODEBOOK = "codebook.npy"
 # Graph name -> whether every export has it (the LAM is optional, as in a run directory).
@@ -59,6 +60,8 @@ def read_manifest(directory: str | Path, check_files: bool = True) -> dict:
     for key in ("model", "graphs", "files", "precision", "cache"):
         if key not in doc:
             raise ManifestError(f"{path} lacks the field '{key}'")
+    if not isinstance(doc["cache"], dict) or not isinstance(doc["cache"].get("window"), int):
+        raise ManifestError(f"{path}: cache.window (the cache's slots, an integer) is missing")
     files = doc["files"]
     for name, required in GRAPHS.items():
         graph = doc["graphs"].get(name)

@@ -36,7 +36,10 @@ def test_export_writes_every_graph_and_a_complete_manifest(exported):
                                        "dynamics_append"}
     step = manifest["graphs"]["dynamics_step"]
     assert [i["name"] for i in step["inputs"]] == ["tokens", "action", "t", "past_k", "past_v"]
-    assert step["inputs"][3]["shape"][1] == "batch" and step["inputs"][3]["shape"][4] == "past"
+    # the cache has one slot per window frame: the same shapes at every position, the batch the only free axis
+    assert step["inputs"][3]["shape"][1] == "batch" and step["inputs"][3]["shape"][4] == manifest["context_frames"]
+    assert manifest["cache"]["window"] == manifest["context_frames"]
+    assert [o["shape"] for o in manifest["graphs"]["dynamics_append"]["outputs"]] == [step["inputs"][3]["shape"]] * 2
     assert manifest["graphs"]["tokenizer_encoder"]["inputs"][0]["shape"][:2] == ["batch", "time"]
     assert manifest["resolution"] == [16, 20] and manifest["tokens_per_frame"] == 20
     assert manifest["vocab"] == 64 and manifest["num_actions"] == 8 and manifest["context_frames"] == 4
@@ -176,8 +179,12 @@ def test_load_refuses_missing_changed_or_foreign_exports(exported, tmp_path):
         OnnxWorldModel(bad)
     shutil.copy(out / data.name, data)
     manifest = json.loads((bad / "manifest.json").read_text())
-    (bad / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
-    with pytest.raises(ManifestError, match="format_version 99; this runtime reads version 1"):
+    # format 1 (a cache that grew by a frame per append) cannot feed the window-sized cache of format 2
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(ManifestError, match="format_version 1; this runtime reads version 2: re-export"):
+        OnnxWorldModel(bad)
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "cache": {**manifest["cache"], "window": None}}))
+    with pytest.raises(ManifestError, match="cache.window"):
         OnnxWorldModel(bad)
     for temperature in (-1, float("inf")):  # JSON has no inf, but Python's json reads and writes Infinity
         (bad / "manifest.json").write_text(json.dumps({**manifest, "sampling": {"temperature": temperature}}))

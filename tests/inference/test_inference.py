@@ -75,6 +75,24 @@ def test_cached_sampling_gives_the_plain_paths_tokens(engine, batch, horizon, co
     np.testing.assert_array_equal(cached.frames, plain.frames)
 
 
+def test_the_compiled_step_samples_the_eager_tokens_and_compiles_once_per_batch_size(engine):
+    """`WorldModel.compile`: the same tokens as the eager step for the same draws (float64: no rounding flips a
+    draw), across window slides; after the first call at a batch size no position or slide recompiles."""
+    import copy
+
+    compiled = copy.deepcopy(engine).compile()
+    ctx = frames(engine, 3)
+    actions = np.random.default_rng(2).integers(0, engine.cfg.lam.num_actions, (3, engine.cfg.frames + 2))
+    for batch in (1, 3):  # the first call at each batch size compiles (context at batch 1, candidates at 3)
+        compiled.imagine(ctx, actions[:batch, :1], steps=2, temperature=2.0, seed=0)
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for batch in (1, 3):
+            eager = engine.imagine(ctx, actions[:batch], steps=5, temperature=2.0, seed=4)
+            fast = compiled.imagine(ctx, actions[:batch], steps=5, temperature=2.0, seed=4)
+            np.testing.assert_array_equal(fast.tokens, eager.tokens)
+            np.testing.assert_array_equal(fast.frames, eager.frames)
+
+
 def test_the_same_seed_repeats_and_another_seed_differs(engine):
     ctx, actions = frames(engine, 3), np.array([[0, 1, 2], [3, 4, 5]])
     a = engine.imagine(ctx, actions, steps=4, seed=3)

@@ -122,21 +122,27 @@ def test_dynamics_logits_are_causal(tiny, conditioning):
 @pytest.mark.parametrize("conditioning", ["input", "film", "prepend", "prepend+code_vector",
                                           "input+code_vector+groups"])
 def test_dynamics_cached_step_equals_the_full_forward(tiny, conditioning):
-    """Sampling runs `step` frame by frame on a key/value cache; each frame's logits must be the
-    full forward's, the window's first frame (no action) included."""
+    """Sampling runs `step` frame by frame on a window-sized key/value cache; each frame's logits must be
+    the full forward's, the window's first frame (no action) included, whatever the unused slots hold
+    (here noise), and the in-place write of the torch engine must equal the exported graphs' select."""
+    from genie_robot.models.dynamics import write_cache
+
     torch.manual_seed(0)
     dyn = _dynamics(tiny, conditioning)
     b, t, s = 2, tiny.frames, tiny.tokens_per_frame()
     tokens = torch.randint(0, tiny.tokenizer.num_codes + 1, (b, t, s))
     actions = torch.randint(0, tiny.lam.num_actions, (b, t - 1))
     full = dyn(tokens, actions)
-    k, v = dyn.empty_cache(b, torch.device("cpu"), torch.float32)
+    k, v = (torch.randn_like(c) * 10 for c in dyn.empty_cache(b, torch.device("cpu"), torch.float32))
+    assert k.shape[3] == tiny.frames
     with torch.no_grad():
         for i in range(t):
             action = torch.full((b,), -1) if i == 0 else actions[:, i - 1]
-            logits, k_i, v_i = dyn.step(tokens[:, i], action, i, k, v)
+            logits, k_i, v_i = dyn.step(tokens[:, i], action, torch.tensor(i) if i % 2 else i, k, v)
             assert torch.allclose(logits, full[:, i], atol=1e-4), i
-            k, v = torch.cat([k, k_i], dim=3), torch.cat([v, v_i], dim=3)
+            selected = write_cache(k, k_i, i)
+            k, v = write_cache(k.clone(), k_i, i, in_place=True), write_cache(v, v_i, i, in_place=True)
+            assert torch.equal(selected, k)
 
 
 @pytest.mark.parametrize("conditioning", ["input", "prepend"])
