@@ -6,15 +6,19 @@ batch 1 on the torch engine, median over `--repeats` steps:
   `step`, logits back to numpy; then `maskgit.sample_step`);
 - `forward_ms`: the model's `step` alone on tensors already made (no numpy, no sampling);
 - `sample_ms`: `sample_step` alone on those logits;
-- `arithmetic_ms`: the arithmetic in the step, measured as the self CPU time of the matrix-multiply, attention and
-  softmax kernels (aten::addmm, mm, bmm, matmul, linear, baddbmm, _softmax, scaled_dot_product attention) in
-  torch.profiler's trace of the model's `step`, per step. Everything else in `step_ms` (Python, dispatch, small
-  element-wise ops, copies, numpy conversion, sampling) is overhead to remove.
+- `arithmetic_ms`: the time the step's arithmetic takes at the speed this CPU does the step's own matrix
+  multiplies: the step's FLOPs (the matmuls' and batched matmuls' in torch.profiler's count, plus the spatial
+  attention's scores and weighted values, 4 x S x S x inner per layer, which the profiler does not count) divided
+  by the FLOP/s of the linear layers' matmul kernels (aten::addmm and aten::mm: their counted FLOPs over their
+  self CPU time) in the eager step's trace. So a small batched matmul that is mostly call overhead (the temporal
+  attention over a few past frames) counts as what its arithmetic would cost, not as what the call took.
+  Everything else in `step_ms` (Python, dispatch, element-wise ops, copies, numpy conversion, sampling) is
+  overhead to remove.
+- `kernels_ms`: the older figure, the self CPU time of the matrix-multiply, attention and softmax kernels.
 
 With `--compile` the step is `WorldModel.compile`'s (torch.compile, weights frozen, C++ wrapper): `step_ms` and
-`forward_ms` time the compiled step, while `arithmetic_ms` stays the eager kernels' (the same matmuls and attention,
-unfused), and `compiled_kernels_ms` adds the compiled step's own matrix-multiply and attention kernels (frozen
-weights take mkl's prepacked `_mkl_linear`).
+`forward_ms` time the compiled step; `arithmetic_ms` stays the eager step's (the same FLOPs at the same matmul
+speed).
 
 The issue's target: `step_ms` within 1.5x of `arithmetic_ms`. One JSON line.
 
@@ -87,15 +91,21 @@ def main() -> None:
 
     def forward(fn=backend.step):
         with torch.no_grad():
-            fn(ids_t, act_t, t_t, *cache)
+            fn(ids_t, act_t, args.past if fn == model.step else t_t, *cache)
 
     def kernels_ms(fn, n: int = 50) -> tuple[dict, float]:
-        """Self CPU time per step of each op in torch.profiler's trace, and of the arithmetic ones."""
+        """Self CPU time per step of each op in torch.profiler's trace, and that of the arithmetic ones."""
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             for _ in range(n):
                 forward(fn)
         table = {e.key: e.self_cpu_time_total / 1000 / n for e in prof.key_averages()}
         return table, sum(table.get(k, 0.0) for k in ARITHMETIC)
+
+    def op_flops(fn) -> dict:
+        """Each op's counted FLOPs in one step (a separate pass: counting slows the ops it counts)."""
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as prof:
+            forward(fn)
+        return {e.key: e.flops or 0 for e in prof.key_averages()}
 
     logits = backend.logits(cache, ids, action, args.past)
     for fn in (whole_step, forward):  # warm-up
@@ -105,20 +115,28 @@ def main() -> None:
     forward_ms = median_ms(forward, args.repeats)
     sample_ms = median_ms(lambda: sample_step(logits, cur, 10, 25, 1.0, rng), args.repeats)
     forward(model.step)  # the eager step's warm-up
-    table, arithmetic_ms = kernels_ms(model.step)
+    table, kernel_ms = kernels_ms(model.step)
+    flops = op_flops(model.step)
     profiled_ms = sum(table.values())
+    linear = ("aten::addmm", "aten::mm")
+    matmul_flops_per_s = sum(flops.get(k, 0) for k in linear) / (sum(table.get(k, 0) for k in linear) / 1000)
+    st = cfg.dynamics.transformer
+    spatial = st.num_layers * 4.0 * s * s * st.inner_dim
+    step_flops = sum(flops.get(k, 0) for k in (*linear, "aten::bmm")) + spatial
+    arithmetic_ms = step_flops / matmul_flops_per_s * 1000
     compiled = {}
     if args.compile:
-        ctable, compiled_kernels = kernels_ms(step)
+        ctable = kernels_ms(step)[0]
         ctop = sorted(ctable.items(), key=lambda kv: -kv[1])[:6]
-        compiled = {"compiled_kernels_ms": round(compiled_kernels, 3),
-                    "compiled_top_self_ms": {k: round(t, 3) for k, t in ctop}}
+        compiled = {"compiled_top_self_ms": {k: round(t, 3) for k, t in ctop}}
     top = sorted(table.items(), key=lambda kv: -kv[1])[:8]
     print(json.dumps({
         "bench": "step_overhead", "model": args.model, "tokens_per_frame": s, "vocab": v, "past_frames": args.past,
         "threads": args.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "step_ms": round(step_ms, 3), "forward_ms": round(forward_ms, 3), "sample_ms": round(sample_ms, 3),
-        "arithmetic_ms": round(arithmetic_ms, 3), "profiled_self_ms": round(profiled_ms, 3),
+        "arithmetic_ms": round(arithmetic_ms, 3), "step_gflop": round(step_flops / 1e9, 4),
+        "matmul_gflops": round(matmul_flops_per_s / 1e9, 1), "kernels_ms": round(kernel_ms, 3),
+        "profiled_self_ms": round(profiled_ms, 3),
         "step_over_arithmetic": round(step_ms / arithmetic_ms, 2), "compiled": args.compile, **compiled,
         "top_self_ms": {k: round(t, 3) for k, t in top},
     }))

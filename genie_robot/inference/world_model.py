@@ -164,7 +164,8 @@ class TorchDynamics:
         # Fresh copies: a view's strides (0 on a broadcast batch axis) would make a compiled step recompile.
         ids = torch.from_numpy(np.array(ids_BS, dtype=np.int64)).to(self.device)
         act = torch.from_numpy(np.array(action_B, dtype=np.int64)).to(self.device)
-        return self.step(ids, act, torch.tensor(t, device=self.device), *cache)
+        # A compiled step takes the position as data (one graph for all); eager reads only the filled slots.
+        return self.step(ids, act, t if self.step == self.model.step else torch.tensor(t, device=self.device), *cache)
 
     def empty(self):
         return self.model.empty_cache(1, self.device, self.dtype)

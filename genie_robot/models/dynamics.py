@@ -192,9 +192,12 @@ class DynamicsModel(nn.Module):
         keys/values of frames 0..t-1 in slots 0..t-1; slots from t on are ignored. Returns the logits
         and this frame's keys/values [layers, B*rows, heads, 1, head_dim], which `write_cache` puts in
         slot t once the frame is final. So a MaskGIT step costs one frame, not t+1, and has the same
-        shapes at every position (`t` may be a 0-d tensor: one compiled graph for all of them). With
+        shapes at every position when `t` is a 0-d tensor (one compiled or exported graph for all of them;
+        an int reads only the filled slots). With
         `prepend` the cache has a row per frame for the action token too (`rows`).
         """
+        if isinstance(t, int):  # eager: only the t filled slots (a view), so a short past costs less
+            cache_k, cache_v = cache_k[..., :t, :], cache_v[..., :t, :]
         valid = torch.arange(cache_k.shape[3], device=cache_k.device) < t
         x = self.embed(tokens_BS)
         if self.prepend:

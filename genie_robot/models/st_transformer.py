@@ -50,20 +50,25 @@ class Attention(nn.Module):
     def attend_cached(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_k: torch.Tensor,
                       cache_v: torch.Tensor, valid_W: torch.Tensor) -> torch.Tensor:
         """Attention of ONE query per sequence (q, k, v [N, heads, 1, head_dim]) over the valid slots of a
-        fixed-size cache (cache_k/cache_v [N, heads, W, head_dim], valid_W boolean [W]) and its own key.
+        cache (cache_k/cache_v [N, heads, W, head_dim], valid_W boolean [W]) and its own key.
 
-        The cached MaskGIT step's temporal attention. The cache has the window's size whatever the
-        position, so every step has the same shapes (one compiled graph, `torch.compile` or ONNX, serves
-        every position) and the new key is never concatenated to it: a concatenation copied the whole
-        cache in every layer on every step. Written as multiply-and-sum rather than a matmul with the
-        keys transposed: in an exported ONNX graph that transpose copies the cache too, while this form
-        reads it in place (and `torch.compile` fuses it into one reduction).
+        The cached MaskGIT step's temporal attention. The new key is never concatenated to the cache: a
+        concatenation copied the whole cache in every layer on every step. In torch the cache is read
+        by matmuls on a transposed view (no copy). In an exported ONNX graph that transpose would copy
+        the cache, so there it is read by multiply-and-sum, in place.
         """
-        scale = self.head_dim**-0.5
-        past = (q * cache_k).sum(-1).masked_fill(~valid_W, float("-inf"))  # [N, heads, W]
-        p = torch.cat([past, (q * k).sum(-1)], dim=-1).mul(scale).softmax(-1)  # [N, heads, W + 1]
+        if torch.onnx.is_in_onnx_export():
+            past = (q * cache_k).sum(-1)  # [N, heads, W]
+        else:
+            past = (q @ cache_k.transpose(-1, -2)).squeeze(-2)
+        p = torch.cat([past.masked_fill(~valid_W, float("-inf")), (q * k).sum(-1)], dim=-1)
+        p = (p * self.head_dim**-0.5).softmax(-1)  # [N, heads, W + 1]
         w = cache_k.shape[2]
-        y = (p[..., :w, None] * cache_v).sum(2, keepdim=True) + p[..., w:, None] * v  # [N, heads, 1, head_dim]
+        if torch.onnx.is_in_onnx_export():
+            y = (p[..., :w, None] * cache_v).sum(2, keepdim=True)
+        else:
+            y = p[..., None, :w] @ cache_v
+        y = y + p[..., w:, None] * v  # [N, heads, 1, head_dim]
         return self.out(y.transpose(1, 2).flatten(2))
 
 

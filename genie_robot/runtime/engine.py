@@ -23,6 +23,7 @@ import onnxruntime as ort
 from genie_robot.core.engine import Engine, EngineError, Limits
 from genie_robot.models.config import ModelConfig
 from genie_robot.runtime.manifest import CODEBOOK, GRAPHS, ONNX_DTYPES, ManifestError, read_manifest
+from genie_robot.runtime.providers import provider_options
 
 log = logging.getLogger(__name__)
 DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -39,7 +40,7 @@ CPU_MEMORY = ("shrink", "arena", "off")
 class Graph:
     """One inference session, its manifest entry, and errors that name the graph, never a stack dump."""
 
-    def __init__(self, name: str, path: Path, spec: dict, providers: list[str], options: ort.SessionOptions,
+    def __init__(self, name: str, path: Path, spec: dict, providers: list, options: ort.SessionOptions,
                  run_options: ort.RunOptions | None = None):
         self.name, self.spec, self.run_options = name, spec, run_options
         try:
@@ -70,7 +71,11 @@ class Graph:
 class OnnxWorldModel(Engine):
     def __init__(self, directory: str | Path, providers: list[str] | tuple[str, ...] = DEFAULT_PROVIDERS,
                  limits: Limits | None = None, check_files: bool = True, threads: int = 0,
-                 cpu_memory: str = CPU_MEMORY[0]):
+                 cpu_memory: str = CPU_MEMORY[0], device_id: int = 0, trt_fp16: bool = False,
+                 trt_cache: str | Path | None = None):
+        """`device_id`, `trt_fp16` (TensorRT may run fp32 graphs in half precision) and `trt_cache` (a directory
+        that keeps TensorRT's built engines across restarts) apply to the GPU providers; TensorRT also gets an
+        optimization profile per graph from the manifest and `limits` (genie_robot.runtime.providers)."""
         root = Path(directory)
         self.manifest = read_manifest(root, check_files=check_files)
         try:
@@ -93,7 +98,13 @@ class OnnxWorldModel(Engine):
             run_options = ort.RunOptions()
             run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         graphs = self.manifest["graphs"]
-        self.graphs = {name: Graph(name, root / graphs[name]["files"][0], graphs[name], self.providers, options,
+        self.device_id = device_id
+
+        def with_options(name: str) -> list[tuple[str, dict]]:
+            return [(p, provider_options(p, name, graphs[name], self.cfg.frames, self.limits.max_batch, device_id,
+                                         trt_fp16, trt_cache)) for p in self.providers]
+
+        self.graphs = {name: Graph(name, root / graphs[name]["files"][0], graphs[name], with_options(name), options,
                                    run_options) for name in GRAPHS if name in graphs}
         self.active = self.graphs["dynamics_step"].session.get_providers()[0]
         self.device = "cuda" if self.active in GPU_PROVIDERS else "cpu"
@@ -143,14 +154,16 @@ class OnnxWorldModel(Engine):
         return self.codebook
 
     def _backend(self) -> OrtDynamics:
-        return OrtDynamics(self.graphs["dynamics_step"], self.graphs["dynamics_append"], self.manifest, self.device)
+        return OrtDynamics(self.graphs["dynamics_step"], self.graphs["dynamics_append"], self.manifest, self.device,
+                           self.device_id)
 
 
 class OrtDynamics:
     """`DynamicsBackend` over the two dynamics graphs; the cache is (keys, values) as OrtValues."""
 
-    def __init__(self, step: Graph, append: Graph, manifest: dict, device: str):
+    def __init__(self, step: Graph, append: Graph, manifest: dict, device: str, device_id: int = 0):
         self.step_graph, self.append_graph, self.device = step, append, device
+        self.device_id = device_id if device == "cuda" else 0
         self.mask_id = int(manifest["mask_id"])
         c = manifest["cache"]
         # Rows per frame: the tokens, plus one for a prepended action token (exports before that have no "rows").
@@ -160,7 +173,8 @@ class OrtDynamics:
         self.dtype = step.dtypes["past_k"]
 
     def _value(self, array: np.ndarray) -> ort.OrtValue:
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, dtype=self.dtype), self.device, 0)
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, dtype=self.dtype), self.device,
+                                                self.device_id)
 
     def _bind(self, graph: Graph, cache, ids_BS, action_B, t) -> ort.IOBinding:
         binding = graph.session.io_binding()
@@ -177,8 +191,8 @@ class OrtDynamics:
 
     def append(self, cache, ids_BS, action_B, t):
         binding = self._bind(self.append_graph, cache, ids_BS, action_B, t)
-        binding.bind_output("keys", self.device, 0)
-        binding.bind_output("values", self.device, 0)
+        binding.bind_output("keys", self.device, self.device_id)
+        binding.bind_output("values", self.device, self.device_id)
         self.append_graph.run_bound(binding)
         keys, values = binding.get_outputs()
         return keys, values

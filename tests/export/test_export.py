@@ -308,3 +308,42 @@ def test_other_dynamics_recipes_export_and_verify(trained, sim_dataset, tmp_path
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["ok"]
     assert report["rollouts"]["imagine"]["tokens_identical"] and report["rollouts"]["plan"]["actions_identical"]
+
+
+def test_gpu_provider_options_cover_every_request_the_engine_accepts(exported):
+    """TensorRT gets one optimization profile per graph from the manifest and the batch limit (min/opt/max of
+    every free axis, fixed axes as exported), CUDA its device; the CPU provider nothing; the options reach
+    onnxruntime (the CPU engine still loads and runs with them)."""
+    from genie_robot.runtime import OnnxWorldModel
+    from genie_robot.runtime.providers import CUDA, TENSORRT, provider_options, tensorrt_profile
+
+    _, out = exported
+    manifest = json.loads((out / "manifest.json").read_text())
+    graphs, window = manifest["graphs"], manifest["context_frames"]
+    s, c = manifest["tokens_per_frame"], manifest["cache"]
+    cache = f"{c['layers']}x{{b}}x{c['rows']}x{c['heads']}x{window}x{c['head_dim']}"
+    step = tensorrt_profile("dynamics_step", graphs["dynamics_step"], window, max_batch=48, opt_batch=8)
+    one = cache.format(b=1)
+    assert step["trt_profile_min_shapes"] == f"tokens:1x{s},action:1,past_k:{one},past_v:{one}"
+    assert step["trt_profile_opt_shapes"].startswith(f"tokens:8x{s},action:8,past_k:{cache.format(b=8)}")
+    assert step["trt_profile_max_shapes"].endswith(f"past_v:{cache.format(b=48)}")
+    lam = tensorrt_profile("lam_encoder", graphs["lam_encoder"], window, max_batch=4)
+    h, w = manifest["resolution"]
+    assert lam == {"trt_profile_min_shapes": f"inputs:1x2x3x{h}x{w}",
+                   "trt_profile_opt_shapes": f"inputs:1x{window}x3x{h}x{w}",
+                   "trt_profile_max_shapes": f"inputs:4x{window}x3x{h}x{w}"}
+    trt = provider_options(TENSORRT, "tokenizer_decoder", graphs["tokenizer_decoder"], window, 4, device_id=1,
+                           fp16=True, engine_cache=out.parent / "trt_cache")
+    assert trt["device_id"] == "1" and trt["trt_fp16_enable"] == "True" and trt["trt_engine_cache_enable"] == "True"
+    assert Path(trt["trt_engine_cache_path"]) == out.parent / "trt_cache" / "tokenizer_decoder"
+    assert trt["trt_profile_max_shapes"] == f"tokens:4x{window}x{s}"
+    cuda = provider_options(CUDA, "dynamics_step", graphs["dynamics_step"], window, 4, device_id=2)
+    assert cuda == {"device_id": "2"}
+    assert provider_options("CPUExecutionProvider", "dynamics_step", graphs["dynamics_step"], window, 4) == {}
+    bad = {"inputs": [{"name": "x", "shape": ["batch", "channels"]}]}
+    with pytest.raises(ValueError, match="axis 'channels'.*re-export"):
+        tensorrt_profile("tokenizer_encoder", bad, window, 4)
+    engine = OnnxWorldModel(out, providers=["CPUExecutionProvider"], device_id=3, trt_fp16=True,
+                            trt_cache=out.parent / "trt_cache")
+    h_ctx = np.zeros((2, 3, h, w), dtype=np.uint8)
+    assert engine.imagine(h_ctx, [[0]], steps=2, seed=0).tokens.shape == (1, 1, s)
