@@ -37,9 +37,11 @@ def test_export_writes_every_graph_and_a_complete_manifest(exported):
     step = manifest["graphs"]["dynamics_step"]
     assert [i["name"] for i in step["inputs"]] == ["tokens", "action", "t", "past_k", "past_v"]
     # the cache has one slot per window frame: the same shapes at every position, the batch the only free axis
-    assert step["inputs"][3]["shape"][1] == "batch" and step["inputs"][3]["shape"][4] == manifest["context_frames"]
+    keys, values = step["inputs"][3]["shape"], step["inputs"][4]["shape"]
+    assert keys[1] == values[1] == "batch" and keys[5] == values[4] == manifest["context_frames"]
+    assert keys[:4] == values[:4] and keys[4] == values[5]  # keys transposed: [.., head_dim, window]
     assert manifest["cache"]["window"] == manifest["context_frames"]
-    assert [o["shape"] for o in manifest["graphs"]["dynamics_append"]["outputs"]] == [step["inputs"][3]["shape"]] * 2
+    assert [o["shape"] for o in manifest["graphs"]["dynamics_append"]["outputs"]] == [keys, values]
     assert manifest["graphs"]["tokenizer_encoder"]["inputs"][0]["shape"][:2] == ["batch", "time"]
     assert manifest["resolution"] == [16, 20] and manifest["tokens_per_frame"] == 20
     assert manifest["vocab"] == 64 and manifest["num_actions"] == 8 and manifest["context_frames"] == 4
@@ -279,6 +281,37 @@ def test_fp16_export_runs_within_its_stated_bound(exported, tmp_path):
     assert out.frames.shape == (1, 2, 3, 16, 20) and out.tokens.max() < 64
 
 
+def test_int8_export_quantizes_the_dynamics_and_stays_within_its_stated_bound(exported, tmp_path):
+    """precision=int8: the dynamics graphs carry int8 weights (smaller files), the tokenizer and LAM graphs stay
+    fp32 (the same tokens and actions as the torch model), the quantized graphs stay within
+    verify.QUANTIZED_TOLERANCE of the fp32 torch modules, and the engine samples."""
+    import onnx
+
+    from genie_robot.inference.world_model import WorldModel
+    from genie_robot_export.exporter import QUANTIZED, export
+    from genie_robot_export.verify import QUANTIZED_TOLERANCE, check_graphs
+
+    run, fp32 = exported
+    export(run, tmp_path / "int8", precision="int8", progress=lambda _: None)
+    engine = OnnxWorldModel(tmp_path / "int8", providers=["CPUExecutionProvider"])
+    assert engine.manifest["precision"] == "int8" and engine.manifest["quantized"] == list(QUANTIZED)
+    for name in QUANTIZED:
+        graph = onnx.load(str(tmp_path / "int8" / f"{name}.onnx")).graph
+        ops = {n.op_type for n in graph.node}
+        assert "DynamicQuantizeLinear" in ops and ("MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops), ops
+        assert sum(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer) >= 4  # the linear layers' weights
+        size = sum(f.stat().st_size for f in (tmp_path / "int8").glob(f"{name}.onnx*"))
+        assert size < sum(f.stat().st_size for f in fp32.glob(f"{name}.onnx*"))  # the tiny model's embeddings stay
+    report = check_graphs(WorldModel.load(run), engine, "int8")
+    assert all(report[name]["ok"] for name in engine.graphs), report
+    for name in QUANTIZED:
+        assert 0 < report[name]["outputs"]["logits" if name == "dynamics_step" else "keys"]["rel_error"] <= \
+            QUANTIZED_TOLERANCE
+    assert report["tokenizer_encoder"]["outputs"]["tokens"]["identical_fraction"] == 1.0
+    out = engine.imagine(np.zeros((2, 3, 16, 20), np.uint8), [[1, 2]], steps=3, seed=0)
+    assert out.frames.shape == (1, 2, 3, 16, 20) and out.tokens.max() < 64
+
+
 @pytest.mark.parametrize("recipe", [["model.dynamics.action_conditioning=prepend"],
                                     ["model.dynamics.target=code_vector", "model.dynamics.code_groups=4"]],
                          ids=["prepend", "code-groups"])
@@ -321,12 +354,13 @@ def test_gpu_provider_options_cover_every_request_the_engine_accepts(exported):
     manifest = json.loads((out / "manifest.json").read_text())
     graphs, window = manifest["graphs"], manifest["context_frames"]
     s, c = manifest["tokens_per_frame"], manifest["cache"]
-    cache = f"{c['layers']}x{{b}}x{c['rows']}x{c['heads']}x{window}x{c['head_dim']}"
+    values = f"{c['layers']}x{{b}}x{c['rows']}x{c['heads']}x{window}x{c['head_dim']}"
+    keys = f"{c['layers']}x{{b}}x{c['rows']}x{c['heads']}x{c['head_dim']}x{window}"
     step = tensorrt_profile("dynamics_step", graphs["dynamics_step"], window, max_batch=48, opt_batch=8)
-    one = cache.format(b=1)
-    assert step["trt_profile_min_shapes"] == f"tokens:1x{s},action:1,past_k:{one},past_v:{one}"
-    assert step["trt_profile_opt_shapes"].startswith(f"tokens:8x{s},action:8,past_k:{cache.format(b=8)}")
-    assert step["trt_profile_max_shapes"].endswith(f"past_v:{cache.format(b=48)}")
+    one = f"past_k:{keys.format(b=1)},past_v:{values.format(b=1)}"
+    assert step["trt_profile_min_shapes"] == f"tokens:1x{s},action:1,{one}"
+    assert step["trt_profile_opt_shapes"].startswith(f"tokens:8x{s},action:8,past_k:{keys.format(b=8)}")
+    assert step["trt_profile_max_shapes"].endswith(f"past_v:{values.format(b=48)}")
     lam = tensorrt_profile("lam_encoder", graphs["lam_encoder"], window, max_batch=4)
     h, w = manifest["resolution"]
     assert lam == {"trt_profile_min_shapes": f"inputs:1x2x3x{h}x{w}",
