@@ -62,10 +62,9 @@ def graph_specs(engine: WorldModel, dtype: torch.dtype) -> dict:
                                 {"inputs": {0: batch, 1: lam_time}})
     tc = cfg.dynamics.transformer
     past_t = min(2, f - 1)
-    values = (tc.num_layers, b, engine.dynamics.rows, tc.num_heads, f, tc.inner_dim // tc.num_heads)
-    keys = (*values[:4], values[5], f)  # transposed (DynamicsModel.empty_cache)
+    cache = (tc.num_layers, b, engine.dynamics.rows, tc.num_heads, f, tc.inner_dim // tc.num_heads)
     dyn_args = (torch.randint(0, v + 1, (b, s), generator=gen), torch.tensor([1, -1]), torch.tensor(past_t),
-                torch.randn(keys, generator=gen).to(dtype), torch.randn(values, generator=gen).to(dtype))
+                torch.randn(cache, generator=gen).to(dtype), torch.randn(cache, generator=gen).to(dtype))
     dyn_in = ["tokens", "action", "t", "past_k", "past_v"]
     dyn_axes = {"tokens": {0: batch}, "action": {0: batch}, "t": None, "past_k": {1: batch}, "past_v": {1: batch}}
     specs["dynamics_step"] = (DynamicsStep(engine.dynamics), dyn_args, dyn_in, ["logits"], dyn_axes)
@@ -167,8 +166,7 @@ def export_engine(engine: WorldModel, out: str | Path, opset: int = 18, progress
             "cache": {"layers": tc.num_layers, "heads": tc.num_heads, "head_dim": tc.inner_dim // tc.num_heads,
                       "rows": engine.dynamics.rows,  # tokens per frame, + 1 with a prepended action token
                       "window": cfg.frames,  # slots; a step reads those before t, the append graph writes slot t
-                      "layout": ["layers", "batch", "tokens", "heads", "window", "head_dim"],
-                      "key_layout": ["layers", "batch", "tokens", "heads", "head_dim", "window"]},
+                      "layout": ["layers", "batch", "tokens", "heads", "window", "head_dim"]},
             "graphs": graphs,
             "files": {p.name: sha256(p) for p in sorted(tmp.iterdir())},
             "exporter": {"torch": torch.__version__, "onnx": onnx.__version__,

@@ -10,11 +10,10 @@ runs (the same `encode`, `decode`, `infer_actions` and `DynamicsModel.step`):
 - `dynamics_step`: one MaskGIT step of the frame at window position t: logits [B, S, vocab]
 - `dynamics_append`: the cache with a finished frame's temporal keys/values in its slot t
 
-The cache's values are laid out [layers, B, rows, heads, window, head_dim] and its keys
-transposed, [layers, B, rows, heads, head_dim, window] (the torch engine flattens B*rows), so
-its batch axis is the request's batch axis and nothing in the graph depends on B*rows. It has
-the window's size at every position (slots t.. are ignored), so the step graph reads it in
-place, by matmuls, and never concatenates to it.
+The cache is laid out [layers, B, rows, heads, window, head_dim] (the torch engine flattens
+B*rows), so its batch axis is the request's batch axis and nothing in the graph depends on
+B*rows. It has the window's size at every position (slots t.. are ignored), so the step graph
+reads it in place and never concatenates to it.
 """
 
 from __future__ import annotations
@@ -42,10 +41,9 @@ class _DynamicsGraph(nn.Module):
         self.dynamics = dynamics
 
     def _step(self, tokens, action, t, past_k, past_v):
-        layers, b, s, heads, window, dh = past_v.shape
+        layers, b, s, heads, window, dh = past_k.shape
         flat = (layers, b * s, heads, window, dh)
-        flat_k = (*flat[:3], dh, window)
-        logits, k, v = self.dynamics.step(tokens, action, t, past_k.reshape(flat_k), past_v.reshape(flat))
+        logits, k, v = self.dynamics.step(tokens, action, t, past_k.reshape(flat), past_v.reshape(flat))
         return logits, k.reshape(layers, b, s, heads, 1, dh), v.reshape(layers, b, s, heads, 1, dh)
 
 
@@ -61,4 +59,4 @@ class DynamicsAppend(_DynamicsGraph):
 
     def forward(self, tokens, action, t, past_k, past_v):
         _, k, v = self._step(tokens, action, t, past_k, past_v)
-        return write_cache(past_k, past_v, k, v, t)
+        return write_cache(past_k, k, t), write_cache(past_v, v, t)

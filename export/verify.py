@@ -81,12 +81,12 @@ def _random_inputs(name: str, example_args, cfg, rng: np.random.Generator, trial
             return [rng.integers(0, cfg.tokenizer.num_codes, (b, t, x.shape[2]))]
         return [rng.random((b, t, *x.shape[2:])).astype(x.dtype)]
     tp = [0, f - 1, 1][trial]
-    # the window's slots, keys transposed; those from tp on hold noise the graph ignores
-    keys, values = ((*a.shape[:1], b, *a.shape[2:]) for a in example_args[3:5])
+    k = example_args[3].numpy()
+    cache = k.shape[:1] + (b,) + k.shape[2:]  # the window's slots; those from tp on hold noise the graph ignores
     tokens = rng.integers(0, cfg.tokenizer.num_codes + 1, (b, example_args[0].shape[1]))
     action = rng.integers(-1, cfg.lam.num_actions, b) if tp else np.full(b, -1)
-    return [tokens, action, np.array(tp), rng.standard_normal(keys).astype(dtype),
-            rng.standard_normal(values).astype(dtype)]
+    return [tokens, action, np.array(tp), rng.standard_normal(cache).astype(dtype),
+            rng.standard_normal(cache).astype(dtype)]
 
 
 def check_rollouts(torch_engine: WorldModel, onnx_engine: OnnxWorldModel, seed: int = 0) -> dict:

@@ -148,8 +148,7 @@ def compiled_step(dynamics: torch.nn.Module):
 
 
 class TorchDynamics:
-    """`DynamicsBackend` over a torch DynamicsModel; the cache is (keys, values) as `DynamicsModel.empty_cache` lays
-    them out (keys transposed).
+    """`DynamicsBackend` over a torch DynamicsModel; the cache is (keys, values) [layers, B*rows, heads, window, dh].
 
     `step` is the model's `step`, or a compiled one (`WorldModel.compile`). The cache has the window's size from
     the start, so every MaskGIT step of a batch size has the same shapes and runs one compiled graph, and a
@@ -174,7 +173,7 @@ class TorchDynamics:
     @torch.no_grad()
     def append(self, cache, ids_BS, action_B, t):
         _, k, v = self._step(cache, ids_BS, action_B, t)
-        return write_cache(*cache, k, v, t, in_place=True)
+        return write_cache(cache[0], k, t, in_place=True), write_cache(cache[1], v, t, in_place=True)
 
     @torch.no_grad()
     def logits(self, cache, ids_BS, action_B, t):

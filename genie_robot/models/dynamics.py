@@ -182,29 +182,29 @@ class DynamicsModel(nn.Module):
         return vectors, None if self.to_group is None else self.group_logits(h, vectors)
 
     def step(self, tokens_BS: torch.Tensor, action_B: torch.Tensor | None, t: int | torch.Tensor,
-             cache_kT: torch.Tensor, cache_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             cache_k: torch.Tensor, cache_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits [B, S, vocab] of one frame at window position t, given the earlier frames' cache.
 
         `action_B` is the action that leads into this frame: None, or negative entries
         (genie_robot.core.rollout.NO_ACTION), for the window's first frame, which has
         none (a sentinel as well as None, so one exported graph serves every position). The
-        cache (`empty_cache`) holds every layer's temporal keys (transposed: [layers, B*rows, heads,
-        head_dim, window]) and values ([layers, B*rows, heads, window, head_dim]) of frames 0..t-1 in
-        slots 0..t-1; slots from t on are ignored. Returns the logits and this frame's keys/values
-        [layers, B*rows, heads, 1, head_dim], which `write_cache` puts in slot t once the frame is final.
-        So a MaskGIT step costs one frame, not t+1, and has the same shapes at every position when `t` is
-        a 0-d tensor (one compiled or exported graph for all of them; an int reads only the filled
-        slots). With `prepend` the cache has a row per frame for the action token too (`rows`).
+        cache (`empty_cache`: [layers, B*rows, heads, window, head_dim]) holds every layer's temporal
+        keys/values of frames 0..t-1 in slots 0..t-1; slots from t on are ignored. Returns the logits
+        and this frame's keys/values [layers, B*rows, heads, 1, head_dim], which `write_cache` puts in
+        slot t once the frame is final. So a MaskGIT step costs one frame, not t+1, and has the same
+        shapes at every position when `t` is a 0-d tensor (one compiled or exported graph for all of them;
+        an int reads only the filled slots). With
+        `prepend` the cache has a row per frame for the action token too (`rows`).
         """
-        if isinstance(t, int):  # eager: only the t filled slots (views), so a short past costs less
-            cache_kT, cache_v = cache_kT[..., :t], cache_v[..., :t, :]
-        valid = torch.arange(cache_v.shape[3], device=cache_v.device) < t
+        if isinstance(t, int):  # eager: only the t filled slots (a view), so a short past costs less
+            cache_k, cache_v = cache_k[..., :t, :], cache_v[..., :t, :]
+        valid = torch.arange(cache_k.shape[3], device=cache_k.device) < t
         x = self.embed(tokens_BS)
         if self.prepend:
             if action_B is None:
                 action_B = torch.full(tokens_BS.shape[:1], -1, dtype=torch.long, device=tokens_BS.device)
             act = self.action_embed(torch.where(action_B >= 0, action_B, self.num_actions))
-            h, k, v = self.transformer.step(self.pos.at(torch.cat([act[:, None], x], dim=1), t), cache_kT, cache_v,
+            h, k, v = self.transformer.step(self.pos.at(torch.cat([act[:, None], x], dim=1), t), cache_k, cache_v,
                                             valid)
             return self.head(h[:, 1:]), k, v
         film = None
@@ -213,35 +213,30 @@ class DynamicsModel(nn.Module):
             act = self.action_embed(action_B.clamp(min=0))
             x = x + torch.where(present[:, None, None], act[:, None, :], torch.zeros_like(act[:, None, :]))
             film = self._film(act, present)
-        h, k, v = self.transformer.step(self.pos.at(x, t), cache_kT, cache_v, valid, film)
+        h, k, v = self.transformer.step(self.pos.at(x, t), cache_k, cache_v, valid, film)
         return self.head(h), k, v
 
     def empty_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of a window with no frames yet: keys [layers, batch*rows, heads, head_dim, window]
-        (transposed), values [layers, batch*rows, heads, window, head_dim]."""
+        """Keys and values of a window with no frames yet: [layers, batch*rows, heads, window, head_dim] each."""
         cfg = self.transformer.cfg
         if cfg.attention != "st":
             raise ValueError(f"cached sampling needs the 'st' layout, this model uses '{cfg.attention}'")
-        heads, dh = cfg.num_heads, cfg.inner_dim // cfg.num_heads
-        values = (cfg.num_layers, batch * self.rows, heads, self.frames, dh)
-        keys = (*values[:3], dh, self.frames)
-        return torch.zeros(keys, device=device, dtype=dtype), torch.zeros(values, device=device, dtype=dtype)
+        heads = cfg.num_heads
+        shape = (cfg.num_layers, batch * self.rows, heads, self.frames, cfg.inner_dim // heads)
+        return torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
 
 
-def write_cache(cache_kT: torch.Tensor, cache_v: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                t: int | torch.Tensor, in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cache (keys [..., head_dim, window], values [..., window, head_dim]) with slot t set to a finished
-    frame's keys and values `k`, `v` [..., 1, head_dim].
+def write_cache(cache: torch.Tensor, new: torch.Tensor, t: int | torch.Tensor, in_place: bool = False) -> torch.Tensor:
+    """The cache [..., window, head_dim] with slot t set to a finished frame's keys or values `new` [..., 1, head_dim].
 
     In place for the torch engine (the rollout hands a cache on and never reads the old one); otherwise a
     select, as an exported graph (which cannot write in place) computes it: once per frame, not per step.
     """
     if in_place:
-        cache_kT[..., t] = k[..., 0, :]
-        cache_v[..., t, :] = v[..., 0, :]
-        return cache_kT, cache_v
-    slot = torch.arange(cache_v.shape[-2], device=cache_v.device) == t
-    return torch.where(slot, k.transpose(-1, -2), cache_kT), torch.where(slot[:, None], v, cache_v)
+        cache[..., t, :] = new[..., 0, :]
+        return cache
+    slot = torch.arange(cache.shape[-2], device=cache.device) == t
+    return torch.where(slot[:, None], new, cache)
 
 
 def balanced_groups(codes_VC: torch.Tensor, groups: int, rounds: int = 10) -> torch.Tensor:

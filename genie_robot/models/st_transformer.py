@@ -47,23 +47,28 @@ class Attention(nn.Module):
     def forward(self, x_NLD: torch.Tensor, causal: bool = False, mask_LL: torch.Tensor | None = None) -> torch.Tensor:
         return self.attend(*self.project(x_NLD), causal=causal, mask_LL=mask_LL)
 
-    def attend_cached(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_kT: torch.Tensor,
+    def attend_cached(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_k: torch.Tensor,
                       cache_v: torch.Tensor, valid_W: torch.Tensor) -> torch.Tensor:
         """Attention of ONE query per sequence (q, k, v [N, heads, 1, head_dim]) over the valid slots of a
-        cache (keys stored transposed, cache_kT [N, heads, head_dim, W]; cache_v [N, heads, W, head_dim];
-        valid_W boolean [W]) and its own key.
+        cache (cache_k/cache_v [N, heads, W, head_dim], valid_W boolean [W]) and its own key.
 
         The cached MaskGIT step's temporal attention. The new key is never concatenated to the cache: a
-        concatenation copied the whole cache in every layer on every step. The keys are kept transposed
-        so that the scores are one matmul that reads the cache in place, in torch and in an exported ONNX
-        graph alike (with [.., W, head_dim] keys the graph's transpose copied the cache on every step, and
-        a multiply-and-sum instead made a temporary of the cache's size; docs/BENCHMARKS.md).
+        concatenation copied the whole cache in every layer on every step. In torch the cache is read
+        by matmuls on a transposed view (no copy). In an exported ONNX graph that transpose would copy
+        the cache, so there it is read by multiply-and-sum, in place.
         """
-        past = (q @ cache_kT).squeeze(-2).masked_fill(~valid_W, float("-inf"))  # [N, heads, W]
-        p = torch.cat([past, (q * k).sum(-1)], dim=-1)
+        if torch.onnx.is_in_onnx_export():
+            past = (q * cache_k).sum(-1)  # [N, heads, W]
+        else:
+            past = (q @ cache_k.transpose(-1, -2)).squeeze(-2)
+        p = torch.cat([past.masked_fill(~valid_W, float("-inf")), (q * k).sum(-1)], dim=-1)
         p = (p * self.head_dim**-0.5).softmax(-1)  # [N, heads, W + 1]
-        w = cache_v.shape[2]
-        y = p[..., None, :w] @ cache_v + p[..., w:, None] * v  # [N, heads, 1, head_dim]
+        w = cache_k.shape[2]
+        if torch.onnx.is_in_onnx_export():
+            y = (p[..., :w, None] * cache_v).sum(2, keepdim=True)
+        else:
+            y = p[..., None, :w] @ cache_v
+        y = y + p[..., w:, None] * v  # [N, heads, 1, head_dim]
         return self.out(y.transpose(1, 2).flatten(2))
 
 
@@ -112,20 +117,20 @@ class STBlock(nn.Module):
                 x_BTSD = x.view(b, s, t, d).transpose(1, 2)
         return x_BTSD + self.ffn(self.norm_f(x_BTSD))
 
-    def step(self, x_BSD: torch.Tensor, cache_kT: torch.Tensor, cache_v: torch.Tensor, valid_W: torch.Tensor
+    def step(self, x_BSD: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, valid_W: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One new frame after cached earlier frames (layout `st` only).
 
-        x_BSD: the new frame's tokens; cache_kT/cache_v: this layer's temporal keys (transposed, [B*S, heads,
-        head_dim, W]) and values ([B*S, heads, W, head_dim]) of the window's frames, of which the slots where
-        valid_W is True are earlier frames (the rest are ignored). Returns the frame's output and its own
-        temporal key/value ([B*S, heads, 1, head_dim]), for the caller to write into the cache. Equals
-        `forward` on the whole sequence at the last frame, since temporal attention is causal.
+        x_BSD: the new frame's tokens; cache_k/cache_v: this layer's temporal keys/values of the window's
+        frames, [B*S, heads, W, head_dim], of which the slots where valid_W is True are earlier frames (the
+        rest are ignored). Returns the frame's output and its own temporal key/value ([B*S, heads, 1,
+        head_dim]), for the caller to write into the cache. Equals `forward` on the whole sequence at the
+        last frame, since temporal attention is causal.
         """
         b, s, d = x_BSD.shape
         x = x_BSD + self.attn_s(self.norm_s(x_BSD))
         q, k, v = self.attn_t.project(self.norm_t(x).reshape(b * s, 1, d))
-        x = x + self.attn_t.attend_cached(q, k, v, cache_kT, cache_v, valid_W).view(b, s, d)
+        x = x + self.attn_t.attend_cached(q, k, v, cache_k, cache_v, valid_W).view(b, s, d)
         return x + self.ffn(self.norm_f(x)), k, v
 
 
@@ -153,11 +158,10 @@ class STTransformer(nn.Module):
                 x_BTSD = block(x_BTSD)
         return self.norm(x_BTSD)
 
-    def step(self, x_BSD: torch.Tensor, cache_kT: torch.Tensor, cache_v: torch.Tensor, valid_W: torch.Tensor,
+    def step(self, x_BSD: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, valid_W: torch.Tensor,
              film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`STBlock.step` through every layer; cache_kT is [layers, B*S, heads, head_dim, W], cache_v [layers, B*S,
-        heads, W, head_dim].
+        """`STBlock.step` through every layer; cache_k/cache_v are [layers, B*S, heads, W, head_dim].
 
         `film` as in `forward`, broadcastable to the one frame [B, S, D]. Returns the new frame's
         output and its keys/values [layers, B*S, heads, 1, head_dim].
@@ -167,7 +171,7 @@ class STTransformer(nn.Module):
             if film is not None:
                 scale, shift = film[i]
                 x_BSD = x_BSD * (1 + scale) + shift
-            x_BSD, k, v = block.step(x_BSD, cache_kT[i], cache_v[i], valid_W)
+            x_BSD, k, v = block.step(x_BSD, cache_k[i], cache_v[i], valid_W)
             ks.append(k)
             vs.append(v)
         return self.norm(x_BSD), torch.stack(ks), torch.stack(vs)

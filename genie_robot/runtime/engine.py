@@ -169,8 +169,7 @@ class OrtDynamics:
         # Rows per frame: the tokens, plus one for a prepended action token (exports before that have no "rows").
         # One slot per window frame (format 2): every step has the same shapes.
         self.shape = (c["layers"], 1, c.get("rows", manifest["tokens_per_frame"]), c["heads"], c["window"],
-                      c["head_dim"])  # values; keys are transposed (the last two axes swapped)
-        self.key_shape = (*self.shape[:4], c["head_dim"], c["window"])
+                      c["head_dim"])
         self.dtype = step.dtypes["past_k"]
 
     def _value(self, array: np.ndarray) -> ort.OrtValue:
@@ -187,7 +186,8 @@ class OrtDynamics:
         return binding
 
     def empty(self):
-        return self._value(np.zeros(self.key_shape, self.dtype)), self._value(np.zeros(self.shape, self.dtype))
+        zeros = np.zeros(self.shape, self.dtype)
+        return self._value(zeros), self._value(zeros)
 
     def append(self, cache, ids_BS, action_B, t):
         binding = self._bind(self.append_graph, cache, ids_BS, action_B, t)

@@ -38,8 +38,7 @@ def test_export_writes_every_graph_and_a_complete_manifest(exported):
     assert [i["name"] for i in step["inputs"]] == ["tokens", "action", "t", "past_k", "past_v"]
     # the cache has one slot per window frame: the same shapes at every position, the batch the only free axis
     keys, values = step["inputs"][3]["shape"], step["inputs"][4]["shape"]
-    assert keys[1] == values[1] == "batch" and keys[5] == values[4] == manifest["context_frames"]
-    assert keys[:4] == values[:4] and keys[4] == values[5]  # keys transposed: [.., head_dim, window]
+    assert keys == values and keys[1] == "batch" and keys[4] == manifest["context_frames"]
     assert manifest["cache"]["window"] == manifest["context_frames"]
     assert [o["shape"] for o in manifest["graphs"]["dynamics_append"]["outputs"]] == [keys, values]
     assert manifest["graphs"]["tokenizer_encoder"]["inputs"][0]["shape"][:2] == ["batch", "time"]
@@ -355,7 +354,7 @@ def test_gpu_provider_options_cover_every_request_the_engine_accepts(exported):
     graphs, window = manifest["graphs"], manifest["context_frames"]
     s, c = manifest["tokens_per_frame"], manifest["cache"]
     values = f"{c['layers']}x{{b}}x{c['rows']}x{c['heads']}x{window}x{c['head_dim']}"
-    keys = f"{c['layers']}x{{b}}x{c['rows']}x{c['heads']}x{c['head_dim']}x{window}"
+    keys = values  # the same layout
     step = tensorrt_profile("dynamics_step", graphs["dynamics_step"], window, max_batch=48, opt_batch=8)
     one = f"past_k:{keys.format(b=1)},past_v:{values.format(b=1)}"
     assert step["trt_profile_min_shapes"] == f"tokens:1x{s},action:1,{one}"
