@@ -117,7 +117,7 @@ def export(ckpt: str | Path, out: str | Path, precision: str = "fp32", opset: in
 def export_engine(engine: WorldModel, out: str | Path, opset: int = 18, progress=print, quantize: bool = False
                   ) -> Path:
     """Exports a loaded torch engine (its dtype decides the precision; `quantize`: int8 dynamics) to `out`."""
-    precision = {torch.float32: "fp32", torch.float16: "fp16"}.get(engine.dtype)
+    precision = {v: k for k, v in PRECISIONS.items() if k != "int8"}.get(engine.dtype)
     if precision is None:
         raise ValueError(f"engines in float32 or float16 export; this one is {engine.dtype}")
     if quantize:

@@ -99,7 +99,7 @@ def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: i
         if compile:
             world.compile()
             uncached = False  # the compiled step is the cached one
-        rows = _time_rollouts(world, model_cfg, batches, context_frames, horizon, steps, temperature, repeats,
+        rows = time_rollouts(world, model_cfg, batches, context_frames, horizon, steps, temperature, repeats,
                               (True, False) if uncached else (True,))
     threads = world.providers[0] if engine == "onnx" else torch.get_num_threads()
     return {"bench": "rollout", "engine": engine, "model": model_cfg.name, "weights": ckpt or "random",
@@ -108,7 +108,11 @@ def bench_rollout(model_cfg, batches: list[int], context_frames: int, horizon: i
             **_machine()}
 
 
-def _time_rollouts(world, model_cfg, batches, context_frames, horizon, steps, temperature, repeats, modes) -> list:
+def time_rollouts(world, model_cfg, batches, context_frames, horizon, steps, temperature, repeats,
+                  modes=(True,)) -> list:
+    """Imagined frames/s of whole `imagine` calls per batch (every candidate's frames counted; `modes`: cached
+    and/or uncached), from one random context of `context_frames`, after a warm-up call that is not timed (it
+    compiles, for a compiled engine). One JSON line per batch; `temperature` None is the engine's own."""
     import numpy as np
 
     rng = np.random.default_rng(0)

@@ -28,10 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from genie_robot.bench import time_rollouts
 from genie_robot.config import config_dir, typed
 from genie_robot.inference.world_model import Limits, WorldModel
 from genie_robot.models import ModelConfig, build
@@ -94,31 +94,14 @@ def random_engine(cfg: ModelConfig, device: torch.device, dtype: torch.dtype, ma
                       limits=Limits(max_batch=max_batch, max_horizon=8))
 
 
-def time_imagine(engine, cfg: ModelConfig, batch: int, steps: int, context: int, horizon: int, repeats: int,
-                 device: torch.device | None = None) -> float:
-    """Frames/s of whole `imagine` calls (every candidate's frames counted), after one warm-up call."""
-    rng = np.random.default_rng(0)
-    h, w = cfg.resolution
-    frames = rng.integers(0, 256, (context, cfg.channels, h, w), dtype=np.uint8)
-    actions = rng.integers(0, cfg.lam.num_actions, (batch, horizon))
-    engine.imagine(frames, actions[:, :1], steps=2, seed=0)
-    if device is not None:
-        sync(device)
-    start = time.perf_counter()
-    for r in range(repeats):
-        engine.imagine(frames, actions, steps=steps, seed=r)
-    if device is not None:
-        sync(device)
-    return batch * horizon * repeats / (time.perf_counter() - start)
-
-
 def rollout(cfg: ModelConfig, engine: WorldModel, device: torch.device, batches: list[int], args, peak: float,
             label: str = "torch") -> list[dict]:
     flops = generated_frame_flops(cfg, args.steps, args.context)["cached"]
     rows = []
     for b in batches:
         reset_memory(device)
-        fps = time_imagine(engine, cfg, b, args.steps, args.context, args.horizon, args.repeats, device)
+        fps = time_rollouts(engine, cfg, [b], args.context, args.horizon, args.steps, None, args.repeats)[0][
+            "cached_frames_per_s"]  # imagine returns numpy arrays: the device is synchronized
         rows.append(emit({"bench": "rollout", "engine": label, "batch": b, "frames_per_s": round(fps, 3),
                           "achieved_tflops": round(fps * flops / 1e12, 4),
                           "utilization": round(utilization(fps * flops, peak), 4),
@@ -154,7 +137,8 @@ def onnx_rollouts(cfg: ModelConfig, device: torch.device, batches: list[int], ar
                 continue
             flops = generated_frame_flops(cfg, args.steps, args.context)["cached"]
             for b in batches:
-                fps = time_imagine(engine, cfg, b, args.steps, args.context, args.horizon, args.repeats)
+                fps = time_rollouts(engine, cfg, [b], args.context, args.horizon, args.steps, None,
+                                    args.repeats)[0]["cached_frames_per_s"]
                 rows.append(emit({"bench": "onnx", "provider": engine.active, "batch": b,
                                   "frames_per_s": round(fps, 3), "utilization": round(utilization(fps * flops, peak),
                                                                                        4)}))

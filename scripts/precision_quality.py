@@ -9,8 +9,8 @@ the model's temperature. Reported per variant, each a mean over clips with its s
   same random draws pick the same token where the logits are close enough);
 - PSNR at t=`--t` against the real frame, and its difference to fp32's on the same clip;
 - seconds per `imagine` call.
-Then each variant's cached rollout speed at batch 1 and 8 (`bench rollout`'s timing: whole `imagine` calls of
-4 frames after 8 context frames, 25 MaskGIT steps).
+Then each variant's cached rollout speed at batch 1 and 8 (`genie_robot.bench.time_rollouts`, as `bench rollout`:
+whole `imagine` calls of 4 frames after 8 context frames, 25 MaskGIT steps).
 
     python scripts/precision_quality.py [--ckpt sim-rt1] [--clips 48] [--variants torch-fp32,torch-bf16,...]
 """
@@ -49,19 +49,6 @@ def load(variant: str, ckpt: str, tmp: Path, threads: int):
     return OnnxWorldModel(out, providers=["CPUExecutionProvider"], threads=threads)
 
 
-def speed(engine, batch: int, steps: int, repeats: int = 2) -> float:
-    """Frames/s of whole imagine calls: 4 frames after 8 context frames, every candidate's frames counted."""
-    rng = np.random.default_rng(0)
-    h, w = engine.cfg.resolution
-    context = rng.integers(0, 256, (8, 3, h, w), dtype=np.uint8)
-    actions = rng.integers(0, engine.cfg.lam.num_actions, (batch, 4))
-    engine.imagine(context, actions[:, :1], steps=2, seed=0)
-    t0 = time.perf_counter()
-    for r in range(repeats):
-        engine.imagine(context, actions, steps=steps, seed=r)
-    return batch * 4 * repeats / (time.perf_counter() - t0)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt", default="sim-rt1")
@@ -77,6 +64,7 @@ def main() -> None:
     import torch
     from tqdm import tqdm
 
+    from genie_robot.bench import time_rollouts
     from genie_robot.data.reader import DataConfig, read_clips
     from genie_robot.inference.world_model import WorldModel
     from genie_robot.metrics import psnr
@@ -109,8 +97,8 @@ def main() -> None:
                    f"token_agreement_t{args.t}_se": round(agree_t[1], 4), f"psnr_t{args.t}": round(p[0], 3),
                    "psnr_se": round(p[1], 3), "psnr_minus_fp32": round(dp[0], 3), "psnr_minus_fp32_se": round(dp[1], 3),
                    "imagine_s_per_clip": round(seconds / len(frames), 3),
-                   "frames_per_s_b1": round(speed(engine, 1, args.steps), 3),
-                   "frames_per_s_b8": round(speed(engine, 8, args.steps), 3)}
+                   **{f"frames_per_s_b{r['batch']}": r["cached_frames_per_s"] for r in time_rollouts(
+                       engine, engine.cfg, [1, 8], 8, 4, args.steps, None, 2)}}
             results.append(row)
             print(json.dumps(row), flush=True)
             del engine

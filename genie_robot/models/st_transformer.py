@@ -57,17 +57,12 @@ class Attention(nn.Module):
         by matmuls on a transposed view (no copy). In an exported ONNX graph that transpose would copy
         the cache, so there it is read by multiply-and-sum, in place.
         """
-        if torch.onnx.is_in_onnx_export():
-            past = (q * cache_k).sum(-1)  # [N, heads, W]
-        else:
-            past = (q @ cache_k.transpose(-1, -2)).squeeze(-2)
+        in_place = torch.onnx.is_in_onnx_export()  # multiply-and-sum; matmuls on views otherwise
+        past = (q * cache_k).sum(-1) if in_place else (q @ cache_k.transpose(-1, -2)).squeeze(-2)  # [N, heads, W]
         p = torch.cat([past.masked_fill(~valid_W, float("-inf")), (q * k).sum(-1)], dim=-1)
         p = (p * self.head_dim**-0.5).softmax(-1)  # [N, heads, W + 1]
         w = cache_k.shape[2]
-        if torch.onnx.is_in_onnx_export():
-            y = (p[..., :w, None] * cache_v).sum(2, keepdim=True)
-        else:
-            y = p[..., None, :w] @ cache_v
+        y = (p[..., :w, None] * cache_v).sum(2, keepdim=True) if in_place else p[..., None, :w] @ cache_v
         y = y + p[..., w:, None] * v  # [N, heads, 1, head_dim]
         return self.out(y.transpose(1, 2).flatten(2))
 

@@ -23,11 +23,11 @@ import onnxruntime as ort
 from genie_robot.core.engine import Engine, EngineError, Limits
 from genie_robot.models.config import ModelConfig
 from genie_robot.runtime.manifest import CODEBOOK, GRAPHS, ONNX_DTYPES, ManifestError, read_manifest
-from genie_robot.runtime.providers import provider_options
+from genie_robot.runtime.providers import CUDA, TENSORRT, provider_options
 
 log = logging.getLogger(__name__)
-DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+GPU_PROVIDERS = (TENSORRT, CUDA)
+DEFAULT_PROVIDERS = (*GPU_PROVIDERS, "CPUExecutionProvider")
 
 
 # How onnxruntime holds CPU memory between calls (OnnxWorldModel's `cpu_memory`, docs/BENCHMARKS.md "CPU memory of
