@@ -123,7 +123,8 @@ def time_rollouts(world, model_cfg, batches, context_frames, horizon, steps, tem
         actions = rng.integers(0, model_cfg.lam.num_actions, (b, horizon))
         row = {"batch": b}
         for cached in modes:
-            world.imagine(context, actions[:, :1], steps=2, temperature=temperature, seed=0, cached=cached)  # warm-up
+            # Warm-up, the timed calls' shapes (a compiled engine compiles per batch size and MaskGIT step count).
+            world.imagine(context, actions, steps=steps, temperature=temperature, seed=0, cached=cached)
             start = time.perf_counter()
             for r in range(repeats):
                 world.imagine(context, actions, steps=steps, temperature=temperature, seed=r, cached=cached)

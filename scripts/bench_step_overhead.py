@@ -2,8 +2,12 @@
 
 For one model shape (random weights; cost does not depend on them) and a cache of `--past` frames, it times, at
 batch 1 on the torch engine, median over `--repeats` steps:
-- `step_ms`: one whole MaskGIT step as the rollout runs it (`TorchDynamics.logits`: numpy ids in, the model's
-  `step`, logits back to numpy; then `maskgit.sample_step`);
+- `step_ms`: one whole MaskGIT step as the rollout runs it. Eager: `TorchDynamics.logits` (numpy ids in, the
+  model's `step`, logits back to numpy), then `maskgit.sample_step`. Compiled: a whole frame of `--steps`
+  MaskGIT steps in one compiled call, sampled inside the graph (`DeviceSampledDynamics.sample_frame`), over
+  the steps;
+- `device_sampled_step_ms`: the same frame call on the eager model (eager torch sampling, which the eager CPU
+  engine does not use: the numpy sampler is faster there), over the steps;
 - `forward_ms`: the model's `step` alone on tensors already made (no numpy, no sampling);
 - `sample_ms`: `sample_step` alone on those logits;
 - `arithmetic_ms`: the time the step's arithmetic takes at the speed this CPU does the step's own matrix
@@ -17,12 +21,13 @@ batch 1 on the torch engine, median over `--repeats` steps:
 - `kernels_ms`: the older figure, the self CPU time of the matrix-multiply, attention and softmax kernels.
 
 With `--compile` the step is `WorldModel.compile`'s (torch.compile, weights frozen, C++ wrapper): `step_ms` and
-`forward_ms` time the compiled step; `arithmetic_ms` stays the eager step's (the same FLOPs at the same matmul
-speed).
+`forward_ms` time the compiled code; `arithmetic_ms` stays the eager step's (the same FLOPs at the same matmul
+speed). The frame's tokens start all masked, as in a rollout; the other timings use a half-masked frame.
 
 The issue's target: `step_ms` within 1.5x of `arithmetic_ms`. One JSON line.
 
     python scripts/bench_step_overhead.py [--model peer1x_tiny] [--past 8] [--repeats 200] [--threads 2] [--compile]
+        [--steps 25]
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from genie_robot.config import config_dir, typed
-from genie_robot.core.maskgit import MASK, sample_step
-from genie_robot.inference.world_model import TorchDynamics, compiled_step
+from genie_robot.core.maskgit import MASK, keep_schedule, sample_step
+from genie_robot.inference.world_model import CompiledDynamics, DeviceSampledDynamics
 from genie_robot.models import ModelConfig, build
 
 ARITHMETIC = ("aten::addmm", "mkl::_mkl_linear", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear",
@@ -63,6 +68,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="time WorldModel.compile's step")
+    ap.add_argument("--steps", type=int, default=25, help="MaskGIT steps of the frame timed for step_ms")
     ap.add_argument("--json", action="store_true", help="accepted; the last line is always JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -70,8 +76,10 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(config_dir() / "model"), version_base="1.3"):
         cfg = typed(compose(config_name=args.model), ModelConfig)
     model = build(cfg, "dynamics").eval()
-    step = compiled_step(model) if args.compile else None
-    backend = TorchDynamics(model, torch.device("cpu"), torch.float32, step)
+    compiled = CompiledDynamics(model) if args.compile else None
+    backend = DeviceSampledDynamics(model, torch.device("cpu"), torch.float32, compiled)
+    eager = DeviceSampledDynamics(model, torch.device("cpu"), torch.float32)
+    step = model.step if compiled is None else compiled.step
     s, v = cfg.tokens_per_frame(), cfg.tokenizer.num_codes
     rng = np.random.default_rng(0)
     cache = backend.empty()
@@ -83,13 +91,20 @@ def main() -> None:
     action = np.array([3])
     cur = np.where(ids == model.mask_id, MASK, ids)
 
+    keep, u_frame = keep_schedule(args.steps, s), rng.random((args.steps, 1, s))
+
     def whole_step():
-        logits = backend.logits(cache, ids, action, args.past)
-        sample_step(logits, cur, 10, 25, 1.0, rng)
+        if compiled is None:
+            sample_step(backend.logits(cache, ids, action, args.past), cur, 10, 25, 1.0, rng)
+        else:
+            backend.sample_frame(cache, action, args.past, u_frame, keep, 1.0)
+
+    def device_sampled_frame():
+        eager.sample_frame(cache, action, args.past, u_frame, keep, 1.0)
 
     ids_t, act_t, t_t = torch.from_numpy(ids), torch.from_numpy(action), torch.tensor(args.past)
 
-    def forward(fn=backend.step):
+    def forward(fn=step):
         with torch.no_grad():
             fn(ids_t, act_t, args.past if fn == model.step else t_t, *cache)
 
@@ -111,7 +126,9 @@ def main() -> None:
     for fn in (whole_step, forward):  # warm-up
         for _ in range(10):
             fn()
-    step_ms = median_ms(whole_step, args.repeats)
+    per_step = args.steps if compiled is not None else 1
+    step_ms = median_ms(whole_step, max(args.repeats // per_step, 5)) / per_step
+    device_sampled_ms = median_ms(device_sampled_frame, max(args.repeats // args.steps, 5)) / args.steps
     forward_ms = median_ms(forward, args.repeats)
     sample_ms = median_ms(lambda: sample_step(logits, cur, 10, 25, 1.0, rng), args.repeats)
     forward(model.step)  # the eager step's warm-up
@@ -133,7 +150,8 @@ def main() -> None:
     print(json.dumps({
         "bench": "step_overhead", "model": args.model, "tokens_per_frame": s, "vocab": v, "past_frames": args.past,
         "threads": args.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "step_ms": round(step_ms, 3), "forward_ms": round(forward_ms, 3), "sample_ms": round(sample_ms, 3),
+        "step_ms": round(step_ms, 3), "device_sampled_step_ms": round(device_sampled_ms, 3),
+        "forward_ms": round(forward_ms, 3), "sample_ms": round(sample_ms, 3),
         "arithmetic_ms": round(arithmetic_ms, 3), "step_gflop": round(step_flops / 1e9, 4),
         "matmul_gflops": round(matmul_flops_per_s / 1e9, 1), "kernels_ms": round(kernel_ms, 3),
         "profiled_self_ms": round(profiled_ms, 3),

@@ -38,6 +38,17 @@ def still_masked(step: int, steps: int, tokens: int) -> int:
     return int(math.floor(tokens * math.cos(math.pi / 2 * (step + 1) / steps)))
 
 
+def keep_schedule(steps: int, tokens: int) -> list[int]:
+    """How many of a frame's `tokens` each of `steps` steps leaves masked, from an all-masked start: what
+    `sample_step` does (at most one fewer than were masked, so every step unmasks a token), as data for
+    an engine that samples on its own device (genie_robot.models.sampling)."""
+    keep, masked = [], tokens
+    for i in range(steps):
+        masked = min(still_masked(i, steps, tokens), max(masked - 1, 0))
+        keep.append(masked)
+    return keep
+
+
 BLOCK = 128  # vocabulary entries per block of the two-level inverse CDF (`draw`)
 
 

@@ -4,7 +4,9 @@ An engine supplies a `DynamicsBackend`: four primitives over its own cache type 
 tensors, onnxruntime values on the GPU, ...). Everything else lives here in numpy: the
 window bookkeeping, when the cache is built, shared and slid, and the sampling itself
 (`maskgit.sample_step`). So the same random draws give the same tokens in any engine whose
-logits agree.
+logits agree. An engine may also sample on its own device (`DeviceSampler`: the torch
+engine, genie_robot.models.sampling): the same rule, fed the same uniforms and the schedule
+from here, and a whole frame in one call when nothing needs to run between its steps.
 
 The cache holds every dynamics layer's temporal keys/values of the frames in the window, one
 slot per window frame (slots from the new frame's position on are ignored).
@@ -16,11 +18,11 @@ sequence outgrows the window it slides and the cache is rebuilt (once per genera
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from genie_robot.core.maskgit import MASK, sample_step
+from genie_robot.core.maskgit import MASK, keep_schedule, sample_step
 
 NO_ACTION = -1  # the action into a window's first frame, which has none (genie_robot.models.dynamics)
 
@@ -47,6 +49,31 @@ class DynamicsBackend(Protocol):
 
     def batch(self, cache: Any) -> int:
         """How many sequences a cache holds."""
+
+
+@runtime_checkable
+class Prefill(Protocol):
+    """A `DynamicsBackend` that builds a cache of several frames in one call (optional; found by `isinstance`)."""
+
+    def prefill(self, tokens_BTS: np.ndarray, actions_BT1: np.ndarray) -> Any:
+        """The cache of frames 0..T-1 (window positions 0..T-1; actions_BT1[:, j] leads into frame j+1), as T
+        `append` calls would build it."""
+
+
+@runtime_checkable
+class DeviceSampler(Protocol):
+    """A `DynamicsBackend` that also samples where its logits are (optional; found by `isinstance`).
+
+    Ids here are rollout ids (MASK where masked). `u` are the uniform numbers `maskgit.sample_step` would
+    draw, `keep` how many tokens stay masked after the step (`maskgit.keep_schedule`)."""
+
+    def sample_step(self, cache: Any, cur_BS: np.ndarray, action_B: np.ndarray, t: int, u_BS: np.ndarray,
+                    keep: int, temperature: float) -> np.ndarray:
+        """One MaskGIT step: the new ids [B, S]."""
+
+    def sample_frame(self, cache: Any, action_B: np.ndarray, t: int, u_NBS: np.ndarray, keep_N: list[int],
+                     temperature: float) -> np.ndarray:
+        """Every MaskGIT step of a frame (u_NBS: each step's uniforms) in one call: the frame's ids [B, S]."""
 
 
 def rollout(backend: DynamicsBackend, tokens_TS: np.ndarray, actions_T1: np.ndarray, plan_BH: np.ndarray,
@@ -86,8 +113,11 @@ def rollout(backend: DynamicsBackend, tokens_TS: np.ndarray, actions_T1: np.ndar
             def logits(ids, cache=cache, act=act, t=t):
                 return backend.logits(cache, ids, act, t)
         hook = None if before_step is None else (lambda i, h=h: before_step(h, i))
-        new = _sample(logits, backend.mask_id, b, seq.shape[2], steps, temperature, rng, hook)
-        if plain_logits is None:
+        if plain_logits is None and isinstance(backend, DeviceSampler):
+            new = _sample_on_device(backend, cache, act, t, b, seq.shape[2], steps, temperature, rng, hook)
+        else:
+            new = _sample(logits, backend.mask_id, b, seq.shape[2], steps, temperature, rng, hook)
+        if plain_logits is None and h < horizon - 1:  # the last frame's keys and values would go unread
             cache = backend.append(cache, new, act, t)
         seq = np.concatenate([np.broadcast_to(seq, (b, *seq.shape[1:])), new[:, None]], axis=1)
         seq_actions = np.concatenate([np.broadcast_to(seq_actions, (b, seq_actions.shape[1])), a[:, None]], axis=1)
@@ -98,6 +128,8 @@ def rollout(backend: DynamicsBackend, tokens_TS: np.ndarray, actions_T1: np.ndar
 
 def _build(backend: DynamicsBackend, tokens_BTS: np.ndarray, actions_BT: np.ndarray) -> Any:
     """The cache of every frame in `tokens_BTS` (window positions 0..T-1)."""
+    if isinstance(backend, Prefill):
+        return backend.prefill(np.ascontiguousarray(tokens_BTS), np.ascontiguousarray(actions_BT, dtype=np.int64))
     cache = backend.empty()
     if tokens_BTS.shape[0] > 1:
         cache = backend.repeat(cache, tokens_BTS.shape[0])
@@ -122,4 +154,18 @@ def _sample(logits, mask_id: int, b: int, s: int, steps: int, temperature: float
         if before_step is not None:
             before_step(i)
         cur = sample_step(logits(np.where(cur == MASK, mask_id, cur)), cur, i, steps, temperature, rng)
+    return cur
+
+
+def _sample_on_device(backend: DeviceSampler, cache: Any, action_B: np.ndarray, t: int, b: int, s: int, steps: int,
+                      temperature: float, rng: np.random.Generator, before_step=None) -> np.ndarray:
+    """`_sample` by the engine's own sampler, on the same uniforms: the whole frame in one call, or step by step
+    when `before_step` must run between the steps."""
+    keep = keep_schedule(steps, s)
+    if before_step is None:
+        return backend.sample_frame(cache, action_B, t, rng.random((steps, b, s)), keep, temperature)
+    cur = np.full((b, s), MASK, dtype=np.int64)
+    for i in range(steps):
+        before_step(i)
+        cur = backend.sample_step(cache, cur, action_B, t, rng.random((b, s)), keep[i], temperature)
     return cur

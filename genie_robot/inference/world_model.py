@@ -25,10 +25,11 @@ from genie_robot import reference
 from genie_robot.checkpoint import CheckpointError, accepted_digests, load_frozen, load_weights, stage_checkpoint
 from genie_robot.config import typed
 from genie_robot.core.engine import Engine, EngineError, Imagination, Limits
+from genie_robot.core.maskgit import BLOCK, MASK
 from genie_robot.models import ModelConfig, build
 from genie_robot.models.dynamics import write_cache
 
-__all__ = ["Imagination", "Limits", "TorchDynamics", "WorldModel"]
+__all__ = ["CompiledDynamics", "DeviceSampledDynamics", "Imagination", "Limits", "TorchDynamics", "WorldModel"]
 
 
 class WorldModel(Engine):
@@ -41,7 +42,10 @@ class WorldModel(Engine):
         self.adapter = None  # latent -> robot action mapping, when one was fitted beside the model
         self.device = next(dynamics.parameters()).device
         self.dtype = next(dynamics.parameters()).dtype
-        self._step = None  # the dynamics' step, compiled (`compile`); None: eager
+        self._compiled = None  # the dynamics' entry points through torch.compile (`compile`); None: eager
+        # The tokenizer's and the LAM's calls; `compile` replaces them with compiled ones.
+        self._encode_fn, self._decode_fn = self.tokenizer.encode, self.tokenizer.decode
+        self._lam_fn = None if lam is None else lam.infer_actions
 
     # --- loading --------------------------------------------------------------------------
     @classmethod
@@ -96,12 +100,19 @@ class WorldModel(Engine):
         needed), later ones run the compiled code. For long-lived engines (a planner, a node): the
         weights are frozen into the compiled code, so load the engine again after changing them.
         The tokens are the same as the eager step's for the same draws wherever the logits' rounding
-        does not flip a draw (tested).
+        does not flip a draw (tested). A frame sampled with no `before_step` hook is one compiled call
+        (all its MaskGIT steps in a loop inside the graph); with a hook, one call per step.
         """
         if self.device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
             raise EngineError("compiling the dynamics step on the CPU needs a C++ compiler (g++, or $CXX); "
                               "install one (apt install g++) or run eager (no compile)")
-        self._step = compiled_step(self.dynamics)
+        self._compiled = CompiledDynamics(self.dynamics)
+        # The tokenizer and the LAM run once per call, on as many frames as the context has: compiled for the
+        # first shape, then (torch.compile's automatic dynamic shapes) once more for any number of frames.
+        self._encode_fn, self._decode_fn = (torch.compile(f, options=CompiledDynamics.OPTIONS)
+                                            for f in (self.tokenizer.encode, self.tokenizer.decode))
+        if self.lam is not None:
+            self._lam_fn = torch.compile(self.lam.infer_actions, options=CompiledDynamics.OPTIONS)
         return self
 
     # --- primitives -----------------------------------------------------------------------
@@ -112,17 +123,17 @@ class WorldModel(Engine):
 
     @torch.no_grad()
     def _encode_window(self, frames: np.ndarray) -> np.ndarray:
-        return self.tokenizer.encode(self._tensor(frames)).cpu().numpy()
+        return self._encode_fn(self._tensor(frames)).cpu().numpy()
 
     @torch.no_grad()
     def _decode_window(self, tokens: np.ndarray) -> np.ndarray:
         tok = torch.from_numpy(np.ascontiguousarray(tokens)).to(self.device)
-        return self.tokenizer.decode(tok).float().cpu().numpy()
+        return self._decode_fn(tok).float().cpu().numpy()
 
     @torch.no_grad()
     def _lam_window(self, inputs: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device)
-        return self.lam.infer_actions(x if self.cfg.lam.input == "tokens" else self._tensor(inputs)).cpu().numpy()
+        return self._lam_fn(x if self.cfg.lam.input == "tokens" else self._tensor(inputs)).cpu().numpy()
 
     def _has_lam(self) -> bool:
         return self.lam is not None
@@ -132,7 +143,9 @@ class WorldModel(Engine):
         return torch.nn.functional.normalize(self.tokenizer.vq.codebook.float(), dim=-1).cpu().numpy()
 
     def _backend(self) -> TorchDynamics:
-        return TorchDynamics(self.dynamics, self.device, self.dtype, self._step)
+        on_device = self._compiled is not None or self.device.type != "cpu"
+        return (DeviceSampledDynamics if on_device else TorchDynamics)(self.dynamics, self.device, self.dtype,
+                                                                        self._compiled)
 
     @torch.no_grad()
     def _plain_logits(self, tokens_BnS: np.ndarray, actions_Bn1: np.ndarray) -> np.ndarray:
@@ -141,46 +154,97 @@ class WorldModel(Engine):
         return self.dynamics(tok, act)[:, -1].float().cpu().numpy()
 
 
-def compiled_step(dynamics: torch.nn.Module):
-    """`dynamics.step` through torch.compile as `WorldModel.compile` runs it: static shapes (a compile per batch
-    size), inductor with the weights frozen as constants and a C++ wrapper."""
-    return torch.compile(dynamics.step, dynamic=False, fullgraph=True, options={"freezing": True, "cpp_wrapper": True})
+class CompiledDynamics:
+    """The dynamics model's entry points through torch.compile, as `WorldModel.compile` runs them: static shapes
+    (a compile per batch size, and per MaskGIT step count for `frame`), inductor with the weights frozen as
+    constants and a C++ wrapper. Each compiles at its first call.
+
+    The wrapper is built apart from the kernels (at -O1, the kernels at inductor's usual level): built together,
+    g++ had not finished GENIE_35M's frame graph (32 layers in a loop) after 14 minutes; apart it took 75 s,
+    with the same speed (docs/BENCHMARKS.md, "One call per frame")."""
+
+    OPTIONS = {"freezing": True, "cpp_wrapper": True, "cpp_wrapper_build_separate": True}
+
+    def __init__(self, dynamics: torch.nn.Module):
+        def compiled(fn):
+            return torch.compile(fn, dynamic=False, fullgraph=True, options=self.OPTIONS)
+
+        self.step = compiled(dynamics.step)  # a finished frame's keys and values (and logits)
+        self.maskgit_step = compiled(dynamics.maskgit_step)
+        self.frame = compiled(dynamics.maskgit_frame)
+        # Once per rollout, on however many context frames: static first, then dynamic in the frames.
+        self.prefill = torch.compile(dynamics.prefill, options=self.OPTIONS)
 
 
 class TorchDynamics:
-    """`DynamicsBackend` over a torch DynamicsModel; the cache is (keys, values) [layers, B*rows, heads, window, dh].
+    """`DynamicsBackend` and `Prefill` over a torch DynamicsModel; the cache is (keys, values) [layers, B*rows,
+    heads, window, dh]. Its logits go to the numpy sampler: on an eager CPU engine that is the faster one
+    (docs/BENCHMARKS.md, "One call per frame").
 
-    `step` is the model's `step`, or a compiled one (`WorldModel.compile`). The cache has the window's size from
-    the start, so every MaskGIT step of a batch size has the same shapes and runs one compiled graph, and a
-    finished frame is written into its slot in place (`append` consumes the cache it is given).
+    `compiled` (`WorldModel.compile`) runs the steps through torch.compile. The cache has the window's size
+    from the start, so every MaskGIT step of a batch size has the same shapes and runs one compiled graph,
+    and a finished frame is written into its slot in place (`append` consumes the cache it is given).
     """
 
-    def __init__(self, dynamics: torch.nn.Module, device: torch.device, dtype: torch.dtype, step=None):
-        self.model, self.device, self.dtype = dynamics, device, dtype
+    def __init__(self, dynamics: torch.nn.Module, device: torch.device, dtype: torch.dtype,
+                 compiled: CompiledDynamics | None = None):
+        self.model, self.device, self.dtype, self.compiled = dynamics, device, dtype, compiled
         self.mask_id, self.rows = dynamics.mask_id, dynamics.rows
-        self.step = step or dynamics.step
 
-    def _step(self, cache, ids_BS: np.ndarray, action_B: np.ndarray, t: int):
-        # Fresh copies: a view's strides (0 on a broadcast batch axis) would make a compiled step recompile.
-        ids = torch.from_numpy(np.array(ids_BS, dtype=np.int64)).to(self.device)
-        act = torch.from_numpy(np.array(action_B, dtype=np.int64)).to(self.device)
+    def _tensor(self, x: np.ndarray, dtype=np.int64) -> torch.Tensor:
+        # A fresh copy: a view's strides (0 on a broadcast batch axis) would make a compiled step recompile.
+        return torch.from_numpy(np.array(x, dtype=dtype)).to(self.device)
+
+    def _position(self, t: int) -> int | torch.Tensor:
         # A compiled step takes the position as data (one graph for all); eager reads only the filled slots.
-        return self.step(ids, act, t if self.step == self.model.step else torch.tensor(t, device=self.device), *cache)
+        return t if self.compiled is None else torch.tensor(t, device=self.device)
+
+    def _sampling(self, keep, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        # As numpy's sampler scales the logits: by float32(1 / temperature).
+        return self._tensor(keep), self._tensor(np.float32(1.0 / temperature), np.float32)
 
     def empty(self):
         return self.model.empty_cache(1, self.device, self.dtype)
 
     @torch.no_grad()
+    def prefill(self, tokens_BTS, actions_BT1):
+        prefill = self.model.prefill if self.compiled is None else self.compiled.prefill
+        return prefill(self._tensor(tokens_BTS), self._tensor(actions_BT1))
+
+    @torch.no_grad()
     def append(self, cache, ids_BS, action_B, t):
-        _, k, v = self._step(cache, ids_BS, action_B, t)
+        step = self.model.step if self.compiled is None else self.compiled.step
+        _, k, v = step(self._tensor(ids_BS), self._tensor(action_B), self._position(t), *cache)
         return write_cache(cache[0], k, t, in_place=True), write_cache(cache[1], v, t, in_place=True)
 
     @torch.no_grad()
     def logits(self, cache, ids_BS, action_B, t):
-        return self._step(cache, ids_BS, action_B, t)[0].float().cpu().numpy()
+        step = self.model.step if self.compiled is None else self.compiled.step
+        return step(self._tensor(ids_BS), self._tensor(action_B), self._position(t), *cache)[0].float().cpu().numpy()
 
     def repeat(self, cache, batch):
         return tuple(c.repeat(1, batch, 1, 1, 1) for c in cache)
 
     def batch(self, cache):
         return cache[0].shape[1] // self.rows
+
+
+class DeviceSampledDynamics(TorchDynamics):
+    """`TorchDynamics` that also samples on the model's device (`DeviceSampler`; genie_robot.models.sampling):
+    the logits never come back to numpy, and a frame with no hook between its steps is one call. What a
+    compiled engine (inside the graph: one call per frame, not per step) and a GPU (no logits copied to the
+    host per step) run."""
+
+    @torch.no_grad()
+    def sample_step(self, cache, cur_BS, action_B, t, u_BS, keep, temperature):
+        fn = self.model.maskgit_step if self.compiled is None else self.compiled.maskgit_step
+        ids = self._tensor(np.where(cur_BS == MASK, self.mask_id, cur_BS))
+        out = fn(ids, self._tensor(action_B), self._position(t), *cache, self._tensor(u_BS, np.float64),
+                 *self._sampling(keep, temperature), BLOCK).cpu().numpy()
+        return np.where(out == self.mask_id, MASK, out)
+
+    @torch.no_grad()
+    def sample_frame(self, cache, action_B, t, u_NBS, keep_N, temperature):
+        fn = self.model.maskgit_frame if self.compiled is None else self.compiled.frame
+        return fn(self._tensor(action_B), self._position(t), *cache, self._tensor(u_NBS, np.float64),
+                  *self._sampling(keep_N, temperature), BLOCK).cpu().numpy()

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genie_robot.models import sampling
 from genie_robot.models.config import MASKINGS, DynamicsConfig
 from genie_robot.models.st_transformer import FiLM, PositionEmbedding, STTransformer
 
@@ -163,23 +164,38 @@ class DynamicsModel(nn.Module):
         logits, what its loss needs: the unit code-space outputs [..., code_dim] and, with
         `code_groups`, the groups' logits [..., groups] (else None).
         """
-        x = self.embed(tokens_BTS)
-        if self.prepend:
-            none = torch.full_like(actions_BT1[:, :1], self.num_actions)
-            act = self.action_embed(torch.cat([none, actions_BT1], dim=1))  # [B, T, D]
-            h = self.transformer(self.pos(torch.cat([act[:, :, None], x], dim=2)))[:, :, 1:]
-        else:
-            act = self.action_embed(actions_BT1)  # [B, T-1, D]
-            x = torch.cat([x[:, :1], x[:, 1:] + act[:, :, None]], dim=1)
-            # The first frame has no action: no modulation (the actions' embeddings padded with a zero row).
-            film = self._film(F.pad(act, (0, 0, 1, 0)),
-                              F.pad(torch.ones_like(actions_BT1, dtype=torch.bool), (1, 0)))
-            h = self.transformer(self.pos(x), film)
+        h = self._hidden(tokens_BTS, actions_BT1)
         h = h if where_BTS is None else h[where_BTS]
         if not vectors:
             return self.head(h)
         vectors = self.code_vectors(h)
         return vectors, None if self.to_group is None else self.group_logits(h, vectors)
+
+    def _hidden(self, tokens_BTS: torch.Tensor, actions_BT1: torch.Tensor, kv: list | None = None) -> torch.Tensor:
+        """The transformer's outputs [B, T, S, D] of every frame's tokens (`kv`: gets each layer's temporal keys
+        and values)."""
+        x = self.embed(tokens_BTS)
+        if self.prepend:
+            none = torch.full_like(actions_BT1[:, :1], self.num_actions)
+            act = self.action_embed(torch.cat([none, actions_BT1], dim=1))  # [B, T, D]
+            return self.transformer(self.pos(torch.cat([act[:, :, None], x], dim=2)), kv=kv)[:, :, 1:]
+        act = self.action_embed(actions_BT1)  # [B, T-1, D]
+        x = torch.cat([x[:, :1], x[:, 1:] + act[:, :, None]], dim=1)
+        # The first frame has no action: no modulation (the actions' embeddings padded with a zero row).
+        film = self._film(F.pad(act, (0, 0, 1, 0)), F.pad(torch.ones_like(actions_BT1, dtype=torch.bool), (1, 0)))
+        return self.transformer(self.pos(x), film, kv)
+
+    def prefill(self, tokens_BTS: torch.Tensor, actions_BT1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sampling cache ([layers, B*rows, heads, window, head_dim] keys and values, as `empty_cache`) holding
+        frames 0..T-1 in slots 0..T-1: one forward over the frames instead of T cached steps. Equal to appending
+        them one by one (temporal attention is causal, so a frame's keys and values do not see later ones)."""
+        kv: list = []
+        self._hidden(tokens_BTS, actions_BT1, kv)
+        b, t = tokens_BTS.shape[:2]
+        cache_k, cache_v = self.empty_cache(b, tokens_BTS.device, kv[0][0].dtype)
+        cache_k[..., :t, :] = torch.stack([k for k, _ in kv])
+        cache_v[..., :t, :] = torch.stack([v for _, v in kv])
+        return cache_k, cache_v
 
     def step(self, tokens_BS: torch.Tensor, action_B: torch.Tensor | None, t: int | torch.Tensor,
              cache_k: torch.Tensor, cache_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -215,6 +231,21 @@ class DynamicsModel(nn.Module):
             film = self._film(act, present)
         h, k, v = self.transformer.step(self.pos.at(x, t), cache_k, cache_v, valid, film)
         return self.head(h), k, v
+
+    def maskgit_step(self, ids_BS: torch.Tensor, action_B: torch.Tensor | None, t: int | torch.Tensor,
+                     cache_k: torch.Tensor, cache_v: torch.Tensor, u_BS: torch.Tensor, keep: torch.Tensor,
+                     inv_temperature: torch.Tensor, block: int) -> torch.Tensor:
+        """One MaskGIT step of the frame at window position t, sampled here (`sampling.step`): new ids [B, S]
+        (`mask_id` where still masked) from the current ones, the step's uniforms and how many stay masked."""
+        logits = self.step(ids_BS, action_B, t, cache_k, cache_v)[0]
+        return sampling.step(logits, ids_BS, self.mask_id, u_BS, keep, inv_temperature, block)
+
+    def maskgit_frame(self, action_B: torch.Tensor | None, t: int | torch.Tensor, cache_k: torch.Tensor,
+                      cache_v: torch.Tensor, u_NBS: torch.Tensor, keep_N: torch.Tensor, inv_temperature: torch.Tensor,
+                      block: int) -> torch.Tensor:
+        """The frame at window position t by every MaskGIT step in one call (`sampling.frame`): ids [B, S]."""
+        return sampling.frame(lambda ids: self.step(ids, action_B, t, cache_k, cache_v)[0], self.mask_id, u_NBS,
+                              keep_N, inv_temperature, block)
 
     def empty_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of a window with no frames yet: [layers, batch*rows, heads, window, head_dim] each."""

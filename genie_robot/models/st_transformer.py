@@ -91,7 +91,9 @@ class STBlock(nn.Module):
         self.norm_f = nn.LayerNorm(cfg.d_model)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim)
 
-    def forward(self, x_BTSD: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_BTSD: torch.Tensor, kv: list | None = None) -> torch.Tensor:
+        """`kv`: a list to append this block's temporal keys and values to ([B*S, heads, T, head_dim] each: what a
+        sampling cache holds for these frames; layout `st`)."""
         b, t, s, d = x_BTSD.shape
         if self.layout == "full":
             # One attention over all frames' tokens; frame t sees frames <= t.
@@ -108,7 +110,10 @@ class STBlock(nn.Module):
             if self.layout == "st":
                 # --- temporal: one spatial location across frames, causal ---
                 x = x_BTSD.transpose(1, 2).reshape(b * s, t, d)
-                x = x + self.attn_t(self.norm_t(x), causal=True)
+                q, k, v = self.attn_t.project(self.norm_t(x))
+                if kv is not None:
+                    kv.append((k, v))
+                x = x + self.attn_t.attend(q, k, v, causal=True)
                 x_BTSD = x.view(b, s, t, d).transpose(1, 2)
         return x_BTSD + self.ffn(self.norm_f(x_BTSD))
 
@@ -139,10 +144,11 @@ class STTransformer(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.checkpointing = False  # set by training.parallel.apply_activation_checkpointing
 
-    def forward(self, x_BTSD: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-                ) -> torch.Tensor:
+    def forward(self, x_BTSD: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                kv: list | None = None) -> torch.Tensor:
         """`film`: per block, (scale, shift) broadcastable to x; each block's input becomes
-        x * (1 + scale) + shift (feature-wise modulation by a condition, e.g. the LAM's action)."""
+        x * (1 + scale) + shift (feature-wise modulation by a condition, e.g. the LAM's action).
+        `kv`: a list that gets every block's temporal (keys, values) (`STBlock.forward`)."""
         for i, block in enumerate(self.blocks):
             if film is not None:
                 scale, shift = film[i]
@@ -150,7 +156,7 @@ class STTransformer(nn.Module):
             if self.checkpointing and self.training:
                 x_BTSD = torch.utils.checkpoint.checkpoint(block, x_BTSD, use_reentrant=False)
             else:
-                x_BTSD = block(x_BTSD)
+                x_BTSD = block(x_BTSD, kv)
         return self.norm(x_BTSD)
 
     def step(self, x_BSD: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, valid_W: torch.Tensor,

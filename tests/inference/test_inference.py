@@ -75,22 +75,104 @@ def test_cached_sampling_gives_the_plain_paths_tokens(engine, batch, horizon, co
     np.testing.assert_array_equal(cached.frames, plain.frames)
 
 
-def test_the_compiled_step_samples_the_eager_tokens_and_compiles_once_per_batch_size(engine):
-    """`WorldModel.compile`: the same tokens as the eager step for the same draws (float64: no rounding flips a
-    draw), across window slides; after the first call at a batch size no position or slide recompiles."""
+def test_the_compiled_engine_samples_the_eager_tokens_and_compiles_once_per_shape(engine):
+    """`WorldModel.compile` (a frame's MaskGIT steps sampled inside one compiled call, or one call per step when a
+    hook runs between them): the same tokens as the eager engine's numpy sampler for the same draws (float64: no
+    rounding flips a draw), across window slides; once a batch size and step count has run, no position, slide,
+    seed or temperature recompiles."""
     import copy
 
     compiled = copy.deepcopy(engine).compile()
     ctx = frames(engine, 3)
     actions = np.random.default_rng(2).integers(0, engine.cfg.lam.num_actions, (3, engine.cfg.frames + 2))
-    for batch in (1, 3):  # the first call at each batch size compiles (context at batch 1, candidates at 3)
-        compiled.imagine(ctx, actions[:batch, :1], steps=2, temperature=2.0, seed=0)
+    for batch in (1, 3):  # the first calls at each batch size compile (context at batch 1, candidates at 3)
+        compiled.imagine(ctx, actions[:batch], steps=5, temperature=1.0, seed=0)
+        compiled.imagine(ctx, actions[:batch], steps=5, temperature=1.0, seed=0, before_step=lambda h, i: None)
     with torch.compiler.set_stance("fail_on_recompile"):
         for batch in (1, 3):
             eager = engine.imagine(ctx, actions[:batch], steps=5, temperature=2.0, seed=4)
             fast = compiled.imagine(ctx, actions[:batch], steps=5, temperature=2.0, seed=4)
+            stepped = compiled.imagine(ctx, actions[:batch], steps=5, temperature=2.0, seed=4,
+                                       before_step=lambda h, i: None)
             np.testing.assert_array_equal(fast.tokens, eager.tokens)
             np.testing.assert_array_equal(fast.frames, eager.frames)
+            np.testing.assert_array_equal(stepped.tokens, eager.tokens)
+
+
+def test_sampling_on_the_device_draws_what_the_numpy_sampler_draws():
+    """genie_robot.models.sampling, step by step and a whole frame in one call, against `maskgit.sample_step` on
+    the same logits and uniforms: the same tokens, and the schedule leaves what `keep_schedule` says."""
+    from genie_robot.core.maskgit import BLOCK, keep_schedule
+    from genie_robot.models import sampling
+
+    rng = np.random.default_rng(0)
+    b, s, v, steps = 3, 40, 256, 7
+    logits = (rng.standard_normal((steps, b, s, v)) * 3).astype(np.float32)
+    u = rng.random((steps, b, s))
+    keep = keep_schedule(steps, s)
+    mask_id, inv_t = v, torch.tensor(np.float32(1 / 0.7))
+    cur, ids = np.full((b, s), MASK), torch.full((b, s), mask_id)
+    for i in range(steps):
+        cur = sample_step(logits[i], cur, i, steps, 0.7, GivenUniforms(u[i]))
+        ids = sampling.step(torch.from_numpy(logits[i]), ids, mask_id, torch.from_numpy(u[i]), torch.tensor(keep[i]),
+                            inv_t, BLOCK)
+        assert (cur == MASK).sum(1).tolist() == [keep[i]] * b
+        np.testing.assert_array_equal(np.where(ids.numpy() == mask_id, MASK, ids.numpy()), cur)
+    calls = iter(torch.from_numpy(logits))
+    frame = sampling.frame(lambda ids: next(calls), mask_id, torch.from_numpy(u), torch.tensor(keep), inv_t, BLOCK)
+    np.testing.assert_array_equal(frame.numpy(), cur)
+    assert keep[-1] == 0 and (cur >= 0).all()
+
+
+class GivenUniforms:
+    """A stand-in for numpy's Generator that hands out given uniforms (so both samplers read the same ones)."""
+
+    def __init__(self, u: np.ndarray):
+        self.u = u
+
+    def random(self, shape):
+        assert tuple(shape) == self.u.shape
+        return self.u
+
+
+def test_an_engine_sampling_on_its_device_gives_the_numpy_samplers_tokens(engine, monkeypatch):
+    """The GPU path (`DeviceSampledDynamics`, eager here), with and without a hook between the steps."""
+    from genie_robot.inference.world_model import DeviceSampledDynamics
+
+    ctx = frames(engine, 4)
+    actions = np.random.default_rng(5).integers(0, engine.cfg.lam.num_actions, (2, engine.cfg.frames + 1))
+    expected = engine.imagine(ctx, actions, steps=6, temperature=1.5, seed=2).tokens
+    monkeypatch.setattr(engine, "_backend", lambda: DeviceSampledDynamics(engine.dynamics, engine.device,
+                                                                          engine.dtype))
+    hook_calls = []
+    np.testing.assert_array_equal(engine.imagine(ctx, actions, steps=6, temperature=1.5, seed=2).tokens, expected)
+    stepped = engine.imagine(ctx, actions, steps=6, temperature=1.5, seed=2,
+                             before_step=lambda h, i: hook_calls.append((h, i)))
+    np.testing.assert_array_equal(stepped.tokens, expected)
+    assert hook_calls == [(h, i) for h in range(actions.shape[1]) for i in range(6)]
+
+
+@pytest.mark.parametrize("conditioning", ["input", "film", "prepend"])
+def test_prefill_builds_the_cache_that_appending_frame_by_frame_builds(conditioning):
+    from genie_robot.models.dynamics import write_cache
+
+    with initialize_config_dir(config_dir=str(config_dir() / "model"), version_base="1.3"):
+        cfg = typed(compose(config_name="tiny", overrides=[f"dynamics.action_conditioning={conditioning}"]),
+                    ModelConfig)
+    torch.manual_seed(1)
+    model = build(cfg, "dynamics").double().eval()
+    rng = np.random.default_rng(3)
+    tokens = torch.from_numpy(rng.integers(0, model.vocab, (2, cfg.frames - 1, cfg.tokens_per_frame())))
+    actions = torch.from_numpy(rng.integers(0, cfg.lam.num_actions, (2, cfg.frames - 2)))
+    with torch.no_grad():
+        k, v = model.prefill(tokens, actions)
+        ck, cv = model.empty_cache(2, torch.device("cpu"), torch.float64)
+        for j in range(tokens.shape[1]):
+            act = torch.full((2,), -1) if j == 0 else actions[:, j - 1]
+            _, nk, nv = model.step(tokens[:, j], act, j, ck, cv)
+            ck, cv = write_cache(ck, nk, j, in_place=True), write_cache(cv, nv, j, in_place=True)
+    torch.testing.assert_close(k, ck)
+    torch.testing.assert_close(v, cv)
 
 
 def test_the_same_seed_repeats_and_another_seed_differs(engine):
