@@ -90,18 +90,19 @@ class WorldModel(Engine):
         return engine
 
     def compile(self) -> WorldModel:
-        """Runs the dynamics' cached MaskGIT step through `torch.compile` from now on; returns the engine.
+        """Runs the engine through `torch.compile` from now on; returns the engine.
 
         At batch 1 a step of a small model is mostly per-operation overhead (Python, dispatch, one
         kernel per element-wise op; docs/BENCHMARKS.md "Where a batch-1 step's time goes"). Inductor
-        fuses the element-wise ops, freezes the weights as constants (prepacked matmuls) and calls the
-        kernels from C++ (`cpp_wrapper`). The cache has the window's size, so a batch size compiles once
-        for every position: the first call at each new batch size takes seconds (a C++ compiler is
-        needed), later ones run the compiled code. For long-lived engines (a planner, a node): the
-        weights are frozen into the compiled code, so load the engine again after changing them.
-        The tokens are the same as the eager step's for the same draws wherever the logits' rounding
-        does not flip a draw (tested). A frame sampled with no `before_step` hook is one compiled call
-        (all its MaskGIT steps in a loop inside the graph); with a hook, one call per step.
+        fuses the element-wise ops, freezes the weights as constants and calls the kernels from C++
+        (`cpp_wrapper`). A frame sampled with no `before_step` hook is one compiled call: all its MaskGIT
+        steps, sampling included, in a loop inside the graph (`DeviceSampledDynamics`); with a hook, one
+        call per step. The cache has the window's size, so a batch size and step count compiles once for
+        every position: the first call at each takes seconds for a small model, about a minute at 32
+        layers (a C++ compiler is needed); later ones run the compiled code. For long-lived engines (a
+        planner, a node): the weights are frozen into the compiled code, so load the engine again after
+        changing them. The tokens are the same as the eager engine's for the same draws wherever the
+        logits' rounding does not flip a draw (tested).
         """
         if self.device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
             raise EngineError("compiling the dynamics step on the CPU needs a C++ compiler (g++, or $CXX); "

@@ -10,8 +10,9 @@ a compiled engine makes one call per frame instead of one per step (the per-call
 graph was most of a small model's step at batch 1; docs/BENCHMARKS.md).
 
 The schedule (how many tokens stay masked after each step) is computed by the caller
-(`core.maskgit.keep_schedule`) and passed in as data, like the uniforms, so nothing here depends on
-the step count and a compiled graph serves every temperature.
+(`core.maskgit.keep_schedule`) and passed in as data, like the uniforms and the temperature, so one
+compiled graph serves every temperature and seed; the step count is the uniforms' first axis (a
+graph compiled for static shapes serves one step count).
 """
 
 from __future__ import annotations
@@ -81,6 +82,6 @@ def frame(logits_fn, mask_id: int, u_NBS: torch.Tensor, keep_N: torch.Tensor, in
     start = torch.full((b, s), mask_id, dtype=torch.long, device=u_NBS.device)
     if not torch.compiler.is_compiling():  # eager: a plain loop (an eager while_loop traces its body first)
         for i in range(keep_N.shape[0]):
-            start = body(torch.tensor(i), start)[1]
+            start = body(torch.tensor(i, device=u_NBS.device), start)[1]
         return start
     return while_loop(cond, body, (torch.zeros((), dtype=torch.long, device=u_NBS.device), start))[1]
