@@ -189,10 +189,11 @@ class DynamicsModel(nn.Module):
         """A sampling cache ([layers, B*rows, heads, window, head_dim] keys and values, as `empty_cache`) holding
         frames 0..T-1 in slots 0..T-1: one forward over the frames instead of T cached steps. Equal to appending
         them one by one (temporal attention is causal, so a frame's keys and values do not see later ones)."""
+        b, t = tokens_BTS.shape[:2]
+        # First, so a layout without temporal keys and values gets empty_cache's error.
+        cache_k, cache_v = self.empty_cache(b, tokens_BTS.device, self.embed.weight.dtype)
         kv: list = []
         self._hidden(tokens_BTS, actions_BT1, kv)
-        b, t = tokens_BTS.shape[:2]
-        cache_k, cache_v = self.empty_cache(b, tokens_BTS.device, kv[0][0].dtype)
         cache_k[..., :t, :] = torch.stack([k for k, _ in kv])
         cache_v[..., :t, :] = torch.stack([v for _, v in kv])
         return cache_k, cache_v

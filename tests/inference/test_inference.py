@@ -373,3 +373,12 @@ def test_bad_plan_requests_are_clear_errors(engine, kwargs, message):
     call = {"goal_image": frames(engine, 1)[0], "horizon": 2, "num_samples": 4, "iterations": 1, "steps": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
         plan(engine, frames(engine, 2), **call)
+
+
+def test_prefill_of_a_model_without_temporal_attention_says_what_cached_sampling_needs():
+    with initialize_config_dir(config_dir=str(config_dir() / "model"), version_base="1.3"):
+        cfg = typed(compose(config_name="tiny", overrides=["dynamics.transformer.attention=spatial"]), ModelConfig)
+    model = build(cfg, "dynamics").eval()
+    tokens = torch.zeros((1, 2, cfg.tokens_per_frame()), dtype=torch.long)
+    with pytest.raises(ValueError, match="cached sampling needs the 'st' layout, this model uses 'spatial'"):
+        model.prefill(tokens, torch.zeros((1, 1), dtype=torch.long))
