@@ -79,7 +79,7 @@ def main() -> None:
     compiled = CompiledDynamics(model) if args.compile else None
     backend = DeviceSampledDynamics(model, torch.device("cpu"), torch.float32, compiled)
     eager = DeviceSampledDynamics(model, torch.device("cpu"), torch.float32)
-    step = model.step if compiled is None else compiled.step
+    step = backend.run.step  # the model's step, or its compiled twin
     s, v = cfg.tokens_per_frame(), cfg.tokenizer.num_codes
     rng = np.random.default_rng(0)
     cache = backend.empty()

@@ -157,7 +157,7 @@ class WorldModel(Engine):
 
 class CompiledDynamics:
     """The dynamics model's entry points through torch.compile, as `WorldModel.compile` runs them: static shapes
-    (a compile per batch size, and per MaskGIT step count for `frame`), inductor with the weights frozen as
+    (a compile per batch size, and per MaskGIT step count for `maskgit_frame`), inductor with the weights frozen as
     constants and a C++ wrapper. Each compiles at its first call.
 
     The wrapper is built apart from the kernels (at -O1, the kernels at inductor's usual level): built together,
@@ -172,7 +172,7 @@ class CompiledDynamics:
 
         self.step = compiled(dynamics.step)  # a finished frame's keys and values (and logits)
         self.maskgit_step = compiled(dynamics.maskgit_step)
-        self.frame = compiled(dynamics.maskgit_frame)
+        self.maskgit_frame = compiled(dynamics.maskgit_frame)
         # Once per rollout, on however many context frames: static first, then dynamic in the frames.
         self.prefill = torch.compile(dynamics.prefill, options=self.OPTIONS)
 
@@ -191,6 +191,9 @@ class TorchDynamics:
                  compiled: CompiledDynamics | None = None):
         self.model, self.device, self.dtype, self.compiled = dynamics, device, dtype, compiled
         self.mask_id, self.rows = dynamics.mask_id, dynamics.rows
+        # The entry points called here (step, maskgit_step, maskgit_frame, prefill): the model's, or their
+        # compiled twins, which have the same names and signatures.
+        self.run = dynamics if compiled is None else compiled
 
     def _tensor(self, x: np.ndarray, dtype=np.int64) -> torch.Tensor:
         # A fresh copy: a view's strides (0 on a broadcast batch axis) would make a compiled step recompile.
@@ -209,19 +212,17 @@ class TorchDynamics:
 
     @torch.no_grad()
     def prefill(self, tokens_BTS, actions_BT1):
-        prefill = self.model.prefill if self.compiled is None else self.compiled.prefill
-        return prefill(self._tensor(tokens_BTS), self._tensor(actions_BT1))
+        return self.run.prefill(self._tensor(tokens_BTS), self._tensor(actions_BT1))
 
     @torch.no_grad()
     def append(self, cache, ids_BS, action_B, t):
-        step = self.model.step if self.compiled is None else self.compiled.step
-        _, k, v = step(self._tensor(ids_BS), self._tensor(action_B), self._position(t), *cache)
+        _, k, v = self.run.step(self._tensor(ids_BS), self._tensor(action_B), self._position(t), *cache)
         return write_cache(cache[0], k, t, in_place=True), write_cache(cache[1], v, t, in_place=True)
 
     @torch.no_grad()
     def logits(self, cache, ids_BS, action_B, t):
-        step = self.model.step if self.compiled is None else self.compiled.step
-        return step(self._tensor(ids_BS), self._tensor(action_B), self._position(t), *cache)[0].float().cpu().numpy()
+        return self.run.step(self._tensor(ids_BS), self._tensor(action_B), self._position(t),
+                             *cache)[0].float().cpu().numpy()
 
     def repeat(self, cache, batch):
         return tuple(c.repeat(1, batch, 1, 1, 1) for c in cache)
@@ -238,14 +239,14 @@ class DeviceSampledDynamics(TorchDynamics):
 
     @torch.no_grad()
     def sample_step(self, cache, cur_BS, action_B, t, u_BS, keep, temperature):
-        fn = self.model.maskgit_step if self.compiled is None else self.compiled.maskgit_step
         ids = self._tensor(np.where(cur_BS == MASK, self.mask_id, cur_BS))
-        out = fn(ids, self._tensor(action_B), self._position(t), *cache, self._tensor(u_BS, np.float64),
-                 *self._sampling(keep, temperature), BLOCK).cpu().numpy()
+        out = self.run.maskgit_step(ids, self._tensor(action_B), self._position(t), *cache,
+                                    self._tensor(u_BS, np.float64), *self._sampling(keep, temperature),
+                                    BLOCK).cpu().numpy()
         return np.where(out == self.mask_id, MASK, out)
 
     @torch.no_grad()
     def sample_frame(self, cache, action_B, t, u_NBS, keep_N, temperature):
-        fn = self.model.maskgit_frame if self.compiled is None else self.compiled.frame
-        return fn(self._tensor(action_B), self._position(t), *cache, self._tensor(u_NBS, np.float64),
-                  *self._sampling(keep_N, temperature), BLOCK).cpu().numpy()
+        return self.run.maskgit_frame(self._tensor(action_B), self._position(t), *cache,
+                                      self._tensor(u_NBS, np.float64), *self._sampling(keep_N, temperature),
+                                      BLOCK).cpu().numpy()
