@@ -40,7 +40,7 @@ def run(export_dir: str, clip: np.ndarray, gif: Path, node_bin: Path, params: Pa
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
     os.environ.update(env)
     node = subprocess.Popen([str(node_bin), "--ros-args", "--params-file", str(params), "-p",
-                             f"model_dir:={export_dir}", "-p", "maskgit_steps:=8"], env=env)
+                             f"model_dir:={export_dir}"], env=env)
     rclpy.init()
     client = rclpy.create_node("genie_demo_client")
     try:

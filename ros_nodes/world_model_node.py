@@ -73,7 +73,8 @@ PARAMETERS = {
     "max_context": (16, "most context frames a request may send", (1, 256), "start"),
     "temperature": (0.0, "MaskGIT temperature for requests that send <= 0; 0: the model's own (a reference's card "
                          "temperature, carried by its export), else Genie's 2.0", (0.0, 100.0), "live"),
-    "maskgit_steps": (SAMPLING.steps, "MaskGIT steps for requests that send 0", (1, 256), "live"),
+    "maskgit_steps": (SAMPLING.serve_steps, "MaskGIT steps for rollouts that send 0", (1, 256), "live"),
+    "plan_maskgit_steps": (SAMPLING.plan_steps, "MaskGIT steps inside a plan (CEM)", (1, 256), "live"),
     "camera_qos": ("sensor_data", "sensor_data (best effort) or reliable", None, "start"),
     "camera_transport": ("raw", "raw (sensor_msgs/Image on `image`) or compressed (sensor_msgs/CompressedImage, "
                                 "JPEG or PNG, on `image/compressed`)", None, "start"),
@@ -167,7 +168,7 @@ class WorldModelNode(LifecycleNode):
         limits = ServiceLimits(context_frames=min(p["context_frames"], cfg.frames), max_candidates=p["max_candidates"],
                                max_horizon=p["max_horizon"], max_context=p["max_context"],
                                temperature=p["temperature"], maskgit_steps=p["maskgit_steps"],
-                               max_queue=p["max_queue"])
+                               plan_maskgit_steps=p["plan_maskgit_steps"], max_queue=p["max_queue"])
         self.service = WorldModelService(engine, limits, FrameBuffer(p["max_context"], p["frame_rate"]))
         self.engine, self.engine_kind = engine, p["engine"]
         self.provider = getattr(engine, "active", "torch")
@@ -268,7 +269,7 @@ class WorldModelNode(LifecycleNode):
             return SetParametersResult(successful=True)
         limits, buffer = service.limits, service.buffer
         for prm in params:
-            if prm.name in ("context_frames", "temperature", "maskgit_steps"):
+            if prm.name in ("context_frames", "temperature", "maskgit_steps", "plan_maskgit_steps"):
                 setattr(limits, prm.name, prm.value)
             elif prm.name == "frame_rate":
                 buffer.period = 1.0 / prm.value
@@ -459,7 +460,8 @@ class WorldModelNode(LifecycleNode):
             "camera_rate_hz": round(s.buffer.rate_hz(), 2), "camera_age_s": None if age is None else round(age, 3),
             "last_latency_ms": None if s.last_latency_ms is None else round(s.last_latency_ms, 1),
             "context_frames": s.limits.context_frames, "frame_rate": round(1.0 / s.buffer.period, 3),
-            "temperature": s.default_temperature, "maskgit_steps": s.limits.maskgit_steps, **s.stats.summary()}
+            "temperature": s.default_temperature, "maskgit_steps": s.limits.maskgit_steps,
+            "plan_maskgit_steps": s.limits.plan_maskgit_steps, **s.stats.summary()}
 
     def _level(self, h: dict) -> tuple[bytes, str]:
         """ERROR when a transition failed, WARN while not active, while the camera is silent or stale (older

@@ -126,3 +126,4 @@ def test_cfg_prints_the_resolved_config():
 
     # the temperature is the model's own unless given: None in the config
     assert cfg["eval"]["steps"] == SAMPLING.steps and cfg["imagine"]["temperature"] is None
+    assert cfg["play"]["steps"] == SAMPLING.serve_steps

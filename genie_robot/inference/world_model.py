@@ -94,26 +94,27 @@ class WorldModel(Engine):
 
         At batch 1 a step of a small model is mostly per-operation overhead (Python, dispatch, one
         kernel per element-wise op; docs/BENCHMARKS.md "Where a batch-1 step's time goes"). Inductor
-        fuses the element-wise ops, freezes the weights as constants and calls the kernels from C++
-        (`cpp_wrapper`). A frame sampled with no `before_step` hook is one compiled call: all its MaskGIT
-        steps, sampling included, in a loop inside the graph (`DeviceSampledDynamics`); with a hook, one
-        call per step. The cache has the window's size, so a batch size and step count compiles once for
-        every position: the first call at each takes seconds for a small model, about a minute at 32
-        layers (a C++ compiler is needed); later ones run the compiled code. For long-lived engines (a
-        planner, a node): the weights are frozen into the compiled code, so load the engine again after
-        changing them. The tokens are the same as the eager engine's for the same draws wherever the
+        fuses the element-wise ops (the linear layers' bias included, `inductor.BiasIntoNextKernel`) and
+        calls the kernels from C++ (`cpp_wrapper`). A frame sampled with no `before_step` hook is one
+        compiled call: all its MaskGIT steps, sampling included, in a loop inside the graph
+        (`DeviceSampledDynamics`); with a hook, one call per step. The cache has the window's size, so a
+        batch size and step count compiles once for every position: the first call at each takes seconds
+        for a small model, about a minute at 32 layers (a C++ compiler is needed); later ones run the
+        compiled code. The tokens are the same as the eager engine's for the same draws wherever the
         logits' rounding does not flip a draw (tested).
         """
         if self.device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
             raise EngineError("compiling the dynamics step on the CPU needs a C++ compiler (g++, or $CXX); "
                               "install one (apt install g++) or run eager (no compile)")
         self._compiled = CompiledDynamics(self.dynamics)
+        from genie_robot.inference.inductor import OPTIONS
+
         # The tokenizer and the LAM run once per call, on as many frames as the context has: compiled for the
         # first shape, then (torch.compile's automatic dynamic shapes) once more for any number of frames.
-        self._encode_fn, self._decode_fn = (torch.compile(f, options=CompiledDynamics.OPTIONS)
+        self._encode_fn, self._decode_fn = (torch.compile(f, options=OPTIONS)
                                             for f in (self.tokenizer.encode, self.tokenizer.decode))
         if self.lam is not None:
-            self._lam_fn = torch.compile(self.lam.infer_actions, options=CompiledDynamics.OPTIONS)
+            self._lam_fn = torch.compile(self.lam.infer_actions, options=OPTIONS)
         return self
 
     # --- primitives -----------------------------------------------------------------------
@@ -157,24 +158,21 @@ class WorldModel(Engine):
 
 class CompiledDynamics:
     """The dynamics model's entry points through torch.compile, as `WorldModel.compile` runs them: static shapes
-    (a compile per batch size, and per MaskGIT step count for `maskgit_frame`), inductor with the weights frozen as
-    constants and a C++ wrapper. Each compiles at its first call.
-
-    The wrapper is built apart from the kernels (at -O1, the kernels at inductor's usual level): built together,
-    g++ had not finished GENIE_35M's frame graph (32 layers in a loop) after 14 minutes; apart it took 75 s,
-    with the same speed (docs/BENCHMARKS.md, "One call per frame")."""
-
-    OPTIONS = {"freezing": True, "cpp_wrapper": True, "cpp_wrapper_build_separate": True}
+    (a compile per batch size, and per MaskGIT step count for `maskgit_frame`), inductor with a C++ wrapper and
+    the linear layers' bias added in the next fused kernel (`inductor.BiasIntoNextKernel`). Each compiles at
+    its first call (`inductor.OPTIONS` says why each option)."""
 
     def __init__(self, dynamics: torch.nn.Module):
+        from genie_robot.inference.inductor import OPTIONS  # imports inductor (1.5 s): only when compiling
+
         def compiled(fn):
-            return torch.compile(fn, dynamic=False, fullgraph=True, options=self.OPTIONS)
+            return torch.compile(fn, dynamic=False, fullgraph=True, options=OPTIONS)
 
         self.step = compiled(dynamics.step)  # a finished frame's keys and values (and logits)
         self.maskgit_step = compiled(dynamics.maskgit_step)
         self.maskgit_frame = compiled(dynamics.maskgit_frame)
         # Once per rollout, on however many context frames: static first, then dynamic in the frames.
-        self.prefill = torch.compile(dynamics.prefill, options=self.OPTIONS)
+        self.prefill = torch.compile(dynamics.prefill, options=OPTIONS)
 
 
 class TorchDynamics:

@@ -11,11 +11,23 @@ from dataclasses import asdict, dataclass, field, fields
 
 @dataclass(frozen=True)
 class Sampling:
-    """MaskGIT's sampling defaults (Genie: 25 steps, temperature 2): the one place the engines, the
-    planner, eval, the ROS node's parameters and the CLI's configs (`${sampling:steps}`) read them."""
+    """MaskGIT's sampling defaults: the one place the engines, the planner, eval, the ROS node's parameters and
+    the CLI's configs (`${sampling:steps}`) read them.
+
+    `steps` and `temperature` are Genie's (25 steps, temperature 2): an `imagine` call's, eval's and the model
+    card's. Serving and planning take fewer steps: on sim-rt1's held-out clips, PSNR and ΔtPSNR at t=4 are
+    flat from 2 to 25 steps (within 0.05 dB at the card's temperature, against standard errors of 0.15-0.56
+    dB), while the time grows about linearly with them (docs/BENCHMARKS.md, "Quality per MaskGIT step").
+    - `serve_steps` (8): what the ROS node's rollouts and `genie-robot play` take by default. Not 2 or 4, to
+      leave room for a model whose head is less sharp than sim-rt1's.
+    - `plan_steps` (4): what CEM (`planning.cem`) and the node's plans take by default: a planner asks for
+      many candidates per decision, and 4 steps cost about a sixth of 25 with no measured loss.
+    """
 
     steps: int = 25
     temperature: float = 2.0
+    serve_steps: int = 8
+    plan_steps: int = 4
 
 
 SAMPLING = Sampling()

@@ -101,7 +101,7 @@ def _fresh(rng: np.random.Generator, probs: np.ndarray, count: int, seen: set[by
 
 
 def plan(engine, context, goal_image, horizon: int, num_samples: int = 32, iterations: int = 4, seed: int = 0,
-         elite_fraction: float = 0.25, cost: str = "pixel", steps: int = SAMPLING.steps,
+         elite_fraction: float = 0.25, cost: str = "pixel", steps: int = SAMPLING.plan_steps,
          temperature: float | None = None,
          smoothing: float = 0.1, stratified: bool = True, progress: Callable[[int, float], None] | None = None,
          rng: np.random.Generator | None = None) -> PlanResult:
@@ -149,7 +149,7 @@ def plan(engine, context, goal_image, horizon: int, num_samples: int = 32, itera
 
 
 def random_search(engine, context, goal_image, horizon: int, budget: int, batch: int, seed: int = 0,
-                  cost: str = "pixel", steps: int = SAMPLING.steps,
+                  cost: str = "pixel", steps: int = SAMPLING.plan_steps,
                   temperature: float | None = None) -> float:
     """Best cost of `budget` uniformly random sequences: the baseline CEM has to beat."""
     check_plan_args(horizon, budget, 1, 1.0, cost)

@@ -51,7 +51,7 @@ class PlayConfig:
     start_frames: int = 12
     camera_topic: str | None = None  # a ROS 2 image topic whose latest frame is offered as a start
     camera_transport: str = "raw"  # raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage)
-    steps: int | None = 8  # MaskGIT steps of a step (configs/config.yaml says why); None: the sampler's default
+    steps: int | None = None  # MaskGIT steps of a step; None: serving's default (SAMPLING.serve_steps)
     temperature: float | None = None  # None: the model's own (a reference's card temperature)
     previews: bool = True
     preview_steps: int = 4
@@ -216,12 +216,16 @@ async def step(request: Request) -> Response:
         raise PlayError(f"keys 1-{n} choose a latent action; {key!r} is not one of them")
     task = asyncio.ensure_future(run_in_threadpool(session.step, key - 1))
     lost = False
-    while not task.done():
+    while not lost:
+        # Polled while the step runs, and once more after it: a step that ends within a poll of the hang-up
+        # has still lost its page, since the answer was not sent yet.
         await asyncio.wait({task}, timeout=0.2)
-        if not task.done() and not lost and await request.is_disconnected():
-            lost = True
+        lost = await request.is_disconnected()
+        if lost:
             log.warning("session %s: the page's connection was lost during the step of key %d; the step goes on "
                         "and is kept (the page shows it when it reconnects)", session.id, key)
+        if task.done():
+            break
     result = await task
     if lost:
         log.info("session %s: the step of key %d finished after its page disconnected (frame %d, %.0f ms)",

@@ -7,7 +7,7 @@ drive these classes directly too.
 How a step runs. The model's context is the last window of frames (`cfg.frames`) with the actions the player took
 between them (never re-inferred by the LAM: the player chose them), so the world continues from what was shown.
 A step is one `Engine.imagine` call at batch 1 with the session's MaskGIT steps and temperature; its latency is
-what the page shows. Previews are separate, lower-cost samples (`preview_steps`, default 8 MaskGIT steps) made by
+what the page shows. Previews are separate, lower-cost samples (`preview_steps`, default 4 MaskGIT steps) made by
 one background worker after each change, one code at a time so they appear as they finish. They only show what
 a code tends to do: pressing the key samples afresh at the session's own settings.
 
@@ -104,7 +104,7 @@ class PlayModel:
 class Settings:
     """What the page's controls set; `check` gives each a clear range."""
 
-    steps: int = SAMPLING.steps  # MaskGIT steps of a step (the eval's and the card's)
+    steps: int = SAMPLING.serve_steps  # MaskGIT steps of a step (serving's default: SAMPLING says why)
     temperature: float = SAMPLING.temperature  # a session starts at its model's own (`Engine.temperature`)
     previews: bool = True  # sample a preview of each code after every change
     preview_steps: int = 4  # MaskGIT steps of a preview

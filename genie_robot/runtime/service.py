@@ -107,7 +107,8 @@ class ServiceLimits:
     max_horizon: int = 16
     max_context: int = 16
     temperature: float = 0.0  # defaults for requests that leave them at 0 (temperature 0: the model's own)
-    maskgit_steps: int = SAMPLING.steps
+    maskgit_steps: int = SAMPLING.serve_steps  # MaskGIT steps of a rollout that asks for 0
+    plan_maskgit_steps: int = SAMPLING.plan_steps  # MaskGIT steps inside a plan
     max_queue: int = 16  # requests waiting or running at once; one more is refused with Busy
 
 
@@ -273,6 +274,7 @@ class WorldModelService:
             if cancelled():  # cancelled while it waited
                 raise Cancelled()
             return plan(self.engine, ctx.frames, goal, horizon=h, num_samples=n, iterations=its, seed=int(seed),
-                        steps=self.limits.maskgit_steps, temperature=self.default_temperature, progress=report)
+                        steps=self.limits.plan_maskgit_steps, temperature=self.default_temperature,
+                        progress=report)
 
         return self.queue.run(run), ctx

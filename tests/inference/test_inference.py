@@ -99,6 +99,30 @@ def test_the_compiled_engine_samples_the_eager_tokens_and_compiles_once_per_shap
             np.testing.assert_array_equal(stepped.tokens, eager.tokens)
 
 
+def test_compiling_adds_a_linear_layers_bias_in_the_next_kernel_inside_a_loop_too():
+    """`inductor.BiasIntoNextKernel` rewrites `addmm` to `mm` + bias where every use is element-wise (the first
+    layer, which GELU follows), not where the result leaves the graph (the second), inside a `while_loop`'s body
+    as the MaskGIT frame has them; the compiled loop computes what the eager one does."""
+    from torch._higher_order_ops import while_loop
+
+    from genie_robot.inference.inductor import OPTIONS
+
+    torch.manual_seed(0)
+    ffn = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 16)).double()
+
+    def three_times(x):
+        return while_loop(lambda i, y: i < 3, lambda i, y: (i + 1, ffn(y)), (torch.zeros((), dtype=torch.long), x))[1]
+
+    x = torch.randn(5, 16, dtype=torch.float64)
+    bias_pass, options = OPTIONS["post_grad_custom_post_pass"], {**OPTIONS, "cpp_wrapper": False}
+    before = bias_pass.rewritten
+    with torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False):
+        out = torch.compile(three_times, fullgraph=True, options=options)(x)
+        expected = ffn(ffn(ffn(x)))
+    assert bias_pass.rewritten - before == 1
+    torch.testing.assert_close(out, expected)
+
+
 def test_sampling_on_the_device_draws_what_the_numpy_sampler_draws():
     """genie_robot.models.sampling, step by step and a whole frame in one call, against `maskgit.sample_step` on
     the same logits and uniforms: the same tokens, and the schedule leaves what `keep_schedule` says."""

@@ -211,7 +211,7 @@ MAIN = CLIENT_PRELUDE + textwrap.dedent("""
         ("steps", "maskgit_steps", 7), ("temperature", "temperature", 0.7), ("rate", "frame_rate", 4.0),
         ("context", "context_frames", 3), ("steps_zero", "maskgit_steps", 0), ("temperature_neg", "temperature", -1.0),
         ("context_99", "context_frames", 99), ("context_window", "context_frames", 6), ("queue", "max_queue", 4),
-        ("model_dir", "model_dir", "/elsewhere")]}
+        ("model_dir", "model_dir", "/elsewhere"), ("plan_steps", "plan_maskgit_steps", 3)]}
     d = done(describe.call_async(DescribeParameters.Request(names=["maskgit_steps", "frame_rate", "max_queue"])))
     out["describe"] = [[x.read_only, [(r.from_value, r.to_value) for r in x.integer_range],
                         [(r.from_value, r.to_value) for r in x.floating_point_range]] for x in d.descriptors]
@@ -219,7 +219,7 @@ MAIN = CLIENT_PRELUDE + textwrap.dedent("""
     while not status:
         rclpy.spin_once(node, timeout_sec=0.2)
     out["status_after_params"] = {k: status[-1][k] for k in ("maskgit_steps", "temperature", "frame_rate",
-                                                              "context_frames")}
+                                                              "context_frames", "plan_maskgit_steps")}
     r = call_rollout(maskgit_steps=0)  # the node's default: now 7 steps
     out["rollout_after_params"] = r.success
 
@@ -316,7 +316,7 @@ def test_node_serves_rollout_infer_actions_and_plan_and_survives_bad_input(node,
     assert fl["reports"] > 0 and fl["max_camera_age_s"] < 1.0, fl
     # Parameters: ranges and read-only flags as declared; live ones apply to the next request.
     prm = out["params"]
-    assert all(prm[k] == [True, ""] for k in ("steps", "temperature", "rate", "context")), prm
+    assert all(prm[k] == [True, ""] for k in ("steps", "temperature", "rate", "context", "plan_steps")), prm
     for k in ("steps_zero", "temperature_neg", "context_99"):
         assert not prm[k][0] and "out of range" in prm[k][1], prm[k]
     assert prm["context_window"] == [False, "context_frames 6 exceeds the model's window of 4 frames"]
@@ -324,7 +324,7 @@ def test_node_serves_rollout_infer_actions_and_plan_and_survives_bad_input(node,
     assert not prm["model_dir"][0] and "deactivate and clean up the node, set model_dir" in prm["model_dir"][1]
     assert out["describe"] == [[False, [[1, 256]], []], [False, [], [[0.1, 100.0]]], [True, [[1, 1024]], []]]
     assert out["status_after_params"] == {"maskgit_steps": 7, "temperature": 0.7, "frame_rate": 4.0,
-                                          "context_frames": 3}
+                                          "context_frames": 3, "plan_maskgit_steps": 3}
     assert out["rollout_after_params"]
     # /diagnostics: what a robot monitor shows, from the same snapshot as ~/status.
     d = out["diagnostics"]
