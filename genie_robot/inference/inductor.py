@@ -7,14 +7,13 @@
 - No "freezing" (the weights as constants): torch 2.13 ignores that option when given per call (only the
   global inductor config turns it on), and turned on that way it was no faster (docs/BENCHMARKS.md, "The
   bias in the next kernel").
-- One graph pass, below. A linear layer with a bias lowers to `addmm(bias, x, w)`, which on the CPU calls the BLAS
-GEMM with beta=1: the bias is first copied, broadcast, into every row of the output, and the GEMM adds
-to it. Inductor rewrites this to `mm(x, w) + bias` when every use of the result is element-wise, so the
-add joins the next fused kernel (the GELU after the FFN's first layer, the residual add and layer norm after
-its second, the sampler's scaling after the head), but only on GPUs. On this 2-core CPU the copy was
-about 10 us per linear layer with a bias at 80 tokens, and doing the same rewrite there made the tiny
-shape's 25-step frame 3-4% faster and sim-rt1's about 2% (docs/BENCHMARKS.md, "The bias in the next
-kernel").
+- One graph pass (`BiasIntoNextKernel`). A linear layer with a bias lowers to `addmm(bias, x, w)`, which on the
+  CPU calls the BLAS GEMM with beta=1: the bias is first copied, broadcast, into every row of the output, and
+  the GEMM adds to it. Inductor rewrites this to `mm(x, w) + bias` when every use of the result is
+  element-wise, so the add joins the next fused kernel (the GELU after the FFN's first layer, the residual add
+  and layer norm after its second, the sampler's scaling after the head), but only on GPUs. On this 2-core CPU
+  the copy took about 10 us per linear layer with a bias at 80 tokens; the same rewrite here made the tiny
+  shape's 25-step frame 4% faster and sim-rt1's 1.6% (docs/BENCHMARKS.md, "The bias in the next kernel").
 
 The pass also walks the graphs nested in the one it is given (a `while_loop`'s body: the MaskGIT frame's
 steps), which inductor's post-grad passes do not enter by themselves.
