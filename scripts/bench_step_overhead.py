@@ -20,7 +20,7 @@ batch 1 on the torch engine, median over `--repeats` steps:
   overhead to remove.
 - `kernels_ms`: the older figure, the self CPU time of the matrix-multiply, attention and softmax kernels.
 
-With `--compile` the step is `WorldModel.compile`'s (torch.compile, weights frozen, C++ wrapper): `step_ms` and
+With `--compile` the step is `WorldModel.compile`'s (torch.compile with `inductor.OPTIONS`): `step_ms` and
 `forward_ms` time the compiled code; `arithmetic_ms` stays the eager step's (the same FLOPs at the same matmul
 speed). The frame's tokens start all masked, as in a rollout; the other timings use a half-masked frame.
 
