@@ -22,7 +22,7 @@ setup(
     package_dir={"genie_robot_export": "export", "genie_robot_ros": "ros_nodes"},
     # The shipped reference models (weights, configs, reference.json cards): WorldModel.load("sim-rt1").
     # The play page (genie-robot play): its HTML, script and style.
-    package_data={PACKAGE: ["references/*/*.json", "references/*/*/*", "play/static/*"]},
+    package_data={PACKAGE: ["references/*/*.json", "references/*/*/*", "play/static/*", "models/*.cpp"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -26,7 +26,7 @@ from genie_robot.checkpoint import CheckpointError, accepted_digests, load_froze
 from genie_robot.config import typed
 from genie_robot.core.engine import Engine, EngineError, Imagination, Limits
 from genie_robot.core.maskgit import BLOCK, MASK
-from genie_robot.models import ModelConfig, build
+from genie_robot.models import ModelConfig, build, cpu_kernels
 from genie_robot.models.dynamics import write_cache
 
 __all__ = ["CompiledDynamics", "DeviceSampledDynamics", "Imagination", "Limits", "TorchDynamics", "WorldModel"]
@@ -165,10 +165,14 @@ class CompiledDynamics:
     def __init__(self, dynamics: torch.nn.Module):
         from genie_robot.inference.inductor import OPTIONS  # imports inductor (1.5 s): only when compiling
 
+        if next(dynamics.parameters()).device.type == "cpu":
+            cpu_kernels.load()  # the attention kernels the compiled graphs call (built once per machine)
+
         def compiled(fn):
             return torch.compile(fn, dynamic=False, fullgraph=True, options=OPTIONS)
 
-        self.step = compiled(dynamics.step)  # a finished frame's keys and values (and logits)
+        self.step = compiled(dynamics.step)  # logits (and keys and values) of one MaskGIT step
+        self.frame_kv = compiled(dynamics.frame_kv)  # a finished frame's keys and values
         self.maskgit_step = compiled(dynamics.maskgit_step)
         self.maskgit_frame = compiled(dynamics.maskgit_frame)
         # Once per rollout, on however many context frames: static first, then dynamic in the frames.
@@ -214,7 +218,7 @@ class TorchDynamics:
 
     @torch.no_grad()
     def append(self, cache, ids_BS, action_B, t):
-        _, k, v = self.run.step(self._tensor(ids_BS), self._tensor(action_B), self._position(t), *cache)
+        k, v = self.run.frame_kv(self._tensor(ids_BS), self._tensor(action_B), self._position(t), *cache)
         return write_cache(cache[0], k, t, in_place=True), write_cache(cache[1], v, t, in_place=True)
 
     @torch.no_grad()

@@ -213,6 +213,18 @@ class DynamicsModel(nn.Module):
         an int reads only the filled slots). With
         `prepend` the cache has a row per frame for the action token too (`rows`).
         """
+        h, k, v = self._step_hidden(tokens_BS, action_B, t, cache_k, cache_v)
+        return self.head(h), k, v
+
+    def frame_kv(self, tokens_BS: torch.Tensor, action_B: torch.Tensor | None, t: int | torch.Tensor,
+                 cache_k: torch.Tensor, cache_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A finished frame's keys and values for the cache: `step` without its logits. Compiled, what only the
+        logits need (the output layer, the last block's feed-forward) is left out of the graph."""
+        return self._step_hidden(tokens_BS, action_B, t, cache_k, cache_v)[1:]
+
+    def _step_hidden(self, tokens_BS: torch.Tensor, action_B: torch.Tensor | None, t: int | torch.Tensor,
+                     cache_k: torch.Tensor, cache_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`step`'s transformer outputs [B, S, D] of the frame's tokens, and its keys and values."""
         if isinstance(t, int):  # eager: only the t filled slots (a view), so a short past costs less
             cache_k, cache_v = cache_k[..., :t, :], cache_v[..., :t, :]
         valid = torch.arange(cache_k.shape[3], device=cache_k.device) < t
@@ -223,15 +235,14 @@ class DynamicsModel(nn.Module):
             act = self.action_embed(torch.where(action_B >= 0, action_B, self.num_actions))
             h, k, v = self.transformer.step(self.pos.at(torch.cat([act[:, None], x], dim=1), t), cache_k, cache_v,
                                             valid)
-            return self.head(h[:, 1:]), k, v
+            return h[:, 1:], k, v
         film = None
         if action_B is not None:
             present = action_B >= 0
             act = self.action_embed(action_B.clamp(min=0))
             x = x + torch.where(present[:, None, None], act[:, None, :], torch.zeros_like(act[:, None, :]))
             film = self._film(act, present)
-        h, k, v = self.transformer.step(self.pos.at(x, t), cache_k, cache_v, valid, film)
-        return self.head(h), k, v
+        return self.transformer.step(self.pos.at(x, t), cache_k, cache_v, valid, film)
 
     def maskgit_step(self, ids_BS: torch.Tensor, action_B: torch.Tensor | None, t: int | torch.Tensor,
                      cache_k: torch.Tensor, cache_v: torch.Tensor, u_BS: torch.Tensor, keep: torch.Tensor,

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genie_robot.models import cpu_kernels
 from genie_robot.models.config import STConfig
 
 
@@ -45,17 +46,51 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).flatten(2))
 
     def forward(self, x_NLD: torch.Tensor, causal: bool = False, mask_LL: torch.Tensor | None = None) -> torch.Tensor:
+        if mask_LL is None and cpu_kernels.in_use(x_NLD, self.head_dim):
+            return self.out(self._fused(x_NLD, causal, keys=False)[0])
         return self.attend(*self.project(x_NLD), causal=causal, mask_LL=mask_LL)
+
+    def with_kv(self, x_NLD: torch.Tensor, causal: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward`, and the normed keys and the values [N, heads, L, head_dim] (what a sampling cache holds)."""
+        if cpu_kernels.in_use(x_NLD, self.head_dim):
+            y, k, v = self._fused(x_NLD, causal, keys=True)
+            return self.out(y), k, v
+        q, k, v = self.project(x_NLD)
+        return self.attend(q, k, v, causal=causal), k, v
+
+    def step(self, x_N1D: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, valid_W: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Attention of ONE new position per sequence (x [N, 1, D]) over the valid slots of a cache (cache_k/cache_v
+        [N, heads, W, head_dim] of normed keys and values, valid_W boolean [W]) and itself: the output [N, 1, D] and
+        the position's normed key and value [N, heads, 1, head_dim], for the caller to cache once final."""
+        if cpu_kernels.in_use(x_N1D, self.head_dim):
+            n = x_N1D.shape[0]
+            qkv = self.qkv(x_N1D).view(n, 3, self.num_heads, self.head_dim)
+            y, k = torch.ops.genie.cached_attention(qkv, self.q_norm.weight, self.k_norm.weight, self._eps(x_N1D),
+                                                    cache_k, cache_v, valid_W, self.head_dim**-0.5)
+            return self.out(y).unsqueeze(1), k.unsqueeze(2), qkv[:, 2].unsqueeze(2)
+        q, k, v = self.project(x_N1D)
+        return self.attend_cached(q, k, v, cache_k, cache_v, valid_W), k, v
+
+    def _fused(self, x_NLD: torch.Tensor, causal: bool, keys: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`genie::attention` on the qkv projection as the matmul leaves it: the output [N, L, inner] (heads side by
+        side), and (`keys`) the normed keys and the values [N, heads, L, head_dim]."""
+        n, length, _ = x_NLD.shape
+        qkv = self.qkv(x_NLD).view(n, length, 3, self.num_heads, self.head_dim)
+        y, k = torch.ops.genie.attention(qkv, self.q_norm.weight, self.k_norm.weight, self._eps(x_NLD),
+                                         self.head_dim**-0.5, causal, keys)
+        return y, (k.transpose(1, 2) if keys else k), qkv[:, :, 2].transpose(1, 2)
+
+    def _eps(self, x: torch.Tensor) -> float:
+        return self.q_norm.eps if self.q_norm.eps is not None else torch.finfo(x.dtype).eps
 
     def attend_cached(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_k: torch.Tensor,
                       cache_v: torch.Tensor, valid_W: torch.Tensor) -> torch.Tensor:
-        """Attention of ONE query per sequence (q, k, v [N, heads, 1, head_dim]) over the valid slots of a
-        cache (cache_k/cache_v [N, heads, W, head_dim], valid_W boolean [W]) and its own key.
+        """`step`'s attention in torch's operators, from projected q, k, v [N, heads, 1, head_dim].
 
-        The cached MaskGIT step's temporal attention. The new key is never concatenated to the cache: a
-        concatenation copied the whole cache in every layer on every step. In torch the cache is read
-        by matmuls on a transposed view (no copy). In an exported ONNX graph that transpose would copy
-        the cache, so there it is read by multiply-and-sum, in place.
+        The new key is never concatenated to the cache: a concatenation copied the whole cache in every layer
+        on every step. In torch the cache is read by matmuls on a transposed view (no copy). In an exported ONNX
+        graph that transpose would copy the cache, so there it is read by multiply-and-sum, in place.
         """
         in_place = torch.onnx.is_in_onnx_export()  # multiply-and-sum; matmuls on views otherwise
         past = (q * cache_k).sum(-1) if in_place else (q @ cache_k.transpose(-1, -2)).squeeze(-2)  # [N, heads, W]
@@ -110,10 +145,12 @@ class STBlock(nn.Module):
             if self.layout == "st":
                 # --- temporal: one spatial location across frames, causal ---
                 x = x_BTSD.transpose(1, 2).reshape(b * s, t, d)
-                q, k, v = self.attn_t.project(self.norm_t(x))
-                if kv is not None:
+                if kv is None:
+                    x = x + self.attn_t(self.norm_t(x), causal=True)
+                else:
+                    y, k, v = self.attn_t.with_kv(self.norm_t(x), causal=True)
                     kv.append((k, v))
-                x = x + self.attn_t.attend(q, k, v, causal=True)
+                    x = x + y
                 x_BTSD = x.view(b, s, t, d).transpose(1, 2)
         return x_BTSD + self.ffn(self.norm_f(x_BTSD))
 
@@ -129,8 +166,8 @@ class STBlock(nn.Module):
         """
         b, s, d = x_BSD.shape
         x = x_BSD + self.attn_s(self.norm_s(x_BSD))
-        q, k, v = self.attn_t.project(self.norm_t(x).reshape(b * s, 1, d))
-        x = x + self.attn_t.attend_cached(q, k, v, cache_k, cache_v, valid_W).view(b, s, d)
+        y, k, v = self.attn_t.step(self.norm_t(x).reshape(b * s, 1, d), cache_k, cache_v, valid_W)
+        x = x + y.view(b, s, d)
         return x + self.ffn(self.norm_f(x)), k, v
 
 

@@ -1,0 +1,322 @@
+// Attention kernels for the compiled CPU engine (genie_robot.models.cpu_kernels builds and loads this).
+//
+// At batch 1 a MaskGIT step of a small model attends over few tokens: 80 per frame, a few past frames per
+// token. There the CPU SDPA kernel (small BLAS calls per block of queries), and inductor's code for the
+// queries' and keys' RMS norms and for the cached temporal attention (a dozen parallel loops, a horizontal
+// sum per key), spend most of their time outside the arithmetic. These kernels take the attention module's
+// qkv projection as it comes out of its matmul and do the norms and the attention in one pass, float32
+// only, written with GCC's generic vectors (16 floats: AVX-512 here, pairs or quads of narrower registers
+// elsewhere), so the build needs no CPU-specific intrinsics.
+//
+// genie::attention(qkv, q_weight, k_weight, eps, scale, causal, keys) -> (y, k):
+//   qkv [N, L, 3, H, dh] (any strides, the last 1): per sequence n and head h, the queries and keys
+//   RMS-normed (x / sqrt(mean(x^2) + eps) * weight, as torch.nn.RMSNorm), then softmax(scale q k^T) v over
+//   the L positions, causal or not. y [N, L, H*dh]: heads side by side, as the output projection reads
+//   them. k: the normed keys [N, L, H, dh] when `keys` (what a sampling cache stores), else empty.
+// genie::cached_attention(qkv, q_weight, k_weight, eps, cache_k, cache_v, valid, scale) -> (y, k):
+//   one new position per row: qkv [N, 3, H, dh]; each row's query attends over the valid slots of its
+//   cache row (cache_k/v [N, H, W, dh], normed keys; valid bool [W]) and its own key. The invalid slots are
+//   never read. y [N, H*dh]; k: the row's normed key [N, H, dh], for the cache once the frame is final.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <tuple>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t LANES = 16;
+typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
+constexpr int64_t QROWS = 4;  // queries whose scores share each loaded key vector
+
+inline vec load(const float* p) {
+  vec v;
+  std::memcpy(&v, p, sizeof(vec));
+  return v;
+}
+inline void store(float* p, vec v) { std::memcpy(p, &v, sizeof(vec)); }
+inline vec splat(float x) { return vec{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+// Sum and maximum across the lanes by halving (log2(16) steps, not a chain of 15).
+typedef float half8 __attribute__((vector_size(8 * sizeof(float))));
+typedef float quarter4 __attribute__((vector_size(4 * sizeof(float))));
+inline float hsum(vec v) {
+  half8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  quarter4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+inline vec vmax(vec a, vec b) { return a > b ? a : b; }
+inline float hmax(vec v) {
+  half8 lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  half8 a = lo > hi ? lo : hi;
+  quarter4 l4 = __builtin_shufflevector(a, a, 0, 1, 2, 3), h4 = __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  quarter4 b = l4 > h4 ? l4 : h4;
+  return std::max(std::max(b[0], b[2]), std::max(b[1], b[3]));
+}
+
+// exp of each lane for x <= 0 (scores minus their maximum), within 2 ulp: x = k ln2 + r, |r| <= ln2 / 2, so
+// exp(x) = 2^k exp(r), exp(r) by its Taylor polynomial to r^7. Below -87 it gives about 1e-38, not 0, which
+// against a sum of at least 1 (the maximum's own term) is the same. std::exp one lane at a time cost more than
+// the attention's arithmetic.
+typedef int32_t ivec __attribute__((vector_size(LANES * sizeof(int32_t))));
+inline vec vexp(vec x) {
+  x = x < -87.f ? splat(-87.f) : x;
+  const vec shifter = splat(12582912.f);  // 1.5 * 2^23: adding it rounds to an integer, in the low bits
+  const vec t = x * 1.44269504088896341f + shifter;
+  const vec k = t - shifter;
+  const vec r = x - k * 0.693359375f - k * -2.12194440e-4f;  // ln 2 in two parts, the first exact in float
+  vec p = splat(1.f / 5040);
+  p = p * r + 1.f / 720;
+  p = p * r + 1.f / 120;
+  p = p * r + 1.f / 24;
+  p = p * r + 1.f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  ivec bits;
+  std::memcpy(&bits, &t, sizeof(t));
+  bits = (bits - 0x4B400000 + 127) << 23;  // 2^k from k, read out of t's low bits
+  vec scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// Softmax numerators of scores[0..n) in place, returning 1 / their sum. `scores` has room for n rounded up to
+// whole vectors; the entries past n come out 0.
+inline float softmax_row(float* scores, int64_t n) {
+  const float lowest = -std::numeric_limits<float>::infinity();
+  vec m = splat(lowest);
+  for (int64_t j = 0; j < n; j += LANES) {
+    vec x = load(scores + j);
+    for (int64_t l = n - j; l < LANES; ++l) x[l] = lowest;  // past the end: padding
+    m = vmax(m, x);
+  }
+  const float top = hmax(m);
+  vec total{};
+  for (int64_t j = 0; j < n; j += LANES) {
+    vec e = vexp(load(scores + j) - top);
+    for (int64_t l = n - j; l < LANES; ++l) e[l] = 0.f;  // past the end: padding
+    store(scores + j, e);
+    total += e;
+  }
+  return 1.f / hsum(total);
+}
+
+void check_input(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, op, " takes float32 CPU tensors; ", name, " is ",
+              t.scalar_type(), " on ", t.device());
+  TORCH_CHECK(t.stride(-1) == 1, op, " needs ", name, "'s last dimension contiguous");
+}
+
+void check_norm_weight(const at::Tensor& w, int64_t dh, const char* op, const char* name) {
+  check_input(w, op, name);
+  TORCH_CHECK(w.dim() == 1 && w.size(0) == dh, op, ": ", name, " must be [", dh, "], got ", w.sizes());
+}
+
+// x[0..dh) RMS-normed, times `weight` and `scale`, into out (DV whole vectors).
+template <int64_t DV>
+inline void rms_norm(const float* x, const float* weight, float eps, float scale, float* out) {
+  vec v[DV], sq{};
+  for (int64_t c = 0; c < DV; ++c) {
+    v[c] = load(x + c * LANES);
+    sq += v[c] * v[c];
+  }
+  const float r = scale / std::sqrt(hsum(sq) / (DV * LANES) + eps);
+  for (int64_t c = 0; c < DV; ++c) store(out + c * LANES, v[c] * load(weight + c * LANES) * r);
+}
+
+// Calls fn.template operator()<DV>() for the head width's DV = dh / 16 (1, 2, 4 or 8: dh 16 to 128), a
+// template argument so that per-query accumulators of DV vectors stay in registers.
+template <typename F>
+void by_width(int64_t dh, const char* op, F&& fn) {
+  switch (dh % LANES == 0 ? dh / LANES : 0) {
+    case 1: return fn.template operator()<1>();
+    case 2: return fn.template operator()<2>();
+    case 4: return fn.template operator()<4>();
+    case 8: return fn.template operator()<8>();
+  }
+  TORCH_CHECK(false, op, " takes head widths 16, 32, 64 or 128, got ", dh);
+}
+
+struct Strides {  // of qkv [N, L, 3, H, dh]
+  int64_t n, l, part, h;
+};
+
+template <int64_t DV>
+void attention_rows(const float* qkv, Strides st, int64_t n, int64_t len, int64_t heads, const float* qw,
+                    const float* kw, float eps, float scale, bool causal, float* out, float* keys_out) {
+  constexpr int64_t dh = DV * LANES;
+  const int64_t padded = (len + LANES - 1) / LANES * LANES;
+  const int64_t blocks = (len + QROWS - 1) / QROWS;
+  // Work items: (sequence, head, chunk of up to 8 query blocks); an item normalizes and transposes its
+  // head's keys once, unless the item before it on this thread had the same head.
+  const int64_t per_chunk = std::min<int64_t>(blocks, 8), chunks = (blocks + per_chunk - 1) / per_chunk;
+  at::parallel_for(0, n * heads * chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> keys_t(dh * padded, 0.f), scores(QROWS * padded), queries(QROWS * dh);
+    alignas(64) float key[dh];
+    int64_t loaded = -1;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t nh = item / chunks, chunk = item % chunks, i = nh / heads, h = nh % heads;
+      const float* base = qkv + i * st.n + h * st.h;
+      if (loaded != nh) {  // keys [dh][L], so a query's scores are vector FMAs over the keys
+        for (int64_t j = 0; j < len; ++j) {
+          rms_norm<DV>(base + j * st.l + st.part, kw, eps, 1.f, key);
+          if (keys_out != nullptr && chunk == 0)  // once per key: only the head's first chunk writes them
+            std::memcpy(keys_out + ((i * len + j) * heads + h) * dh, key, sizeof(key));
+          for (int64_t d = 0; d < dh; ++d) keys_t[d * padded + j] = key[d];
+        }
+        loaded = nh;
+      }
+      const float* values = base + 2 * st.part;
+      const int64_t first = chunk * per_chunk * QROWS, last = std::min(len, first + per_chunk * QROWS);
+      for (int64_t i0 = first; i0 < last; i0 += QROWS) {
+        const int64_t rows = std::min(QROWS, last - i0);
+        for (int64_t r = 0; r < QROWS; ++r)  // a short last block repeats its last query
+          rms_norm<DV>(base + (i0 + std::min(r, rows - 1)) * st.l, qw, eps, scale, &queries[r * dh]);
+        // Keys a row may see: all of them, or (causal) up to its own position.
+        const int64_t seen = causal ? i0 + rows : len;
+        for (int64_t jv = 0; jv < seen; jv += LANES) {
+          vec a[QROWS] = {};
+          for (int64_t d = 0; d < dh; ++d) {
+            const vec kv = load(&keys_t[d * padded + jv]);
+            for (int64_t r = 0; r < QROWS; ++r) a[r] += splat(queries[r * dh + d]) * kv;
+          }
+          for (int64_t r = 0; r < QROWS; ++r) store(&scores[r * padded + jv], a[r]);
+        }
+        float inv[QROWS] = {};
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t own = causal ? i0 + r + 1 : len;
+          inv[r] = softmax_row(&scores[r * padded], own);
+          std::fill(&scores[r * padded] + own, &scores[r * padded] + seen, 0.f);
+        }
+        vec acc[QROWS][DV] = {};
+        for (int64_t j = 0; j < seen; ++j) {
+          const float* vj = values + j * st.l;
+          for (int64_t r = 0; r < QROWS; ++r) {
+            const vec p = splat(scores[r * padded + j]);
+            for (int64_t c = 0; c < DV; ++c) acc[r][c] += p * load(vj + c * LANES);
+          }
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          float* o = out + ((i * len + i0 + r) * heads + h) * dh;
+          for (int64_t c = 0; c < DV; ++c) store(o + c * LANES, acc[r][c] * inv[r]);
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> attention(const at::Tensor& qkv, const at::Tensor& q_weight,
+                                             const at::Tensor& k_weight, double eps, double scale, bool causal,
+                                             bool keys) {
+  const char* op = "genie::attention";
+  check_input(qkv, op, "qkv");
+  TORCH_CHECK(qkv.dim() == 5 && qkv.size(2) == 3, op, " takes qkv [N, L, 3, H, dh], got ", qkv.sizes());
+  const int64_t n = qkv.size(0), len = qkv.size(1), heads = qkv.size(3), dh = qkv.size(4);
+  check_norm_weight(q_weight, dh, op, "q_weight");
+  check_norm_weight(k_weight, dh, op, "k_weight");
+  auto y = at::empty({n, len, heads * dh}, qkv.options());
+  auto k = keys ? at::empty({n, len, heads, dh}, qkv.options()) : at::empty({0}, qkv.options());
+  const Strides st{qkv.stride(0), qkv.stride(1), qkv.stride(2), qkv.stride(3)};
+  by_width(dh, op, [&]<int64_t DV>() {
+    attention_rows<DV>(qkv.data_ptr<float>(), st, n, len, heads, q_weight.contiguous().data_ptr<float>(),
+                       k_weight.contiguous().data_ptr<float>(), static_cast<float>(eps), static_cast<float>(scale),
+                       causal, y.data_ptr<float>(), keys ? k.data_ptr<float>() : nullptr);
+  });
+  return {y, k};
+}
+
+template <int64_t DV>
+void cached_rows(const float* qkv, Strides st, int64_t n, int64_t heads, const float* qw, const float* kw, float eps,
+                 float scale, const float* cache_k, const float* cache_v, Strides cs, const std::vector<int64_t>& slots,
+                 float* out, float* keys_out) {
+  constexpr int64_t dh = DV * LANES;
+  const int64_t used = static_cast<int64_t>(slots.size()), room = (used + 1 + LANES - 1) / LANES * LANES;
+  at::parallel_for(0, n * heads, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(room);
+    alignas(64) float q[dh];
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t i = row / heads, h = row % heads;
+      const float* base = qkv + i * st.n + h * st.h;
+      float* key = keys_out + row * dh;  // this row's normed key: scored here, kept for the cache
+      rms_norm<DV>(base, qw, eps, scale, q);
+      rms_norm<DV>(base + st.part, kw, eps, 1.f, key);
+      const float* ck = cache_k + i * cs.n + h * cs.h;
+      const float* cv = cache_v + i * cs.n + h * cs.h;
+      vec qv[DV];
+      for (int64_t c = 0; c < DV; ++c) qv[c] = load(q + c * LANES);
+      for (int64_t j = 0; j <= used; ++j) {
+        const float* kj = j < used ? ck + slots[j] * cs.l : key;
+        vec a{};
+        for (int64_t c = 0; c < DV; ++c) a += qv[c] * load(kj + c * LANES);
+        scores[j] = hsum(a);
+      }
+      const float inv = softmax_row(scores.data(), used + 1);
+      vec acc[DV] = {};
+      for (int64_t j = 0; j <= used; ++j) {
+        const float* vj = j < used ? cv + slots[j] * cs.l : base + 2 * st.part;
+        const vec p = splat(scores[j]);
+        for (int64_t c = 0; c < DV; ++c) acc[c] += p * load(vj + c * LANES);
+      }
+      float* o = out + row * dh;
+      for (int64_t c = 0; c < DV; ++c) store(o + c * LANES, acc[c] * inv);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> cached_attention(const at::Tensor& qkv, const at::Tensor& q_weight,
+                                                    const at::Tensor& k_weight, double eps, const at::Tensor& cache_k,
+                                                    const at::Tensor& cache_v, const at::Tensor& valid, double scale) {
+  const char* op = "genie::cached_attention";
+  check_input(qkv, op, "qkv");
+  TORCH_CHECK(qkv.dim() == 4 && qkv.size(1) == 3, op, " takes one new position per row: qkv [N, 3, H, dh], got ",
+              qkv.sizes());
+  const int64_t n = qkv.size(0), heads = qkv.size(2), dh = qkv.size(3);
+  check_norm_weight(q_weight, dh, op, "q_weight");
+  check_norm_weight(k_weight, dh, op, "k_weight");
+  check_input(cache_k, op, "cache_k");
+  check_input(cache_v, op, "cache_v");
+  TORCH_CHECK(cache_k.dim() == 4 && cache_k.size(0) == n && cache_k.size(1) == heads && cache_k.size(3) == dh &&
+                  cache_v.sizes() == cache_k.sizes() && cache_v.strides() == cache_k.strides(),
+              op, "'s caches must be [N, H, W, dh] = [", n, ", ", heads, ", W, ", dh, "], alike, got ", cache_k.sizes(),
+              " and ", cache_v.sizes());
+  const int64_t w = cache_k.size(2);
+  TORCH_CHECK(valid.dim() == 1 && valid.size(0) == w && valid.scalar_type() == at::kBool && valid.device().is_cpu(),
+              op, "'s valid mask must be a CPU bool [", w, "], got ", valid.sizes(), " ", valid.scalar_type());
+  const at::Tensor ok = valid.contiguous();
+  std::vector<int64_t> slots;
+  for (int64_t j = 0; j < w; ++j)
+    if (ok.data_ptr<bool>()[j]) slots.push_back(j);
+  auto y = at::empty({n, heads * dh}, qkv.options());
+  auto k = at::empty({n, heads, dh}, qkv.options());
+  const Strides st{qkv.stride(0), 0, qkv.stride(1), qkv.stride(2)};
+  const Strides cs{cache_k.stride(0), cache_k.stride(2), 0, cache_k.stride(1)};
+  by_width(dh, op, [&]<int64_t DV>() {
+    cached_rows<DV>(qkv.data_ptr<float>(), st, n, heads, q_weight.contiguous().data_ptr<float>(),
+                    k_weight.contiguous().data_ptr<float>(), static_cast<float>(eps), static_cast<float>(scale),
+                    cache_k.data_ptr<float>(), cache_v.data_ptr<float>(), cs, slots, y.data_ptr<float>(),
+                    k.data_ptr<float>());
+  });
+  return {y, k};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(genie, m) {
+  m.def("attention(Tensor qkv, Tensor q_weight, Tensor k_weight, float eps, float scale, bool causal, bool keys) "
+        "-> (Tensor, Tensor)");
+  m.def("cached_attention(Tensor qkv, Tensor q_weight, Tensor k_weight, float eps, Tensor cache_k, Tensor cache_v, "
+        "Tensor valid, float scale) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(genie, CPU, m) {
+  m.impl("attention", &attention);
+  m.impl("cached_attention", &cached_attention);
+}
