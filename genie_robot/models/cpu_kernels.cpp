@@ -17,6 +17,12 @@
 //   one new position per row: qkv [N, 3, H, dh]; each row's query attends over the valid slots of its
 //   cache row (cache_k/v [N, H, W, dh], normed keys; valid bool [W]) and its own key. The invalid slots are
 //   never read. y [N, H*dh]; k: the row's normed key [N, H, dh], for the cache once the frame is final.
+// genie::maskgit_sample(logits, ids, mask_id, u, keep, inv_temperature, block) -> ids: one MaskGIT step, the
+//   rule of genie_robot.models.sampling.step (and core.maskgit.sample_step): each masked token (ids == mask_id)
+//   drawn from softmax(logits * inv_temperature) by inverse CDF with its uniform (float32 numerators, float64
+//   sums per block of `block` entries, the entry found inside its block), then each row's `keep` least
+//   confident new draws masked again (a stable order; known tokens have confidence +inf). Only the masked
+//   rows' logits are read.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -61,13 +67,13 @@ inline float hmax(vec v) {
   return std::max(std::max(b[0], b[2]), std::max(b[1], b[3]));
 }
 
-// exp of each lane for x <= 0 (scores minus their maximum), within 2 ulp: x = k ln2 + r, |r| <= ln2 / 2, so
-// exp(x) = 2^k exp(r), exp(r) by its Taylor polynomial to r^7. Below -87 it gives about 1e-38, not 0, which
-// against a sum of at least 1 (the maximum's own term) is the same. std::exp one lane at a time cost more than
-// the attention's arithmetic.
+// exp of each lane for x <= 0 (scores or logits minus their maximum): x = k ln2 + r, |r| <= ln2 / 2, so
+// exp(x) = 2^k exp(r), exp(r) by its Taylor polynomial to r^7 (tested against std::exp). Below -87, where
+// float's exp leaves the normal range, it is 0. std::exp one lane at a time cost more than the attention's
+// arithmetic.
 typedef int32_t ivec __attribute__((vector_size(LANES * sizeof(int32_t))));
-inline vec vexp(vec x) {
-  x = x < -87.f ? splat(-87.f) : x;
+inline vec vexp(vec in) {
+  const vec x = in < -87.f ? splat(-87.f) : in;
   const vec shifter = splat(12582912.f);  // 1.5 * 2^23: adding it rounds to an integer, in the low bits
   const vec t = x * 1.44269504088896341f + shifter;
   const vec k = t - shifter;
@@ -85,7 +91,7 @@ inline vec vexp(vec x) {
   bits = (bits - 0x4B400000 + 127) << 23;  // 2^k from k, read out of t's low bits
   vec scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
+  return in < -87.f ? vec{} : p * scale;
 }
 
 // Softmax numerators of scores[0..n) in place, returning 1 / their sum. `scores` has room for n rounded up to
@@ -307,6 +313,108 @@ std::tuple<at::Tensor, at::Tensor> cached_attention(const at::Tensor& qkv, const
   return {y, k};
 }
 
+// Lanes from `n` on (0 <= n < 16) set to `fill`.
+inline vec fill_from(vec x, int64_t n, float fill) {
+  for (int64_t l = n; l < LANES; ++l) x[l] = fill;
+  return x;
+}
+
+inline vec load_part(const float* p, int64_t n, float fill) {  // n < 16 floats, the rest `fill`
+  vec x = splat(fill);
+  std::memcpy(&x, p, n * sizeof(float));
+  return x;
+}
+
+typedef double dvec __attribute__((vector_size(8 * sizeof(double))));
+inline dvec widen_sum(vec e) {  // the 16 floats summed pairwise into 8 doubles
+  typedef float f8 __attribute__((vector_size(8 * sizeof(float))));
+  const f8 lo = __builtin_shufflevector(e, e, 0, 1, 2, 3, 4, 5, 6, 7), hi = __builtin_shufflevector(e, e, 8, 9, 10, 11, 12, 13, 14, 15);
+  return __builtin_convertvector(lo, dvec) + __builtin_convertvector(hi, dvec);
+}
+
+// Softmax numerators exp(z * inv_t - top) of z[0..n) (float32), n <= 16 per call through `part`.
+inline vec numerators(const float* z, int64_t n, float inv_t, float top) {
+  const vec x = n == LANES ? load(z) : load_part(z, n, 0.f);
+  const vec e = vexp(x * inv_t - top);
+  return n == LANES ? e : fill_from(e, n, 0.f);
+}
+
+at::Tensor maskgit_sample(const at::Tensor& logits, const at::Tensor& ids, int64_t mask_id, const at::Tensor& u,
+                          const at::Tensor& keep, const at::Tensor& inv_temperature, int64_t block) {
+  const char* op = "genie::maskgit_sample";
+  TORCH_CHECK(logits.device().is_cpu() && logits.scalar_type() == at::kFloat && logits.dim() == 3, op,
+              " takes float32 CPU logits [B, S, V], got ", logits.scalar_type(), " ", logits.sizes());
+  const int64_t b = logits.size(0), s = logits.size(1), v = logits.size(2);
+  TORCH_CHECK(ids.scalar_type() == at::kLong && ids.sizes() == at::IntArrayRef({b, s}), op, ": ids must be int64 [",
+              b, ", ", s, "], got ", ids.scalar_type(), " ", ids.sizes());
+  TORCH_CHECK(u.scalar_type() == at::kDouble && u.sizes() == at::IntArrayRef({b, s}), op, ": u must be float64 [", b,
+              ", ", s, "], got ", u.scalar_type(), " ", u.sizes());
+  TORCH_CHECK(keep.numel() == 1 && inv_temperature.numel() == 1, op, " takes keep and inv_temperature as one number each");
+  const int64_t blk = v % block == 0 ? block : v, blocks = v / blk;
+  const at::Tensor z_all = logits.contiguous(), ids_c = ids.contiguous().cpu(), u_c = u.contiguous();
+  const float inv_t = inv_temperature.item<float>();
+  const int64_t still = keep.item<int64_t>();
+  auto out = at::empty({b, s}, ids.options());
+  std::vector<double> confidence(b * s);
+  const float* zp = z_all.data_ptr<float>();
+  const int64_t* idp = ids_c.data_ptr<int64_t>();
+  const double* up = u_c.data_ptr<double>();
+  int64_t* op_ = out.data_ptr<int64_t>();
+  at::parallel_for(0, b * s, std::max<int64_t>(1, 16384 / v), [&](int64_t begin, int64_t end) {
+    std::vector<double> cdf(blocks);
+    std::vector<float> inside(blk);
+    for (int64_t r = begin; r < end; ++r) {
+      if (idp[r] != mask_id) {  // known: kept, and never re-masked
+        op_[r] = idp[r];
+        confidence[r] = std::numeric_limits<double>::infinity();
+        continue;
+      }
+      const float* z = zp + r * v;
+      vec m = splat(-std::numeric_limits<float>::infinity());
+      for (int64_t j = 0; j < v; j += LANES) {
+        const int64_t n = std::min(LANES, v - j);
+        m = vmax(m, (n == LANES ? load(z + j) : load_part(z + j, n, -std::numeric_limits<float>::infinity())) * inv_t);
+      }
+      const float top = hmax(m);
+      double run = 0.0;
+      for (int64_t k = 0; k < blocks; ++k) {  // float32 numerators, summed per block in float64
+        dvec acc{};
+        for (int64_t j = 0; j < blk; j += LANES) acc += widen_sum(numerators(z + k * blk + j, std::min(LANES, blk - j), inv_t, top));
+        double sum = 0.0;
+        for (int64_t l = 0; l < 8; ++l) sum += acc[l];
+        cdf[k] = run += sum;
+      }
+      const double total = cdf[blocks - 1], target = up[r] * total;
+      int64_t k = 0;
+      while (k < blocks - 1 && cdf[k] < target) ++k;
+      const double before = k > 0 ? cdf[k - 1] : 0.0;
+      for (int64_t j = 0; j < blk; j += LANES) {
+        const int64_t n = std::min(LANES, blk - j);
+        const vec e = numerators(z + k * blk + j, n, inv_t, top);
+        std::memcpy(&inside[j], &e, n * sizeof(float));
+      }
+      double cum = 0.0;
+      int64_t j = 0;
+      for (; j < blk - 1; ++j) {  // the first entry whose cumulative sum reaches the target
+        cum += inside[j];
+        if (!(before + cum < target)) break;
+      }
+      op_[r] = k * blk + j;
+      confidence[r] = std::log(static_cast<double>(inside[j]) / total);
+    }
+  });
+  if (still > 0) {
+    std::vector<int64_t> order(s);
+    for (int64_t bi = 0; bi < b; ++bi) {  // the `keep` least confident of each row back under the mask
+      const double* c = confidence.data() + bi * s;
+      for (int64_t i = 0; i < s; ++i) order[i] = i;
+      std::stable_sort(order.begin(), order.end(), [c](int64_t x, int64_t y) { return c[x] < c[y]; });
+      for (int64_t i = 0; i < std::min(still, s); ++i) op_[bi * s + order[i]] = mask_id;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(genie, m) {
@@ -314,9 +422,12 @@ TORCH_LIBRARY(genie, m) {
         "-> (Tensor, Tensor)");
   m.def("cached_attention(Tensor qkv, Tensor q_weight, Tensor k_weight, float eps, Tensor cache_k, Tensor cache_v, "
         "Tensor valid, float scale) -> (Tensor, Tensor)");
+  m.def("maskgit_sample(Tensor logits, Tensor ids, int mask_id, Tensor u, Tensor keep, Tensor inv_temperature, "
+        "int block) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(genie, CPU, m) {
   m.impl("attention", &attention);
   m.impl("cached_attention", &cached_attention);
+  m.impl("maskgit_sample", &maskgit_sample);
 }

@@ -4,7 +4,8 @@ A batch-1 MaskGIT step of a small model attends over few tokens, and there the g
 their time outside the arithmetic: the CPU SDPA kernel issues small BLAS calls per block of queries, and
 inductor turns the cached temporal attention into a dozen parallel loops with a horizontal sum per key
 (docs/BENCHMARKS.md, "Attention kernels"). `genie::attention` and `genie::cached_attention` do the same
-arithmetic in one pass each, float32 only.
+arithmetic in one pass each, float32 only, and `genie::maskgit_sample` a MaskGIT step's sampling (the rule of
+`sampling.step`) reading only the masked tokens' logits.
 
 `load()` compiles the C++ source once per source, torch version and CPU (g++ -O3 -march=native, a few
 seconds), into a cache directory ($GENIE_ROBOT_KERNELS_DIR, default ~/.cache/genie_robot/kernels; written
@@ -100,13 +101,17 @@ def load() -> None:
         n, _, heads, dh = qkv.shape
         return qkv.new_empty((n, heads * dh)), qkv.new_empty((n, heads, dh))
 
+    @torch.library.register_fake("genie::maskgit_sample")
+    def _sample(logits, ids, mask_id, u, keep, inv_temperature, block):
+        return ids.new_empty(ids.shape)
+
     _loaded = True
 
 
-def in_use(x: torch.Tensor, head_dim: int) -> bool:
-    """Whether an attention module's call on `x` goes through these kernels: only inside a graph that torch.compile
-    is tracing without gradients (they have no backward), never in an export (an ONNX graph must not name them),
-    once `load` has run, for float32 CPU tensors and a head width they take."""
+def in_use(x: torch.Tensor, head_dim: int | None = None) -> bool:
+    """Whether a call on `x` goes through these kernels: only inside a graph that torch.compile is tracing without
+    gradients (they have no backward), never in an export (an ONNX graph must not name them), once `load` has
+    run, for float32 CPU tensors and (attention) a head width they take."""
     return (_loaded and torch.compiler.is_compiling() and not torch.compiler.is_exporting()
             and not torch.onnx.is_in_onnx_export() and not torch.is_grad_enabled() and x.device.type == "cpu"
-            and x.dtype == torch.float32 and head_dim in HEAD_WIDTHS)
+            and x.dtype == torch.float32 and (head_dim is None or head_dim in HEAD_WIDTHS))

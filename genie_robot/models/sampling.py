@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch._higher_order_ops import while_loop
 
+from genie_robot.models import cpu_kernels
+
 
 def draw(z_NV: torch.Tensor, u_N: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse-CDF samples of softmax(z) per row and their log-probabilities (float64): `core.maskgit.draw`'s
@@ -51,6 +53,8 @@ def step(logits_BSV: torch.Tensor, ids_BS: torch.Tensor, mask_id: int, u_BS: tor
     (a 0-d tensor) least confident new draws go back under the mask (a stable sort, as numpy's, so ties
     fall the same way; known tokens have confidence +inf).
     """
+    if cpu_kernels.in_use(logits_BSV):  # compiled, on the CPU: the same rule in one pass over the masked rows
+        return torch.ops.genie.maskgit_sample(logits_BSV, ids_BS, mask_id, u_BS, keep, inv_temperature, block)
     b, s, v = logits_BSV.shape
     masked = ids_BS == mask_id
     drawn, logp = draw((logits_BSV.float() * inv_temperature).reshape(b * s, v), u_BS.reshape(b * s), block)

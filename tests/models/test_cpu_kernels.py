@@ -122,6 +122,38 @@ def test_the_compiled_float32_engine_runs_the_kernels_and_samples_nearly_the_eag
     with torch.profiler.profile() as prof:
         fast = compiled.imagine(ctx, actions, steps=5, seed=3)
     called = {e.key for e in prof.events()}
-    assert {"genie::attention", "genie::cached_attention"} <= called
+    assert {"genie::attention", "genie::cached_attention", "genie::maskgit_sample"} <= called
     slow = eager.imagine(ctx, actions, steps=5, seed=3)
     assert (fast.tokens == slow.tokens).mean() > 0.95
+
+
+@pytest.mark.parametrize(("b", "s", "v"), [(1, 80, 1024), (3, 40, 64), (2, 33, 100)])
+def test_maskgit_sample_draws_what_the_torch_sampler_draws_from_the_masked_rows_only(b, s, v):
+    """One MaskGIT step: the tokens of `sampling.step` (torch's operators) for peaked and flat logits, with the
+    known rows' logits NaN (never read) and the schedule's `keep` least confident draws masked again."""
+    from genie_robot.core.maskgit import BLOCK
+    from genie_robot.models import sampling
+
+    gen = torch.Generator().manual_seed(v)
+    for scale in (0.3, 3.0, 30.0):
+        logits = torch.randn(b, s, v, generator=gen) * scale
+        ids = torch.randint(0, v, (b, s), generator=gen)
+        ids[torch.rand(b, s, generator=gen) < 0.7] = v  # masked: the mask id is the vocabulary size
+        u = torch.rand(b, s, dtype=torch.float64, generator=gen)
+        keep, inv_t = torch.tensor(int((ids == v).sum(1).min()) // 2), torch.tensor(0.5)
+        expected = sampling.step(logits, ids, v, u, keep, inv_t, BLOCK)
+        logits[ids != v] = float("nan")
+        out = torch.ops.genie.maskgit_sample(logits, ids, v, u, keep, inv_t, BLOCK)
+        assert (out == expected).float().mean() > 0.99  # a uniform within float rounding of a boundary may differ
+        assert ((out == v).sum(1) == keep).all() and (out[ids != v] == ids[ids != v]).all()
+
+
+def test_maskgit_sample_rejects_what_it_does_not_take_with_the_reason():
+    logits, ids, u = torch.randn(1, 4, 16), torch.full((1, 4), 16), torch.rand(1, 4, dtype=torch.float64)
+    one, half = torch.tensor(1), torch.tensor(0.5)
+    with pytest.raises(RuntimeError, match="float32 CPU logits"):
+        torch.ops.genie.maskgit_sample(logits.double(), ids, 16, u, one, half, 128)
+    with pytest.raises(RuntimeError, match=r"u must be float64 \[1, 4\]"):
+        torch.ops.genie.maskgit_sample(logits, ids, 16, u.float(), one, half, 128)
+    with pytest.raises(RuntimeError, match=r"ids must be int64 \[1, 4\]"):
+        torch.ops.genie.maskgit_sample(logits, ids[:, :2], 16, u, one, half, 128)
