@@ -1,6 +1,8 @@
 """Which inductor options pay for the compiled MaskGIT frame at batch 1 (issue 18): `inductor.OPTIONS` against
 itself without its bias pass, and with the weights frozen as constants (the global inductor switch; torch 2.13
-ignores `freezing` given per call).
+ignores `freezing` given per call). (Inductor's `memory_planning`, one pool for the intermediate buffers, does
+not compile the frame's `while_loop` with the C++ wrapper in torch 2.13: its generated code names buffers of the
+loop's body outside it.)
 
 For one model shape (random weights), a cache of `--past` frames and batch 1, each variant compiles
 `DynamicsModel.maskgit_frame` (all of a frame's MaskGIT steps in one call, sampled inside) and times whole frame
@@ -25,7 +27,7 @@ from hydra import compose, initialize_config_dir
 from genie_robot.config import config_dir, typed
 from genie_robot.core.maskgit import BLOCK, keep_schedule
 from genie_robot.inference.inductor import OPTIONS
-from genie_robot.models import ModelConfig, build
+from genie_robot.models import ModelConfig, build, cpu_kernels
 
 VARIANTS = {
     "options": ({}, False),
@@ -47,6 +49,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    cpu_kernels.load()  # the graphs call the C++ kernels, as `WorldModel.compile`'s do
     with initialize_config_dir(config_dir=str(config_dir() / "model"), version_base="1.3"):
         cfg = typed(compose(config_name=args.model), ModelConfig)
     if not 0 < args.past < cfg.frames:

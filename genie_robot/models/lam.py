@@ -137,7 +137,7 @@ class LatentActionModel(nn.Module):
             e = e + self.diff_embed(patchify(diff, self.patch))
         b, t, _, d = e.shape
         e = torch.cat([self.action_token.expand(b, t, 1, d), e], dim=2)
-        h = self.encoder(self.enc_pos(e))
+        h = self.encoder(self.enc_pos(e), at=0)  # the action token's outputs alone: [B, T, 1, D]
         z = self.to_code(h[:, 1:, 0])  # action token of frames 2..T: [B, T-1, code]
         return self.vq(self.pre_vq(z))
 

@@ -50,6 +50,15 @@ class Attention(nn.Module):
             return self.out(self._fused(x_NLD, causal, keys=False)[0])
         return self.attend(*self.project(x_NLD), causal=causal, mask_LL=mask_LL)
 
+    def query_at(self, x_NLD: torch.Tensor, at: int) -> torch.Tensor:
+        """`forward`'s output [N, 1, D] at position `at` alone: every position's key and value, one query."""
+        n, length, _ = x_NLD.shape
+        inner = self.num_heads * self.head_dim
+        q = F.linear(x_NLD[:, at : at + 1], self.qkv.weight[:inner]).view(n, 1, self.num_heads, self.head_dim)
+        k, v = F.linear(x_NLD, self.qkv.weight[inner:]).view(n, length, 2, self.num_heads, self.head_dim).unbind(2)
+        q, k = self.q_norm(q), self.k_norm(k)
+        return self.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+
     def with_kv(self, x_NLD: torch.Tensor, causal: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`forward`, and the normed keys and the values [N, heads, L, head_dim] (what a sampling cache holds)."""
         if cpu_kernels.in_use(x_NLD, self.head_dim):
@@ -154,6 +163,18 @@ class STBlock(nn.Module):
                 x_BTSD = x.view(b, s, t, d).transpose(1, 2)
         return x_BTSD + self.ffn(self.norm_f(x_BTSD))
 
+    def forward_at(self, x_BTSD: torch.Tensor, at: int) -> torch.Tensor:
+        """`forward`'s output at spatial position `at` alone, [B, T, 1, D] (layouts `st` and `spatial`): the
+        position's query attends over its frame's tokens, then over its own past; what only the other positions'
+        outputs need (their queries, temporal attention and feed-forward) is not computed."""
+        b, t, s, d = x_BTSD.shape
+        x = x_BTSD.reshape(b * t, s, d)
+        x = x[:, at : at + 1] + self.attn_s.query_at(self.norm_s(x), at)  # [B*T, 1, D]
+        if self.layout == "st":
+            x = x.view(b, t, d)  # the position over time
+            x = (x + self.attn_t(self.norm_t(x), causal=True)).view(b * t, 1, d)
+        return (x + self.ffn(self.norm_f(x))).view(b, t, 1, d)
+
     def step(self, x_BSD: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, valid_W: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One new frame after cached earlier frames (layout `st` only).
@@ -182,15 +203,22 @@ class STTransformer(nn.Module):
         self.checkpointing = False  # set by training.parallel.apply_activation_checkpointing
 
     def forward(self, x_BTSD: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                kv: list | None = None) -> torch.Tensor:
+                kv: list | None = None, at: int | None = None) -> torch.Tensor:
         """`film`: per block, (scale, shift) broadcastable to x; each block's input becomes
         x * (1 + scale) + shift (feature-wise modulation by a condition, e.g. the LAM's action).
-        `kv`: a list that gets every block's temporal (keys, values) (`STBlock.forward`)."""
+        `kv`: a list that gets every block's temporal (keys, values) (`STBlock.forward`).
+        `at`: the output at that spatial position alone, [B, T, 1, D] (`STBlock.forward_at` in the last block):
+        the LAM reads only its action token's."""
+        if at is not None and kv is not None:
+            raise ValueError("at= gives one position's outputs; a cache (kv=) needs every position's")
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             if film is not None:
                 scale, shift = film[i]
                 x_BTSD = x_BTSD * (1 + scale) + shift
-            if self.checkpointing and self.training:
+            if at is not None and i == last:  # (`full` attends over every frame's tokens at once: sliced after)
+                x_BTSD = block.forward_at(x_BTSD, at) if block.layout != "full" else block(x_BTSD)[:, :, at : at + 1]
+            elif self.checkpointing and self.training:
                 x_BTSD = torch.utils.checkpoint.checkpoint(block, x_BTSD, use_reentrant=False)
             else:
                 x_BTSD = block(x_BTSD, kv)

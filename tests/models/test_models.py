@@ -515,3 +515,25 @@ def test_vq_entropy_penalty_under_two_processes_matches_one(tmp_path):
     mp.spawn(_entropy_worker, args=(port, z, codebook, str(tmp_path / "grad.pt")), nprocs=2)
     # The batch-mean assignment is all-reduced with autograd, so the halves see the global batch.
     assert torch.allclose(torch.load(tmp_path / "grad.pt", weights_only=True), vq.codebook.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["st", "spatial", "full"])
+def test_the_transformer_at_one_position_gives_its_full_output_there_and_the_same_gradients(layout):
+    """`STTransformer.forward(at=)` (what the LAM's encoder runs: only its action token's outputs are read) equals
+    the whole output at that position, and so do the inputs' gradients."""
+    from genie_robot.models.config import STConfig
+    from genie_robot.models.st_transformer import STTransformer
+
+    torch.manual_seed(0)
+    model = STTransformer(STConfig(d_model=32, num_layers=2, num_heads=2, head_dim=None, ffn_mult=2.0,
+                                   attention=layout))
+    x = torch.randn(2, 5, 9, 32, requires_grad=True)
+    full = model(x)[:, :, 3:4]
+    (grad_full,) = torch.autograd.grad(full.sum(), x)
+    one = model(x, at=3)
+    (grad_one,) = torch.autograd.grad(one.sum(), x)
+    assert one.shape == (2, 5, 1, 32)
+    torch.testing.assert_close(one, full, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(grad_one, grad_full, atol=2e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="a cache"):
+        model(x, kv=[], at=3)
