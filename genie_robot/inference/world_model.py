@@ -27,7 +27,7 @@ from genie_robot.config import typed
 from genie_robot.core.engine import Engine, EngineError, Imagination, Limits
 from genie_robot.core.maskgit import BLOCK, MASK
 from genie_robot.models import ModelConfig, build, cpu_kernels
-from genie_robot.models.dynamics import write_cache
+from genie_robot.models.dynamics import repeat_cache, write_cache
 
 __all__ = ["CompiledDynamics", "DeviceSampledDynamics", "Imagination", "Limits", "TorchDynamics", "WorldModel"]
 
@@ -193,6 +193,9 @@ class TorchDynamics:
                  compiled: CompiledDynamics | None = None):
         self.model, self.device, self.dtype, self.compiled = dynamics, device, dtype, compiled
         self.mask_id, self.rows = dynamics.mask_id, dynamics.rows
+        # The compiled CPU engine's cache keeps the window's slots outermost (`empty_cache`): its cached attention
+        # kernel then reads each frame's keys as one block.
+        self.slots_outer = compiled is not None and device.type == "cpu"
         # The entry points called here (step, maskgit_step, maskgit_frame, prefill): the model's, or their
         # compiled twins, which have the same names and signatures.
         self.run = dynamics if compiled is None else compiled
@@ -210,11 +213,11 @@ class TorchDynamics:
         return self._tensor(keep), self._tensor(np.float32(1.0 / temperature), np.float32)
 
     def empty(self):
-        return self.model.empty_cache(1, self.device, self.dtype)
+        return self.model.empty_cache(1, self.device, self.dtype, self.slots_outer)
 
     @torch.no_grad()
     def prefill(self, tokens_BTS, actions_BT1):
-        return self.run.prefill(self._tensor(tokens_BTS), self._tensor(actions_BT1))
+        return self.run.prefill(self._tensor(tokens_BTS), self._tensor(actions_BT1), self.slots_outer)
 
     @torch.no_grad()
     def append(self, cache, ids_BS, action_B, t):
@@ -227,7 +230,7 @@ class TorchDynamics:
                              *cache)[0].float().cpu().numpy()
 
     def repeat(self, cache, batch):
-        return tuple(c.repeat(1, batch, 1, 1, 1) for c in cache)
+        return tuple(repeat_cache(c, batch) for c in cache)
 
     def batch(self, cache):
         return cache[0].shape[1] // self.rows

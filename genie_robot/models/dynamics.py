@@ -185,13 +185,15 @@ class DynamicsModel(nn.Module):
         film = self._film(F.pad(act, (0, 0, 1, 0)), F.pad(torch.ones_like(actions_BT1, dtype=torch.bool), (1, 0)))
         return self.transformer(self.pos(x), film, kv)
 
-    def prefill(self, tokens_BTS: torch.Tensor, actions_BT1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A sampling cache ([layers, B*rows, heads, window, head_dim] keys and values, as `empty_cache`) holding
-        frames 0..T-1 in slots 0..T-1: one forward over the frames instead of T cached steps. Equal to appending
-        them one by one (temporal attention is causal, so a frame's keys and values do not see later ones)."""
+    def prefill(self, tokens_BTS: torch.Tensor, actions_BT1: torch.Tensor, slots_outer: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sampling cache ([layers, B*rows, heads, window, head_dim] keys and values, as `empty_cache`, in its
+        `slots_outer` storage) holding frames 0..T-1 in slots 0..T-1: one forward over the frames instead of T
+        cached steps. Equal to appending them one by one (temporal attention is causal, so a frame's keys and
+        values do not see later ones)."""
         b, t = tokens_BTS.shape[:2]
         # First, so a layout without temporal keys and values gets empty_cache's error.
-        cache_k, cache_v = self.empty_cache(b, tokens_BTS.device, self.embed.weight.dtype)
+        cache_k, cache_v = self.empty_cache(b, tokens_BTS.device, self.embed.weight.dtype, slots_outer)
         kv: list = []
         self._hidden(tokens_BTS, actions_BT1, kv)
         cache_k[..., :t, :] = torch.stack([k for k, _ in kv])
@@ -259,14 +261,34 @@ class DynamicsModel(nn.Module):
         return sampling.frame(lambda ids: self.step(ids, action_B, t, cache_k, cache_v)[0], self.mask_id, u_NBS,
                               keep_N, inv_temperature, block)
 
-    def empty_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of a window with no frames yet: [layers, batch*rows, heads, window, head_dim] each."""
+    def empty_cache(self, batch: int, device: torch.device, dtype: torch.dtype, slots_outer: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of a window with no frames yet: [layers, batch*rows, heads, window, head_dim] each.
+
+        `slots_outer`: the same shape, stored with the window's slots outermost ([layers, window, batch*rows,
+        heads, head_dim] in memory, seen through a permutation). Each frame's keys are then one block, and a step
+        that reads the first t slots reads t blocks whole. Stored the other way, each token's slots are
+        interleaved with the unread ones, whose cache lines the CPU fetches alongside (`cpu_kernels`' cached
+        attention reads any strides; torch's matmuls would copy such a view, so the eager engine keeps the
+        plain layout)."""
         cfg = self.transformer.cfg
         if cfg.attention != "st":
             raise ValueError(f"cached sampling needs the 'st' layout, this model uses '{cfg.attention}'")
         heads = cfg.num_heads
-        shape = (cfg.num_layers, batch * self.rows, heads, self.frames, cfg.inner_dim // heads)
+        rows, dh = batch * self.rows, cfg.inner_dim // heads
+        if slots_outer:
+            shape = (cfg.num_layers, self.frames, rows, heads, dh)
+            return tuple(torch.zeros(shape, device=device, dtype=dtype).permute(0, 2, 3, 1, 4) for _ in range(2))
+        shape = (cfg.num_layers, rows, heads, self.frames, dh)
         return torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
+
+
+def repeat_cache(cache: torch.Tensor, batch: int) -> torch.Tensor:
+    """A cache [layers, rows, heads, window, head_dim] of one sequence copied for `batch` candidates (rows tiled),
+    in the storage it has (`empty_cache`'s `slots_outer` or not)."""
+    if cache.stride(3) > cache.stride(1):  # slots outermost
+        return cache.permute(0, 3, 1, 2, 4).repeat(1, 1, batch, 1, 1).permute(0, 2, 3, 1, 4)
+    return cache.repeat(1, batch, 1, 1, 1)
 
 
 def write_cache(cache: torch.Tensor, new: torch.Tensor, t: int | torch.Tensor, in_place: bool = False) -> torch.Tensor:

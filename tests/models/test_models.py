@@ -537,3 +537,21 @@ def test_the_transformer_at_one_position_gives_its_full_output_there_and_the_sam
     torch.testing.assert_close(grad_one, grad_full, atol=2e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="a cache"):
         model(x, kv=[], at=3)
+
+
+def test_a_slots_outer_cache_holds_the_same_keys_stored_with_each_frame_as_one_block(tiny):
+    """`empty_cache(slots_outer=True)` (the compiled CPU engine's): the same shape, the window's slots outermost
+    in memory; a prefill into it and its copies for candidates (`repeat_cache`) hold the plain cache's values."""
+    from genie_robot.models.dynamics import repeat_cache
+
+    torch.manual_seed(0)
+    dyn = _dynamics(tiny, "input")
+    tokens = torch.randint(0, tiny.tokenizer.num_codes, (1, 3, tiny.tokens_per_frame()))
+    actions = torch.randint(0, tiny.lam.num_actions, (1, 2))
+    with torch.no_grad():
+        plain, outer = dyn.prefill(tokens, actions), dyn.prefill(tokens, actions, slots_outer=True)
+    for p, o in zip(plain, outer, strict=True):
+        assert o.shape == p.shape and o.permute(0, 3, 1, 2, 4).is_contiguous() and p.is_contiguous()
+        assert torch.equal(o, p)
+        copies, plain_copies = repeat_cache(o, 3), repeat_cache(p, 3)
+        assert copies.permute(0, 3, 1, 2, 4).is_contiguous() and torch.equal(copies, plain_copies)
