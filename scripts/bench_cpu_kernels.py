@@ -1,8 +1,10 @@
 """What the compiled CPU engine's C++ kernels (genie_robot.models.cpu_kernels) buy, in one run (issue 18).
 
-Compiles the MaskGIT frame graph of one model (random weights; cost does not depend on them) three times: with
+Compiles the MaskGIT frame graph of one model (random weights; cost does not depend on them) four times: with
 no kernels (torch's SDPA, inductor's code for the norms, the cached attention and the sampler), with the
-attention kernels only, and with all of them (the sampler too, what `WorldModel.compile` runs). Then times a
+attention kernels only, with all of them (the sampler too) on a cache stored the plain way (each token's window
+slots side by side), and with all of them on a cache stored with the slots outermost (`empty_cache`'s
+`slots_outer`): what `WorldModel.compile` runs. Then times a
 whole 25-step frame at batch 1 after `--past` cached frames, the variants taking turns (`--repeats` rounds of
 `--calls` frames each), and checks that they drew the same tokens. One JSON line: median ms a frame per
 variant and each one's speedup over none.
@@ -51,12 +53,13 @@ def main() -> None:
     uses = cpu_kernels.in_use
     variants = {"none": lambda x, head_dim=None: False,
                 "attention": lambda x, head_dim=None: head_dim is not None and uses(x, head_dim),
-                "all": uses}
+                "all_plain_cache": uses, "all": uses}
     runs = {}
     try:
         for name, fn in variants.items():
             cpu_kernels.in_use = fn
             backend = DeviceSampledDynamics(model, torch.device("cpu"), torch.float32, CompiledDynamics(model))
+            backend.slots_outer = name == "all"  # the others keep each token's slots side by side, as eager does
             cache = backend.empty()
             with torch.no_grad():
                 for t, ids in enumerate(past):
