@@ -97,11 +97,13 @@ class WorldModel(Engine):
         fuses the element-wise ops (the linear layers' bias included, `inductor.BiasIntoNextKernel`) and
         calls the kernels from C++ (`cpp_wrapper`). A frame sampled with no `before_step` hook is one
         compiled call: all its MaskGIT steps, sampling included, in a loop inside the graph
-        (`DeviceSampledDynamics`); with a hook, one call per step. The cache has the window's size, so a
-        batch size and step count compiles once for every position: the first call at each takes seconds
-        for a small model, about a minute at 32 layers (a C++ compiler is needed); later ones run the
-        compiled code. The tokens are the same as the eager engine's for the same draws wherever the
-        logits' rounding does not flip a draw (tested).
+        (`DeviceSampledDynamics`); with a hook, one call per step. On the CPU in float32 the graphs call C++
+        kernels for the attention and the sampling (`genie_robot.models.cpu_kernels`, built with g++ here the
+        first time on a machine), and the cache keeps the window's slots outermost. The cache has the
+        window's size, so a batch size and step count compiles once for every position: the first call at
+        each takes seconds for a small model, about a minute at 32 layers (a C++ compiler is needed); later
+        ones run the compiled code. The tokens are the same as the eager engine's for the same draws
+        wherever the logits' rounding does not flip a draw (tested).
         """
         if self.device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
             raise EngineError("compiling the dynamics step on the CPU needs a C++ compiler (g++, or $CXX); "
@@ -159,8 +161,9 @@ class WorldModel(Engine):
 class CompiledDynamics:
     """The dynamics model's entry points through torch.compile, as `WorldModel.compile` runs them: static shapes
     (a compile per batch size, and per MaskGIT step count for `maskgit_frame`), inductor with a C++ wrapper and
-    the linear layers' bias added in the next fused kernel (`inductor.BiasIntoNextKernel`). Each compiles at
-    its first call (`inductor.OPTIONS` says why each option)."""
+    the linear layers' bias added in the next fused kernel (`inductor.BiasIntoNextKernel`), and on the CPU the
+    C++ attention and sampling kernels (`cpu_kernels`, loaded here: the graphs name them when traced). Each
+    compiles at its first call (`inductor.OPTIONS` says why each option)."""
 
     def __init__(self, dynamics: torch.nn.Module):
         from genie_robot.inference.inductor import OPTIONS  # imports inductor (1.5 s): only when compiling
