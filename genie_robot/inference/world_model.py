@@ -169,7 +169,7 @@ class CompiledDynamics:
         from genie_robot.inference.inductor import OPTIONS  # imports inductor (1.5 s): only when compiling
 
         if next(dynamics.parameters()).device.type == "cpu":
-            cpu_kernels.load()  # the attention kernels the compiled graphs call (built once per machine)
+            cpu_kernels.load()  # the C++ kernels the compiled graphs call (built once per machine)
 
         def compiled(fn):
             return torch.compile(fn, dynamic=False, fullgraph=True, options=OPTIONS)

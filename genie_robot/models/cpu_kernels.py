@@ -3,9 +3,9 @@
 A batch-1 MaskGIT step of a small model attends over few tokens, and there the generic kernels spend most of
 their time outside the arithmetic: the CPU SDPA kernel issues small BLAS calls per block of queries, and
 inductor turns the cached temporal attention into a dozen parallel loops with a horizontal sum per key
-(docs/BENCHMARKS.md, "Attention kernels"). `genie::attention` and `genie::cached_attention` do the same
-arithmetic in one pass each, float32 only, and `genie::maskgit_sample` a MaskGIT step's sampling (the rule of
-`sampling.step`) reading only the masked tokens' logits.
+(docs/BENCHMARKS.md, "C++ kernels for the attention and the sampling"). `genie::attention` and
+`genie::cached_attention` do the same arithmetic in one pass each, float32 only, and `genie::maskgit_sample` a
+MaskGIT step's sampling (the rule of `sampling.step`) reading only the masked tokens' logits.
 
 `load()` compiles the C++ source once per source, torch version and CPU (g++ -O3 -march=native, a few
 seconds), into a cache directory ($GENIE_ROBOT_KERNELS_DIR, default ~/.cache/genie_robot/kernels; written
