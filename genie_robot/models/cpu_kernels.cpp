@@ -49,20 +49,32 @@ inline vec load(const float* p) {
 }
 inline void store(float* p, vec v) { std::memcpy(p, &v, sizeof(vec)); }
 inline vec splat(float x) { return vec{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+// Lanes from `n` on (0 <= n < 16) set to `fill`: a row's last, partial vector.
+inline vec fill_from(vec x, int64_t n, float fill) {
+  for (int64_t l = n; l < LANES; ++l) x[l] = fill;
+  return x;
+}
+inline vec load_part(const float* p, int64_t n, float fill) {  // n < 16 floats, the rest `fill`
+  vec x = splat(fill);
+  std::memcpy(&x, p, n * sizeof(float));
+  return x;
+}
+
 // Sum and maximum across the lanes by halving (log2(16) steps, not a chain of 15).
 typedef float half8 __attribute__((vector_size(8 * sizeof(float))));
 typedef float quarter4 __attribute__((vector_size(4 * sizeof(float))));
+inline half8 low8(vec v) { return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7); }
+inline half8 high8(vec v) { return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15); }
+inline quarter4 low4(half8 v) { return __builtin_shufflevector(v, v, 0, 1, 2, 3); }
+inline quarter4 high4(half8 v) { return __builtin_shufflevector(v, v, 4, 5, 6, 7); }
 inline float hsum(vec v) {
-  half8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  quarter4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  const quarter4 b = low4(low8(v) + high8(v)) + high4(low8(v) + high8(v));
   return (b[0] + b[2]) + (b[1] + b[3]);
 }
 inline vec vmax(vec a, vec b) { return a > b ? a : b; }
 inline float hmax(vec v) {
-  half8 lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  half8 a = lo > hi ? lo : hi;
-  quarter4 l4 = __builtin_shufflevector(a, a, 0, 1, 2, 3), h4 = __builtin_shufflevector(a, a, 4, 5, 6, 7);
-  quarter4 b = l4 > h4 ? l4 : h4;
+  const half8 lo = low8(v), hi = high8(v), a = lo > hi ? lo : hi;
+  const quarter4 l4 = low4(a), h4 = high4(a), b = l4 > h4 ? l4 : h4;
   return std::max(std::max(b[0], b[2]), std::max(b[1], b[3]));
 }
 
@@ -98,16 +110,11 @@ inline vec vexp(vec in) {
 inline float softmax_row(float* scores, int64_t n) {
   const float lowest = -std::numeric_limits<float>::infinity();
   vec m = splat(lowest);
-  for (int64_t j = 0; j < n; j += LANES) {
-    vec x = load(scores + j);
-    for (int64_t l = n - j; l < LANES; ++l) x[l] = lowest;  // past the end: padding
-    m = vmax(m, x);
-  }
+  for (int64_t j = 0; j < n; j += LANES) m = vmax(m, fill_from(load(scores + j), n - j, lowest));  // past n: padding
   const float top = hmax(m);
   vec total{};
   for (int64_t j = 0; j < n; j += LANES) {
-    vec e = vexp(load(scores + j) - top);
-    for (int64_t l = n - j; l < LANES; ++l) e[l] = 0.f;  // past the end: padding
+    const vec e = fill_from(vexp(load(scores + j) - top), n - j, 0.f);
     store(scores + j, e);
     total += e;
   }
@@ -315,23 +322,9 @@ std::tuple<at::Tensor, at::Tensor> cached_attention(const at::Tensor& qkv, const
   return {y, k};
 }
 
-// Lanes from `n` on (0 <= n < 16) set to `fill`.
-inline vec fill_from(vec x, int64_t n, float fill) {
-  for (int64_t l = n; l < LANES; ++l) x[l] = fill;
-  return x;
-}
-
-inline vec load_part(const float* p, int64_t n, float fill) {  // n < 16 floats, the rest `fill`
-  vec x = splat(fill);
-  std::memcpy(&x, p, n * sizeof(float));
-  return x;
-}
-
 typedef double dvec __attribute__((vector_size(8 * sizeof(double))));
 inline dvec widen_sum(vec e) {  // the 16 floats summed pairwise into 8 doubles
-  typedef float f8 __attribute__((vector_size(8 * sizeof(float))));
-  const f8 lo = __builtin_shufflevector(e, e, 0, 1, 2, 3, 4, 5, 6, 7), hi = __builtin_shufflevector(e, e, 8, 9, 10, 11, 12, 13, 14, 15);
-  return __builtin_convertvector(lo, dvec) + __builtin_convertvector(hi, dvec);
+  return __builtin_convertvector(low8(e), dvec) + __builtin_convertvector(high8(e), dvec);
 }
 
 // Softmax numerators exp(z * inv_t - top) of z[0..n) (float32), n <= 16 per call through `part`.

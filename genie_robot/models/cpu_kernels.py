@@ -1,4 +1,4 @@
-"""The compiled CPU engine's attention kernels (cpu_kernels.cpp): built on first use, then called from compiled graphs.
+"""The compiled CPU engine's C++ kernels (cpu_kernels.cpp): built on first use, then called from compiled graphs.
 
 A batch-1 MaskGIT step of a small model attends over few tokens, and there the generic kernels spend most of
 their time outside the arithmetic: the CPU SDPA kernel issues small BLAS calls per block of queries, and
@@ -10,9 +10,9 @@ MaskGIT step's sampling (the rule of `sampling.step`) reading only the masked to
 `load()` compiles the C++ source once per source, torch version and CPU (g++ -O3 -march=native, a few
 seconds), into a cache directory ($GENIE_ROBOT_KERNELS_DIR, default ~/.cache/genie_robot/kernels; written
 to a temporary name and renamed, so a cut build leaves nothing half-written), and loads it. `WorldModel.compile`
-calls it. The attention modules then use the kernels only while torch.compile traces them (`in_use`), for
-float32 CPU tensors whose head width the kernels take: the eager engine, the ONNX export and every other dtype
-or device keep the same math through torch's own operators.
+calls it. The attention modules and the sampler then use the kernels only while torch.compile traces them
+(`in_use`), for float32 CPU tensors (and head widths the kernels take): the eager engine, the ONNX export and
+every other dtype or device keep the same math through torch's own operators.
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ def _cpu_id() -> str:
         return os.uname().machine
 
 
-def _command(source: Path, out: Path) -> list[str]:
+def _command(compiler: str, source: Path, out: Path) -> list[str]:
     from torch.utils import cpp_extension
 
     includes = [f"-I{p}" for p in cpp_extension.include_paths()]
     libs = [f"-L{p}" for p in cpp_extension.library_paths()]
     abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
-    return [os.environ.get("CXX", "g++"), "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++20", abi,
+    return [compiler, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++20", abi,
             *includes, str(source), *libs, "-lc10", "-ltorch_cpu", "-o", str(out)]
 
 
@@ -71,12 +71,12 @@ def build() -> Path:
         return target
     compiler = os.environ.get("CXX", "g++")
     if shutil.which(compiler) is None:
-        raise KernelBuildError(f"building the CPU attention kernels needs a C++ compiler ({compiler}); install one "
+        raise KernelBuildError(f"building the CPU kernels needs a C++ compiler ({compiler}); install one "
                                f"(apt install g++) or run eager (no compile)")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         partial = Path(tmp) / target.name
-        done = subprocess.run(_command(SOURCE, partial), capture_output=True, text=True)
+        done = subprocess.run(_command(compiler, SOURCE, partial), capture_output=True, text=True)
         if done.returncode != 0:
             raise KernelBuildError(f"compiling {SOURCE} failed ({compiler}, exit {done.returncode}):\n"
                                    f"{done.stderr[-4000:]}")
