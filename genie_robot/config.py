@@ -15,7 +15,7 @@ from typing import TypeVar
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from genie_robot.models.config import SAMPLING
+from genie_robot.models.config import SAMPLING, ModelConfig
 
 T = TypeVar("T")
 
@@ -45,6 +45,12 @@ def config_dir() -> Path:
 def load_config(overrides: list[str] | None = None) -> DictConfig:
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides or []))
+
+
+def model_config(name: str) -> ModelConfig:
+    """configs/model/<name>.yaml alone, typed (what benchmarks of one model shape need, without the rest)."""
+    with initialize_config_dir(config_dir=str(config_dir() / "model"), version_base="1.3"):
+        return typed(compose(config_name=name), ModelConfig)
 
 
 def typed(section: DictConfig, cls: type[T]) -> T:

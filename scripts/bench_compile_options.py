@@ -22,12 +22,11 @@ import time
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
-from genie_robot.config import config_dir, typed
+from genie_robot.config import model_config
 from genie_robot.core.maskgit import BLOCK, keep_schedule
 from genie_robot.inference.inductor import OPTIONS
-from genie_robot.models import ModelConfig, build, cpu_kernels
+from genie_robot.models import build, cpu_kernels
 
 VARIANTS = {
     "options": ({}, False),
@@ -50,8 +49,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cpu_kernels.load()  # the graphs call the C++ kernels, as `WorldModel.compile`'s do
-    with initialize_config_dir(config_dir=str(config_dir() / "model"), version_base="1.3"):
-        cfg = typed(compose(config_name=args.model), ModelConfig)
+    cfg = model_config(args.model)
     if not 0 < args.past < cfg.frames:
         raise SystemExit(f"--past must be in 1..{cfg.frames - 1} (the window holds {cfg.frames} frames)")
     model = build(cfg, "dynamics").eval()

@@ -21,12 +21,11 @@ import time
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
-from genie_robot.config import config_dir, typed
+from genie_robot.config import model_config
 from genie_robot.core.maskgit import keep_schedule
 from genie_robot.inference.world_model import CompiledDynamics, DeviceSampledDynamics
-from genie_robot.models import ModelConfig, build, cpu_kernels
+from genie_robot.models import build, cpu_kernels
 
 
 def main() -> None:
@@ -40,8 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    with initialize_config_dir(config_dir=str(config_dir() / "model"), version_base="1.3"):
-        cfg = typed(compose(config_name=args.model), ModelConfig)
+    cfg = model_config(args.model)
     model = build(cfg, "dynamics").eval()
     s, v = cfg.tokens_per_frame(), cfg.tokenizer.num_codes
     rng = np.random.default_rng(0)

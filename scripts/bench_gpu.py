@@ -29,10 +29,9 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from genie_robot.bench import time_rollouts
-from genie_robot.config import config_dir, typed
+from genie_robot.config import model_config
 from genie_robot.inference.world_model import Limits, WorldModel
 from genie_robot.models import ModelConfig, build
 from genie_robot.models.dynamics import mask_tokens
@@ -200,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    "or --device cpu for the CPU-side check)"}))
         return 2
     device = torch.device(args.device, args.device_id) if args.device == "cuda" else torch.device(args.device)
-    with initialize_config_dir(config_dir=str(config_dir() / "model"), version_base="1.3"):
-        cfg = typed(compose(config_name=args.model), ModelConfig)
+    cfg = model_config(args.model)
     batches = [int(b) for b in args.batches.split(",")]
     dtype = DTYPES[args.dtype]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"

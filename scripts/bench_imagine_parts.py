@@ -21,12 +21,11 @@ import time
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
-from genie_robot.config import config_dir, typed
+from genie_robot.config import model_config
 from genie_robot.inference import world_model
 from genie_robot.inference.world_model import Limits, WorldModel
-from genie_robot.models import ModelConfig, build
+from genie_robot.models import build
 
 SPENT: dict[str, float] = collections.defaultdict(float)
 
@@ -55,8 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    with initialize_config_dir(config_dir=str(config_dir() / "model"), version_base="1.3"):
-        cfg = typed(compose(config_name=args.model), ModelConfig)
+    cfg = model_config(args.model)
     parts = {c: build(cfg, c) for c in ("tokenizer", "lam", "dynamics")}
     world = WorldModel(cfg, parts["tokenizer"], parts["dynamics"], lam=parts["lam"],
                        limits=Limits(max_batch=args.batch, max_horizon=args.horizon))

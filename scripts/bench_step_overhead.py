@@ -39,12 +39,11 @@ import time
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
-from genie_robot.config import config_dir, typed
+from genie_robot.config import model_config
 from genie_robot.core.maskgit import MASK, keep_schedule, sample_step
 from genie_robot.inference.world_model import CompiledDynamics, DeviceSampledDynamics
-from genie_robot.models import ModelConfig, build
+from genie_robot.models import build
 
 ARITHMETIC = ("aten::addmm", "mkl::_mkl_linear", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear",
               "aten::baddbmm",
@@ -73,8 +72,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    with initialize_config_dir(config_dir=str(config_dir() / "model"), version_base="1.3"):
-        cfg = typed(compose(config_name=args.model), ModelConfig)
+    cfg = model_config(args.model)
     model = build(cfg, "dynamics").eval()
     compiled = CompiledDynamics(model) if args.compile else None
     backend = DeviceSampledDynamics(model, torch.device("cpu"), torch.float32, compiled)
