@@ -88,6 +88,13 @@ def train(cfg: DictConfig, _target: str | None) -> int:
     return 0
 
 
+def tokenize_data(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.training.tokens import tokenize_data as run
+
+    print(json.dumps(run(cfg)))
+    return 0
+
+
 def evaluate(cfg: DictConfig, _target: str | None) -> int:
     from genie_robot.evaluation.report import EvalConfig
     from genie_robot.evaluation.report import evaluate as run
@@ -224,6 +231,10 @@ VERBS: dict[str, Verb] = {
                               ("lerobot", "out")),
     "train": Verb(train, "train one stage of a model", "stage=tokenizer|lam|dynamics model=<size> train=<recipe>",
                   ("stage", "model", "train", "data")),
+    "tokenize-data": Verb(tokenize_data, "the dynamics stage's clips tokenized once by the frozen tokenizer and LAM "
+                          "(train it with data.tokens=<file>, on any torch machine)",
+                          "model=<size> train.tokenizer_ckpt=<ckpt> train.lam_ckpt=<ckpt> tokens.out=<file.npz> "
+                          "[tokens.extra=[<data.path>,...]] [data.clip_hop=1]", ("model", "train", "data", "tokens")),
     "eval": Verb(evaluate, "Genie's metrics and pictures on held-out clips", "ckpt=<run dir or reference> [data...]",
                  ("ckpt", "data", "eval")),
     "fit-adapter": Verb(fit_adapter, "fit the latent -> RT-1 action adapter, saved beside the model",

@@ -7,9 +7,10 @@ Images, or JPEG CompressedImages with `--compressed`, some undecodable with `--b
 measures `~/rollout` twice with the camera on: one client asking `--requests` times in sequence,
 then `--clients` client processes asking `--requests` times each, all started together. Prints
 one JSON line: requests/s of both and their ratio, latency percentiles, the node's CPU time per
-request and memory before and after, how old its newest camera frame got while loaded, and its
-first warnings. Clients import only rclpy and genie_robot_interfaces (the public API). With
-`--action` they send `~/rollout_action` goals instead (same request, the action's latency).
+request and memory (before the concurrent phase, its peak, and idle after it), how old its newest
+camera frame got while loaded, and its first warnings. Clients import only rclpy and
+genie_robot_interfaces (the public API). With `--action` they send `~/rollout_action` goals instead
+(same request, the action's latency).
 
     python -m genie_robot_ros.loadtest outputs/export/sim-rt1 --clients 8 --requests 20 --camera-hz 30
 """
@@ -41,6 +42,14 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"process {pid} has no VmRSS (it exited)")
+
+
+def _settled_rss_mb(pid: int, seconds: float = 3.0, period: float = 0.25) -> float:
+    readings = []
+    for _ in range(int(seconds / period)):
+        readings.append(_rss_mb(pid))
+        time.sleep(period)
+    return min(readings)
 
 
 # --- roles: each runs in its own process ----------------------------------------------------------
@@ -179,6 +188,34 @@ def _clients(args, n: int, sync: Path | None, env: dict) -> list[dict]:
     return out
 
 
+class _PeakRss:
+    """The node's highest RSS while the concurrent clients run, sampled every `period` seconds: how much a
+    loaded node needs at once, against what it keeps once idle (`after`)."""
+
+    def __init__(self, pid: int, period: float = 0.5):
+        import threading
+
+        self.pid, self.period, self.peak = pid, period, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, _rss_mb(self.pid))
+            except (OSError, RuntimeError):
+                return  # the node exited; the caller reports that
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> _PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _summary(results: list[dict]) -> dict:
     lat = np.concatenate([r["latencies_ms"] for r in results])
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
@@ -209,9 +246,13 @@ def run(args) -> dict:
         rss_before = _rss_mb(node.pid)
         with tempfile.TemporaryDirectory() as sync:
             cpu = _cpu_s(node.pid)
-            concurrent = _clients(args, args.clients, Path(sync), env)
+            with _PeakRss(node.pid) as rss:
+                concurrent = _clients(args, args.clients, Path(sync), env)
             cpu_conc = (_cpu_s(node.pid) - cpu) / (args.requests * args.clients)
-        rss_after = _rss_mb(node.pid)
+        # What the node keeps once idle: the least over 3 s. Under load RSS swings by about 100 MB with the
+        # requests in flight (sampled every 0.5 s: 478 MB before, 517 at mid-run, peak 575, idle after 482),
+        # and one reading taken as the last answer left read +69 MB in a CI run.
+        rss_after = _settled_rss_mb(node.pid)
         alive = node.poll() is None
     finally:
         if cam is not None:
@@ -234,7 +275,8 @@ def run(args) -> dict:
         "sequential": seq, "concurrent": conc,
         "throughput_ratio": round(conc["requests_per_s"] / seq["requests_per_s"], 3),
         "node_cpu_ms_per_request": {"sequential": round(cpu_seq * 1000, 1), "concurrent": round(cpu_conc * 1000, 1)},
-        "node_rss_mb": {"before": round(rss_before, 1), "after": round(rss_after, 1)},
+        # Before the concurrent phase, its peak (sampled every 0.5 s), and what the node keeps idle after it.
+        "node_rss_mb": {"before": round(rss_before, 1), "peak": round(rss.peak, 1), "after": round(rss_after, 1)},
         # The node's status while the concurrent clients ran: how old its newest camera frame got.
         "camera_age_s_during_load": {"max": max(ages, default=None), "reports": len(ages)},
         "lost_first_answers": sum(r["lost_first_answers"] for r in sequential + concurrent),

@@ -9,8 +9,9 @@ On one device, with random weights (speed does not depend on them), one JSON lin
 - `onnx` (with `--onnx`): the same model exported (fp16 graphs on a GPU) and run by onnxruntime on the TensorRT and
   the CUDA provider in turn, each with its provider options (device id, TensorRT fp16, engine cache,
   min/opt/max shape profiles from the manifest and the batch limit: genie_robot.runtime.providers);
-- `train`: one dynamics training step (bf16 autocast, AdamW, the masked cross-entropy of Genie's loss) at
-  `--train-batch` clips: tokens/s and MFU (3 x the forward FLOPs, over the peak).
+- `train`: one dynamics training step (bf16 autocast, activation checkpointing, AdamW, the masked cross-entropy
+  of Genie's loss) at `--train-batch` clips: tokens/s and MFU (the model's 3 x forward FLOPs, not counting
+  the recomputation, over the peak).
 
     python scripts/bench_gpu.py [--model rt1_2.5b] [--batches 1,16] [--steps 25] [--onnx] [--train-batch 2]
 
@@ -36,6 +37,7 @@ from genie_robot.inference.world_model import Limits, WorldModel
 from genie_robot.models import ModelConfig, build
 from genie_robot.models.dynamics import mask_tokens
 from genie_robot.models.flops import dynamics_forward_flops, generated_frame_flops
+from genie_robot.training.parallel import apply_activation_checkpointing
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -88,7 +90,8 @@ def utilization(achieved: float, peak: float) -> float:
 
 def random_engine(cfg: ModelConfig, device: torch.device, dtype: torch.dtype, max_batch: int) -> WorldModel:
     torch.manual_seed(0)
-    parts = {c: build(cfg, c).to(device=device, dtype=dtype) for c in ("tokenizer", "lam", "dynamics")}
+    with device:  # initialized where they run: 2.5B parameters drawn on 2 CPU cores would take minutes
+        parts = {c: build(cfg, c).to(dtype=dtype) for c in ("tokenizer", "lam", "dynamics")}
     return WorldModel(cfg, parts["tokenizer"], parts["dynamics"], lam=parts["lam"],
                       limits=Limits(max_batch=max_batch, max_horizon=8))
 
@@ -144,10 +147,17 @@ def onnx_rollouts(cfg: ModelConfig, device: torch.device, batches: list[int], ar
     return rows
 
 
-def train_step(cfg: ModelConfig, device: torch.device, batch: int, repeats: int, peak: float) -> dict:
-    """Tokens/s and MFU of the dynamics model's training step: bf16 autocast, masked cross-entropy, AdamW."""
+def train_step(cfg: ModelConfig, device: torch.device, batch: int, repeats: int, peak: float,
+               checkpointing: bool = True) -> dict:
+    """Tokens/s and MFU of the dynamics model's training step: bf16 autocast, masked cross-entropy, AdamW.
+
+    With activation checkpointing (the trainer's `train.activation_checkpointing=true`), as rt1_2.5b needs:
+    without it, 2 clips of 16 frames ran an H200 out of its 139.8 GiB (docs/BENCHMARKS.md)."""
     torch.manual_seed(0)
-    model = build(cfg, "dynamics").to(device)
+    with device:
+        model = build(cfg, "dynamics")
+    if checkpointing:
+        apply_activation_checkpointing(model)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     t, s, v = cfg.frames, cfg.tokens_per_frame(), cfg.tokenizer.num_codes
@@ -173,7 +183,8 @@ def train_step(cfg: ModelConfig, device: torch.device, batch: int, repeats: int,
     sync(device)
     per_step = (time.perf_counter() - start) / repeats
     flops = 3.0 * batch * dynamics_forward_flops(cfg, t)  # forward + backward (2x forward)
-    return emit({"bench": "train", "stage": "dynamics", "batch": batch, "tokens_per_s": round(batch * t * s / per_step),
+    return emit({"bench": "train", "stage": "dynamics", "batch": batch, "activation_checkpointing": checkpointing,
+                 "tokens_per_s": round(batch * t * s / per_step),
                  "step_s": round(per_step, 4), "mfu": round(utilization(flops / per_step, peak), 4),
                  "peak_memory_gb": round(peak_memory_gb(device), 3)})
 
@@ -192,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--matmul-n", type=int, default=8192)
     ap.add_argument("--onnx", action="store_true", help="also export and time onnxruntime's GPU providers")
     ap.add_argument("--train-batch", type=int, default=2, help="clips per training step; 0 skips it")
+    ap.add_argument("--no-train-checkpointing", action="store_true",
+                    help="train without activation checkpointing (rt1_2.5b at batch 2 does not fit an H200)")
     ap.add_argument("--compile", action="store_true", help="WorldModel.compile() the torch engine's step")
     args = ap.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -216,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.onnx:
         results["onnx"] = onnx_rollouts(cfg, device, batches, args, peak)
     if args.train_batch:
-        results["train"] = train_step(cfg, device, args.train_batch, args.repeats, peak)
+        results["train"] = train_step(cfg, device, args.train_batch, args.repeats, peak,
+                                      not args.no_train_checkpointing)
     emit({"bench": "gpu", "model": cfg.name, "params": params, "device": name, "dtype": args.dtype,
           "maskgit_steps": args.steps, "context_frames": args.context, "matmul_peak_tflops": round(peak / 1e12, 3),
           **results, "torch": torch.__version__})

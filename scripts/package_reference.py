@@ -24,6 +24,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from safetensors.torch import load_file, save_file
+
 from genie_robot.checkpoint import stage_checkpoint
 from genie_robot.reference import CARD, HEADLINE_METRICS, REFERENCES_DIR, STAGE_FILES, sha256
 from genie_robot.training.stages import STAGES
@@ -92,13 +94,23 @@ def render_card(card: dict, commands: str) -> str:
         lines.append(f"| {stage} | {steps} | {wall} | {shown} ({ev.get('clips', 0):g} clips) |")
     lines += ["", "Training wall time: from the stage's first start to its last checkpoint, restarts and time "
               "shared with other jobs on the same cores included.", "", "## Data and recipe", ""]
+    def described(sim: dict | None, path: str) -> str:
+        return (f"the simulated dataset of `genie-robot sim` (seed {sim['seed']}, {sim['episodes']} episodes of "
+                f"{sim['min_steps']}-{sim['max_steps']} steps)" if sim else f"`{path}`")
+
     for stage, info in card["stages"].items():
         d = info["data"]
-        sim = (f"the simulated dataset of `genie-robot sim` (seed {d['sim']['seed']}, {d['sim']['episodes']} "
-               f"episodes of {d['sim']['min_steps']}-{d['sim']['max_steps']} steps)" if d["sim"] else f"`{d['path']}`")
+        if d.get("tokens"):
+            parts = [f"{src['clips']:,} clips of {described(src['sim'], src['path'])}, every {src['clip_hop']} "
+                     f"steps" for src in d["tokens"]["sources"]]
+            sim = ("clips tokenized once by the frozen tokenizer and LAM (`genie-robot tokenize-data`, "
+                   f"`data.tokens`): {'; '.join(parts)}")
+        else:
+            sim = described(d["sim"], d["path"])
         lines.append(f"- {stage}: {sim}, the last {d['val_fraction']:.0%} of episodes held out as the val split; "
                      f"batch {d['batch_size']} clips, peak lr {d['recipe_lr']:g}, training seed {d['train_seed']}, "
-                     f"`configs/model/{d['model_config']}.yaml`.")
+                     f"`configs/model/{d['model_config']}.yaml`." + (f" {info['note']}" if info.get("note") else "")
+                     + (" Weights stored as float16 (`--fp16`)." if info.get("weights_dtype") == "float16" else ""))
     lines += _eval_section(card)
     lines += ["", "## Files", "", "| file | bytes | sha256 |", "| --- | --- | --- |"]
     lines += [f"| {rel} | {card['file_bytes'][rel]:,} | `{digest}` |" for rel, digest in card["files"].items()]
@@ -148,6 +160,22 @@ def earlier_run(init_from: str | None) -> dict | None:
     return {"step": prov["step"], "train_wall_s": prov["train_wall_s"]}
 
 
+def token_sources(path: Path) -> dict:
+    """What a stage trained from tokenized clips (`data.tokens`) was made of: each dataset's clips and the
+    simulator settings beside it. The file itself is not shipped (`genie-robot tokenize-data` remakes it)."""
+    from genie_robot.data.token_clips import TokenClips
+
+    if not path.is_file():
+        raise SystemExit(f"the stage trained from data.tokens={path}, which is not here to describe; make it with "
+                         "`genie-robot tokenize-data` (the Makefile's command) first")
+    meta = TokenClips(path).meta
+    sources = []
+    for src in meta["sources"]:
+        sim_file = Path(src["path"]) / "genie_robot_sim.json"
+        sources.append({**src, "sim": json.loads(sim_file.read_text()) if sim_file.is_file() else None})
+    return {"file": str(path), "sources": sources, "val": meta["val"]}
+
+
 def training_data(ckpt: Path) -> dict:
     """What a stage was trained on, from its resolved config: the dataset (with the simulator
     settings the sim writer recorded beside it, when it is a simulated one), the split and the batch."""
@@ -155,7 +183,9 @@ def training_data(ckpt: Path) -> dict:
 
     cfg = OmegaConf.load(ckpt / "config.yaml")
     sim_file = Path(cfg.data.path) / "genie_robot_sim.json"
+    tokens = cfg.data.get("tokens")
     return {"path": cfg.data.path, "sim": json.loads(sim_file.read_text()) if sim_file.is_file() else None,
+            "tokens": token_sources(Path(tokens)) if tokens else None,
             "init_from": cfg.train.get("init_from"), "lam_codes_frozen": bool(cfg.train.get("lam_codes_frozen", False)),
             "val_fraction": cfg.data.val_fraction, "batch_size": cfg.data.batch_size, "train_seed": cfg.train.seed,
             "model_config": cfg.model.name, "recipe_lr": OmegaConf.to_container(cfg.train.optim)[cfg.stage]["lr"]}
@@ -173,10 +203,20 @@ def main() -> None:
                     "that make demo can show its numbers against the card's")
     ap.add_argument("--dest", default=str(REFERENCES_DIR))
     ap.add_argument("--docs", help="also write the human model card (Markdown) here, e.g. docs/REFERENCE_sim-rt1.md")
+    ap.add_argument("--fp16", nargs="*", default=[], choices=STAGES, metavar="STAGE",
+                    help="store these stages' floating weights as float16 (loaded back into float32): what lets a "
+                         "larger stage fit the repository's budget for shipped weights; evaluate the packaged model")
+    ap.add_argument("--earlier", nargs="*", default=[], metavar="STAGE=DIR",
+                    help="the run directory a stage started from (train.init_from) when that run was made "
+                         "elsewhere (a lent GPU) and copied here: its steps and wall time join the card's")
+    ap.add_argument("--note", nargs="*", default=[], metavar="STAGE=TEXT", help="one sentence on how a stage was "
+                    "trained, for the card (e.g. the machine, when it was not this one)")
     ap.add_argument("--commands", default="Makefile", help="where the exact training commands are (`make reference`)")
     args = ap.parse_args()
 
     run, dest = Path(args.run), Path(args.dest) / args.name
+    earlier = dict(x.split("=", 1) for x in args.earlier)
+    notes = dict(x.split("=", 1) for x in args.note)
     tmp = dest.parent / f".tmp-{args.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     if dest.is_dir():
@@ -193,11 +233,19 @@ def main() -> None:
         (tmp / stage).mkdir()
         for name in STAGE_FILES:
             shutil.copy2(ckpt / name, tmp / stage / name)
+        if stage in args.fp16:
+            weights = load_file(ckpt / "model.safetensors")
+            save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()},
+                      tmp / stage / "model.safetensors")
         trainer = json.loads((ckpt / "trainer.json").read_text())
         trainer.pop("param_groups", None)  # optimizer hyper-parameters: not part of a reference
         (tmp / stage / "trainer.json").write_text(json.dumps(trainer, indent=2))
         stages[stage] = {"from": str(ckpt), **stage_provenance(run / stage, ckpt), "data": training_data(ckpt)}
-        stages[stage]["init_from_run"] = earlier_run(stages[stage]["data"]["init_from"])
+        stages[stage]["init_from_run"] = earlier_run(earlier.get(stage) or stages[stage]["data"]["init_from"])
+        if stage in args.fp16:
+            stages[stage]["weights_dtype"] = "float16"
+        if stage in notes:
+            stages[stage]["note"] = notes[stage]
     if (run / "adapter.json").is_file():
         shutil.copy2(run / "adapter.json", tmp / "adapter.json")
     files = {p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*"))

@@ -55,6 +55,9 @@ class DataConfig:
     shuffle_buffer: int = 512
     action_keys: list[str] = field(default_factory=lambda: list(ACTION_KEYS))
     repeat: bool = False  # loop over epochs forever (training); each pass reshuffles
+    # Dynamics stage only: train from clips tokenized once (`genie-robot tokenize-data`; data/token_clips.py)
+    # instead of decoding and tokenizing `path`'s videos at every step.
+    tokens: str | None = None
 
     @property
     def span(self) -> int:

@@ -181,9 +181,12 @@ class DynamicsStage(Stage):
                     f"{train_cfg.tokenizer_ckpt}")
 
     @torch.no_grad()
-    def _targets(self, frames_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(frames in [0, 1], their tokens, the latent actions between them)."""
-        x = to_unit(frames_u8, self.device)
+    def _targets(self, clips: torch.Tensor | dict) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """(frames in [0, 1], their tokens, the latent actions between them). `clips` is uint8 frames, or a
+        batch of tokenized clips (data.tokens: {"tokens", "actions"}), whose frames are not at hand (None)."""
+        if isinstance(clips, dict):
+            return None, clips["tokens"].to(self.device), clips["actions"].to(self.device)
+        x = to_unit(clips, self.device)
         tokens = self.tokenizer.encode(x)
         actions = self.lam.infer_actions(tokens if self.cfg.lam.input == "tokens" else x)
         return x, tokens, actions
@@ -212,12 +215,15 @@ class DynamicsStage(Stage):
         tokens[teach] = self.tokenizer.encode(torch.cat([xt[:, :1], torch.where(later, pred, xt[:, 1:])], dim=1))
         return tokens, mask & ~(teach[:, None] & (frame > first[:, None]))[:, :, None]
 
-    def loss(self, model, frames_u8):
-        x, tokens, actions = self._targets(frames_u8)
+    def loss(self, model, clips):
+        x, tokens, actions = self._targets(clips)
         d = self.cfg.dynamics
         inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max, masking=d.masking)
         scored = mask
         if d.lam_teacher > 0:
+            if x is None:
+                raise ValueError("model.dynamics.lam_teacher > 0 needs the clips' frames: train from data.path, "
+                                 "not data.tokens")
             tokens, scored = self._teacher(x, tokens, actions, mask)
             inp = tokens.masked_fill(mask, self.model.mask_id)
         target = tokens[scored]

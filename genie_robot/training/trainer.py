@@ -15,7 +15,7 @@ import math
 import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from genie_robot.checkpoint import (
 )
 from genie_robot.config import typed
 from genie_robot.data.reader import ClipDataset, DataConfig
+from genie_robot.data.token_clips import TokenClips
 from genie_robot.models import ModelConfig
 from genie_robot.training import parallel
 from genie_robot.training.stages import make_stage
@@ -145,6 +146,7 @@ class Trainer:
         self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
 
         self.stage = make_stage(self.stage_name, self.mcfg, self.device, self.tcfg)
+        self.token_clips = self._open_token_clips() if self.dcfg.tokens else None
         model = self.stage.model.to(self.device)
         if self.tcfg.activation_checkpointing:
             parallel.apply_activation_checkpointing(model)
@@ -250,6 +252,23 @@ class Trainer:
         if self.is_main:
             print(f"{self.stage_name}: weights from {ckpt}" + (f"; {len(new)} new tensors start fresh" if new else ""))
 
+    def _open_token_clips(self) -> TokenClips:
+        """data.tokens: clips tokenized by this run's frozen tokenizer and LAM, for this model (checked)."""
+        if self.stage_name != "dynamics":
+            raise ValueError(f"data.tokens (tokenized clips) trains the dynamics stage only, not "
+                             f"stage={self.stage_name}")
+        if self.mcfg.dynamics.lam_teacher > 0:
+            raise ValueError("model.dynamics.lam_teacher > 0 needs the clips' frames: train from data.path, not "
+                             "data.tokens")
+        clips = TokenClips(self.dcfg.tokens)
+        m = self.mcfg
+        grid = [m.resolution[0] // m.tokenizer.patch, m.resolution[1] // m.tokenizer.patch]
+        clips.check(m.name, m.frames, list(m.resolution), grid, m.tokenizer.num_codes,
+                    m.lam.num_actions, self.stage.lineage)
+        if self.world > 1:
+            raise ValueError("data.tokens trains on one process; run it without torchrun")
+        return clips
+
     def _loader(self, split: str) -> torch.utils.data.DataLoader:
         ds = ClipDataset(self.dcfg, split, self.rank, self.world)
         kwargs = {"multiprocessing_context": "spawn"} if self.tcfg.num_workers > 0 else {}
@@ -259,9 +278,16 @@ class Trainer:
                                            generator=torch.Generator().manual_seed(self.tcfg.seed), **kwargs)
 
     def _batches(self) -> Iterator[torch.Tensor]:
-        """Frames from the saved data position onwards, epoch after epoch."""
-        loader = self._loader("train")
+        """Frames (or tokenized clips) from the saved data position onwards, epoch after epoch."""
         epoch, skip = self.data_pos["epoch"], self.data_pos["batch"]
+        if self.token_clips is not None:
+            while True:
+                for i, batch in enumerate(self.token_clips.train_batches(self.dcfg.batch_size, self.dcfg.seed, epoch)):
+                    if i >= skip:
+                        self.data_pos = {"epoch": epoch, "batch": i + 1}
+                        yield batch
+                epoch, skip = epoch + 1, 0
+        loader = self._loader("train")
         while True:
             loader.dataset.set_epoch(epoch)
             n = 0
@@ -318,20 +344,23 @@ class Trainer:
         bar = tqdm(total=self.tcfg.steps, initial=self.step, desc=f"train {self.stage_name}",
                    disable=not (self.is_main and self.tcfg.progress), dynamic_ncols=True)
         evaluation: dict[str, float] = {}
-        t0, tokens = time.perf_counter(), 0
+        t0, tokens, step0 = time.perf_counter(), 0, self.step
         try:
             end = min(self.tcfg.steps, self.tcfg.stop_at or self.tcfg.steps)
             while self.step < end:
                 micro = [next(batches) for _ in range(self.tcfg.grad_accum)]
                 metrics = self.train_step(micro)
-                tokens += sum(m.shape[0] for m in micro) * self.stage.tokens_per_clip * self.world
+                clips = sum((m["tokens"] if isinstance(m, dict) else m).shape[0] for m in micro)
+                tokens += clips * self.stage.tokens_per_clip * self.world
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
                 if self.is_main and (self.step % self.tcfg.log_every == 0 or self.step == self.tcfg.steps):
-                    metrics["tokens_per_s"] = tokens / (time.perf_counter() - t0)
+                    elapsed = time.perf_counter() - t0
+                    metrics["tokens_per_s"] = tokens / elapsed
+                    metrics["seconds_per_step"] = elapsed / (self.step - step0)  # evaluations and saves included
                     metrics["peak_memory_gb"] = self._peak_memory_gb()
                     self._log(writer, history, "train", metrics)
-                    t0, tokens = time.perf_counter(), 0
+                    t0, tokens, step0 = time.perf_counter(), 0, self.step
                 if self.step % self.tcfg.eval_every == 0 or self.step == end:
                     evaluation = self.evaluate(val, writer, history)
                 if self.step % self.tcfg.ckpt_every == 0 or self.step == end:
@@ -346,7 +375,9 @@ class Trainer:
                 history.close()
         return evaluation
 
-    def _loader_val(self) -> torch.utils.data.DataLoader:
+    def _loader_val(self) -> Iterable[dict]:
+        if self.token_clips is not None:
+            return list(self.token_clips.val_batches(self.dcfg.batch_size))
         val_cfg = replace(self.dcfg, shuffle=False, repeat=False, drop_remainder=False)
         ds = ClipDataset(val_cfg, "val" if self.dcfg.val_fraction > 0 else "train")
         return torch.utils.data.DataLoader(ds, batch_size=None, generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# What one lent GPU call runs (docs/REFERENCE_sim-rt1.md and docs/BENCHMARKS.md name it): the reference's
+# dynamics variants trained side by side from tokenized clips (scripts/train_variants.py), then the GPU
+# benchmark (scripts/bench_gpu.py), each inside its own share of the call. The GPU machine has torch
+# but no registry: the pure-Python packages it lacks (hydra-core, omegaconf, antlr4) come as wheels in
+# .whl/, the tokenized clips in outputs/tokens/ (both carried; see the note in docs/BENCHMARKS.md).
+#
+#   OUT=<dir for results> TRAIN_S=330 BENCH_S=150 scripts/gpu_lease.sh
+#
+# Results in $OUT (at most 7 files: a lease returns 8): variants.jsonl (one line per variant), <variant>.tar.*
+# (its last checkpoint's weights, config and trainer state, its metrics, TensorBoard log and evaluation
+# pictures, the runs' logs; split into 15 MiB parts), bench_gpu.jsonl, run.log (the device, stderr).
+set -u
+: "${OUT:?set OUT to a directory for the results}"
+TRAIN_S=${TRAIN_S:-330}
+BENCH_S=${BENCH_S:-150}
+TOKENS=${TOKENS:-outputs/tokens/sim_rt1.npz}
+BATCH=${BATCH:-32}           # clips a step
+PROBE_STEPS=${PROBE_STEPS:-40}
+VARIANTS=${VARIANTS:-/tmp/variants}
+REF=genie_robot/references/sim-rt1
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH=/tmp/site:$PWD:$PWD/export
+fi
+export PYTHONUNBUFFERED=1
+LOG="$OUT/run.log"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$LOG" 2>&1
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" >> "$LOG" 2>&1
+
+# The dynamics variants: Genie's categorical over codes (ids) and the cosine regression (code_vector),
+# each larger than the CPU reference's dynamics (d 128, 4 layers), $BATCH clips a step.
+timeout $((TRAIN_S + 60)) python3 scripts/train_variants.py --out "$VARIANTS" --budget-s "$TRAIN_S" \
+  --probe-steps "$PROBE_STEPS" \
+  --variant ids="model.dynamics.target=ids model.dynamics.transformer.d_model=192 model.dynamics.transformer.num_layers=8 model.dynamics.transformer.num_heads=6" \
+  --variant cv="model.dynamics.target=code_vector model.dynamics.transformer.d_model=256 model.dynamics.transformer.num_layers=8 model.dynamics.transformer.num_heads=8" \
+  -- model=sim_rt1 train=reference stage=dynamics "data.tokens=$TOKENS" "data.batch_size=$BATCH" \
+  "train.tokenizer_ckpt=$REF/tokenizer" "train.lam_ckpt=$REF/lam" train.optim.dynamics.lr=1e-3 \
+  train.optim.dynamics.warmup_steps=300 > "$OUT/variants.jsonl" 2>> "$LOG"
+cp "$VARIANTS/variants.json" "$VARIANTS/logs/" 2>> "$LOG"
+for run in "$VARIANTS"/*/; do
+  name=$(basename "$run")
+  [ "$name" = probe ] || [ "$name" = logs ] && continue
+  ckpt=$(ls -d "$run"dynamics/checkpoints/step_* 2>/dev/null | tail -1)
+  [ -n "$ckpt" ] || continue
+  tar -C "$VARIANTS" -cf - --exclude=optimizer.safetensors "${ckpt#"$VARIANTS"/}" "$name/dynamics/metrics.jsonl" \
+    "$name/dynamics/tb" "$name/dynamics/samples" $(cd "$VARIANTS" && ls "$name"/dynamics/eval.json 2>/dev/null) \
+    logs | split -b 15M - "$OUT/$name.tar."
+done
+
+if [ "$BENCH_S" -gt 0 ]; then
+  timeout "$BENCH_S" python3 scripts/bench_gpu.py --model rt1_2.5b --batches 1,16 --steps 25 --repeats 2 \
+    > "$OUT/bench_gpu.jsonl" 2>> "$LOG"
+  echo "bench exit $?" >> "$LOG"
+fi
+ls -la "$OUT"
