@@ -28,7 +28,10 @@ def test_the_preset_starts_each_stage_from_the_reference(heldout_sim, tmp_path):
     assert trainer.tcfg.tokenizer_ckpt == str(REF / "tokenizer") and trainer.tcfg.lam_ckpt == str(REF / "lam")
     shipped = load_file(REF / "dynamics/model.safetensors")
     mine = trainer.model.state_dict()
-    assert all(torch.equal(mine[k], v) for k, v in shipped.items())
+    # The shipped dynamics stores float16 (package_reference.py --fp16): the float32 model rounds to it. `codes`
+    # is the tokenizer's codebook normalized again here (on the CPU; the shipped one on the GPU that trained it).
+    assert [k for k, v in shipped.items() if k != "codes" and not torch.equal(mine[k].to(v.dtype), v)] == []
+    assert torch.allclose(mine["codes"], shipped["codes"].float(), atol=1e-3)
     result = trainer.fit()
     assert result["step"] == 1 and (tmp_path / "finetune/sim_rt1/dynamics/checkpoints/step_0000001").is_dir()
 
