@@ -181,7 +181,7 @@ class DynamicsStage(Stage):
                     f"{train_cfg.tokenizer_ckpt}")
 
     @torch.no_grad()
-    def _targets(self, clips: torch.Tensor | dict) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    def targets(self, clips: torch.Tensor | dict) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """(frames in [0, 1], their tokens, the latent actions between them). `clips` is uint8 frames, or a
         batch of tokenized clips (data.tokens: {"tokens", "actions"}), whose frames are not at hand (None)."""
         if isinstance(clips, dict):
@@ -216,7 +216,7 @@ class DynamicsStage(Stage):
         return tokens, mask & ~(teach[:, None] & (frame > first[:, None]))[:, :, None]
 
     def loss(self, model, clips):
-        x, tokens, actions = self._targets(clips)
+        x, tokens, actions = self.targets(clips)
         d = self.cfg.dynamics
         inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max, masking=d.masking)
         scored = mask
@@ -248,7 +248,7 @@ class DynamicsStage(Stage):
 
     @torch.no_grad()
     def evaluate(self, model, frames_u8):
-        x, tokens, actions = self._targets(frames_u8)
+        x, tokens, actions = self.targets(frames_u8)
         d = self.cfg.dynamics
         gen = torch.Generator(device=tokens.device).manual_seed(0)  # the same masks at every evaluation
         inp, mask = mask_tokens(tokens, self.model.mask_id, d.mask_rate_min, d.mask_rate_max, generator=gen,

@@ -40,7 +40,7 @@ def _clips(stage: DynamicsStage, cfg: DataConfig, split: str, what: str,
     """(tokens, latent actions, frames or None, real actions) of every clip of one split, in the dataset's order."""
     tokens, actions, frames, real = [], [], [], []
     for batch in tqdm(ClipDataset(cfg, split), desc=what, unit="batch", dynamic_ncols=True):
-        _, tok, act = stage._targets(batch["frames"])
+        _, tok, act = stage.targets(batch["frames"])
         tokens.append(tok.cpu().numpy().astype(np.uint16))
         actions.append(act.cpu().numpy().astype(np.uint8))
         if keep_frames:

@@ -260,13 +260,13 @@ class Trainer:
         if self.mcfg.dynamics.lam_teacher > 0:
             raise ValueError("model.dynamics.lam_teacher > 0 needs the clips' frames: train from data.path, not "
                              "data.tokens")
+        if self.world > 1:
+            raise ValueError("data.tokens trains on one process; run it without torchrun")
         clips = TokenClips(self.dcfg.tokens)
         m = self.mcfg
         grid = [m.resolution[0] // m.tokenizer.patch, m.resolution[1] // m.tokenizer.patch]
         clips.check(m.name, m.frames, list(m.resolution), grid, m.tokenizer.num_codes,
                     m.lam.num_actions, self.stage.lineage)
-        if self.world > 1:
-            raise ValueError("data.tokens trains on one process; run it without torchrun")
         return clips
 
     def _loader(self, split: str) -> torch.utils.data.DataLoader:

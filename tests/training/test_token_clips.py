@@ -40,7 +40,7 @@ def test_the_file_holds_what_the_stage_computes_on_the_fly(token_file, trained, 
     trainer = Trainer(make_cfg(sim_dataset, path.parent / "run", *_frozen(trained)))
     dcfg = replace(typed(cfg.data, DataConfig), shuffle=False, repeat=False, drop_remainder=False)
     frames = torch.cat([b["frames"] for b in ClipDataset(dcfg, "train")])
-    _, tokens, actions = trainer.stage._targets(frames)
+    _, tokens, actions = trainer.stage.targets(frames)
     assert torch.equal(torch.from_numpy(clips.tokens.astype(np.int64)), tokens)
     assert torch.equal(torch.from_numpy(clips.actions.astype(np.int64)), actions)
     val = torch.cat([b["frames"] for b in ClipDataset(replace(dcfg, clip_hop=None), "val")])

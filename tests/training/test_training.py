@@ -108,7 +108,7 @@ def test_lam_teacher_scores_the_decoders_next_frame_and_only_that_frame(trained,
                                f"train.lam_ckpt={ckpt}/lam", "model.dynamics.masking=clean_past",
                                "model.dynamics.lam_teacher=1.0"))
     stage = trainer.stage
-    x, tokens, actions = stage._targets(next(trainer._batches()))
+    x, tokens, actions = stage.targets(next(trainer._batches()))
     b, t, s = tokens.shape
     first = torch.tensor([1, t - 1, 2, 1][:b])
     mask = (torch.arange(t)[None, :, None] >= first[:, None, None]).expand(b, t, s).clone()
