@@ -79,10 +79,11 @@ EVAL_REF = $(BIN)/genie-robot eval $(HELDOUT_DATA) eval.temperature=$(REF_TEMPER
 REF_EVAL = $(EVAL_REF)
 # make demo's shorter one (inside 6 minutes on 2 cores), recorded on the card too, so make demo prints
 # numbers the card has: 12 clips, one per-action grid of 4 frames, one small plan, at serving's 8 MaskGIT steps
-# (SAMPLING.serve_steps: 2.3x faster than 25 on the fifth release, and on these 12 clips ΔtPSNR 2.35 dB
-# against 1.34 at 25 steps).
+# and planning's 4 (SAMPLING.serve_steps and plan_steps, world_model_node's defaults: with the fifth release's
+# 4.5x larger dynamics, 25 and 8 took make demo to 6 min 41 s; on these 12 clips ΔtPSNR is 2.35 dB at 8 steps
+# against 1.34 at 25).
 DEMO_EVAL = $(EVAL_REF) eval.max_clips=12 eval.grid_contexts=1 eval.grid_horizon=4 eval.plan_episodes=1 \
-	eval.plan_samples=8 eval.plan_iterations=2 eval.steps=8
+	eval.plan_samples=8 eval.plan_iterations=2 eval.steps=8 eval.plan_steps=4
 
 demo: setup
 	$(HELDOUT_SIM)

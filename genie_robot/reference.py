@@ -43,7 +43,8 @@ HEADLINE_METRICS = (
     ("plan_cem_gain_mean", "planning: random search minus CEM, paired (± SE)"),
 )
 # What makes two evaluations comparable at all.
-EVAL_SETTINGS = ("clips", "frames_per_clip", "maskgit_steps", "temperature", "plan_episodes", "plan_budget")
+EVAL_SETTINGS = ("clips", "frames_per_clip", "maskgit_steps", "temperature", "plan_episodes", "plan_budget",
+                 "plan_maskgit_steps")
 
 
 class ReferenceError(ValueError):

@@ -137,6 +137,7 @@ def _eval_section(card: dict) -> list[str]:
     lines = ["", "## Held-out evaluation", ""]
     for title, ev in evals:
         plan = (f", planning: {ev['plan_episodes']} episode(s) of {ev['plan_budget']} candidates"
+                + (f" at {ev['plan_maskgit_steps']} MaskGIT steps" if "plan_maskgit_steps" in ev else "")
                 + (f", CEM lower on {ev['plan_cem_wins']}" if ev["plan_episodes"] > 1 else "")
                 if ev.get("plan_episodes") else ", no planning")
         lines.append(f"- {title}: `{ev.get('data', '?')}`, {ev['clips']} clips of {ev['frames_per_clip']} frames, "

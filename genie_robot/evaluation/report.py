@@ -285,6 +285,7 @@ def _planning(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: Path
     gain = rand_a - cem_a
     gain_se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else None
     return {"plan_episodes": len(picks), "plan_cost": cfg.plan_cost, "plan_budget": budget,
+            "plan_maskgit_steps": cfg.plan_steps,
             "plan_cem_cost_mean": float(cem_a.mean()), "plan_cem_cost_std": float(cem_a.std()),
             "plan_random_cost_mean": float(rand_a.mean()), "plan_random_cost_std": float(rand_a.std()),
             "plan_cem_wins": int((cem_a < rand_a).sum()), "plan_cem_gain_mean": float(gain.mean()),
@@ -294,6 +295,11 @@ def _planning(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: Path
 def _pm(r: dict, key: str, digits: int = 2) -> str:
     """'mean ± std' of a result key that has a `_std` twin."""
     return f"{r[key]:.{digits}f} ± {r[key + '_std']:.{digits}f}"
+
+
+def _plan_steps(r: dict) -> str:
+    """', N MaskGIT steps' of a result's planning; results written before the key existed have none."""
+    return f", {r['plan_maskgit_steps']} MaskGIT steps" if "plan_maskgit_steps" in r else ""
 
 
 def _markdown(r: dict, cfg: EvalConfig) -> str:
@@ -318,7 +324,8 @@ def _markdown(r: dict, cfg: EvalConfig) -> str:
         f"| k-NN accuracy of latent action from real action | {r['knn_accuracy_latent_from_real_action']:.3f} "
         f"(majority baseline {r['majority_baseline_accuracy']:.3f}) |",
         f"| FVD | {r['fvd'] if r['fvd'] is not None else '-'} ({r['fvd_note']}) |",
-        *([f"| planning cost ({r['plan_cost']}), CEM, {r['plan_episodes']} clips, {r['plan_budget']} candidates | "
+        *([f"| planning cost ({r['plan_cost']}), CEM, {r['plan_episodes']} clips, {r['plan_budget']} candidates"
+           f"{_plan_steps(r)} | "
            f"{r['plan_cem_cost_mean']:.4f} ± {r['plan_cem_cost_std']:.4f} |",
            f"| planning cost, random search, same budget | {r['plan_random_cost_mean']:.4f} ± "
            f"{r['plan_random_cost_std']:.4f} (CEM lower on {r['plan_cem_wins']} of {r['plan_episodes']}) |",

@@ -85,6 +85,7 @@ def test_eval_command_writes_json_markdown_and_pictures(trained, sim_dataset, tm
     assert all(len(row["mean_world_vector"]) == 3 for row in per_action if row["count"])
     assert (out / "actions_context0.png").is_file() and (out / "actions_context0.gif").is_file()
     assert result["plan_episodes"] == min(2, result["clips"]) and result["plan_budget"] == 8
+    assert result["plan_maskgit_steps"] == 2 and "8 candidates, 2 MaskGIT steps |" in (out / "eval.md").read_text()
     assert (out / "plan.gif").is_file()
     assert np.isfinite(result["plan_cem_cost_mean"]) and np.isfinite(result["plan_random_cost_mean"])
     # The paired comparison the planning acceptance is judged on: per-clip costs, their mean gap and its SE.
