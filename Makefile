@@ -73,7 +73,7 @@ HELDOUT := outputs/heldout
 HELDOUT_DATA := data.path=$(HELDOUT)/fractal20220817_data/0.1.0 data.val_fraction=1
 HELDOUT_SIM := $(BIN)/genie-robot sim sim.out=$(HELDOUT) sim.seed=$(HELDOUT_SEED) sim.episodes=$(HELDOUT_EPISODES)
 # The card's evaluation: eval's defaults (every held-out clip, 25 MaskGIT steps, CEM against random search on
-# 20 of them: about 50 min of planning on 2 cores with the fifth release) at the card's temperature.
+# 20 of them: 55 min of planning on 2 cores with the fifth release) at the card's temperature.
 REF_TEMPERATURE := 0.5
 EVAL_REF = $(BIN)/genie-robot eval $(HELDOUT_DATA) eval.temperature=$(REF_TEMPERATURE)
 REF_EVAL = $(EVAL_REF)
