@@ -5,10 +5,13 @@ window the window slides with every imagined frame and the dynamics' cache of th
 (genie_robot/core/rollout.py). world_model_node plans after its `context_frames` camera frames (8, sim-rt1's
 window), so a horizon-4 plan pays that rebuild on every frame. This times `imagine` of `--candidates`
 candidates x `--horizon` frames after each `--contexts` length, on real held-out frames, same actions and seed
-for every length, median of `--repeats` calls; one JSON line per length, then a summary line.
+for every length, median of `--repeats` calls. What the shorter context costs: with `--quality-clips N`, on N
+held-out clips, the frame `--horizon` steps after the context's last frame imagined under the LAM's inferred
+actions (one candidate, the same seed per clip at every length) against the real one, PSNR mean ± standard
+error, and its paired difference to the longest context's. One JSON line per length, then a summary line.
 
     python scripts/bench_context_window.py [--export outputs/export/sim-rt1 | --ckpt sim-rt1]
-        [--contexts 1,4,5,8] [--candidates 8] [--horizon 4] [--steps 4] [--repeats 1]
+        [--contexts 1,4,5,8] [--candidates 8] [--horizon 4] [--steps 4] [--repeats 1] [--quality-clips 0]
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="MaskGIT steps a frame (planning's default is 4)")
     ap.add_argument("--temperature", type=float, default=0.5)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--quality-clips", type=int, default=0, help="held-out clips for the PSNR comparison (0: none)")
     args = ap.parse_args()
 
     from genie_robot.data.reader import DataConfig, read_clips
+    from genie_robot.metrics import psnr
 
     if args.ckpt:
         from genie_robot.inference.world_model import WorldModel
@@ -50,9 +55,19 @@ def main() -> None:
         engine, source = OnnxWorldModel(export), f"onnx {export}"
     contexts = [int(x) for x in args.contexts.split(",")]
     h, w = engine.cfg.resolution
-    data = DataConfig(path=args.data, val_fraction=1.0, clip_frames=max(contexts), resolution=[h, w], batch_size=1,
-                      action_keys=[])
-    (clip,), _ = read_clips(data, "val", 1, [])
+    longest = max(contexts)
+    data = DataConfig(path=args.data, val_fraction=1.0, clip_frames=longest + args.horizon, resolution=[h, w],
+                      batch_size=1, action_keys=[])
+    clips, _ = read_clips(data, "val", max(1, args.quality_clips), [])
+    clip = clips[0]
+    # Quality: the same future (frames longest .. longest+horizon-1) after each context length.
+    future = [engine.infer_actions(c[longest - 1:]) for c in clips[: args.quality_clips]]
+    scores = {}
+    for n in contexts:
+        scores[n] = np.array([psnr(engine.imagine(c[longest - n:longest], a[None], steps=args.steps,
+                                                  temperature=args.temperature, seed=i).frames[0, -1][None],
+                                   c[-1][None])[0]
+                              for i, (c, a) in enumerate(zip(clips[: len(future)], future, strict=True))])
     actions = np.random.default_rng(0).integers(0, engine.cfg.lam.num_actions, (args.candidates, args.horizon))
     window = engine.cfg.frames
     rows = []
@@ -64,9 +79,17 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         rows.append({"context": n, "window": window, "slides": n + args.horizon > window,
                      "seconds": round(statistics.median(times), 2)})
+        if args.quality_clips:
+            diff = scores[n] - scores[longest]
+            se = lambda v: float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0  # noqa: E731
+            rows[-1].update({f"psnr_t{args.horizon}": round(float(scores[n].mean()), 3),
+                             "psnr_se": round(se(scores[n]), 3),
+                             f"psnr_minus_context_{longest}": round(float(diff.mean()), 3),
+                             "diff_se": round(se(diff), 3)})
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"bench": "context_window", "engine": source, "candidates": args.candidates,
-                      "horizon": args.horizon, "maskgit_steps": args.steps, "rows": rows}))
+                      "horizon": args.horizon, "maskgit_steps": args.steps, "quality_clips": len(future),
+                      "rows": rows}))
 
 
 if __name__ == "__main__":
