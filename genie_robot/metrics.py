@@ -26,6 +26,12 @@ def psnr(pred, target, peak: float = 255.0):
     return 10 * mse.clamp(min=1e-10).reciprocal().log10()
 
 
+def mean_se(values) -> tuple[float, float]:
+    """Mean and its standard error (sample std / sqrt(n); 0 for a single value): the spread benchmarks report."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
 def ssim(pred_u8: np.ndarray, target_u8: np.ndarray) -> float:
     """Mean SSIM (torchmetrics: 11x11 Gaussian window, data range 1) of uint8 images [N, 3, H, W]."""
     import torch

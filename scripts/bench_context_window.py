@@ -42,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from genie_robot.data.reader import DataConfig, read_clips
-    from genie_robot.metrics import psnr
+    from genie_robot.metrics import mean_se, psnr
 
     if args.ckpt:
         from genie_robot.inference.world_model import WorldModel
@@ -80,12 +80,9 @@ def main() -> None:
         rows.append({"context": n, "window": window, "slides": n + args.horizon > window,
                      "seconds": round(statistics.median(times), 2)})
         if args.quality_clips:
-            diff = scores[n] - scores[longest]
-            se = lambda v: float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0  # noqa: E731
-            rows[-1].update({f"psnr_t{args.horizon}": round(float(scores[n].mean()), 3),
-                             "psnr_se": round(se(scores[n]), 3),
-                             f"psnr_minus_context_{longest}": round(float(diff.mean()), 3),
-                             "diff_se": round(se(diff), 3)})
+            (m, m_se), (d, d_se) = mean_se(scores[n]), mean_se(scores[n] - scores[longest])
+            rows[-1].update({f"psnr_t{args.horizon}": round(m, 3), "psnr_se": round(m_se, 3),
+                             f"psnr_minus_context_{longest}": round(d, 3), "diff_se": round(d_se, 3)})
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"bench": "context_window", "engine": source, "candidates": args.candidates,
                       "horizon": args.horizon, "maskgit_steps": args.steps, "quality_clips": len(future),

@@ -29,11 +29,6 @@ HELDOUT = "outputs/heldout/fractal20220817_data/0.1.0"
 VARIANTS = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-fp16", "onnx-int8")
 
 
-def mean_se(values) -> tuple[float, float]:
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-
-
 def load(variant: str, ckpt: str, tmp: Path, threads: int):
     import torch
 
@@ -67,7 +62,7 @@ def main() -> None:
     from genie_robot.bench import time_rollouts
     from genie_robot.data.reader import DataConfig, read_clips
     from genie_robot.inference.world_model import WorldModel
-    from genie_robot.metrics import psnr
+    from genie_robot.metrics import mean_se, psnr
 
     torch.set_num_threads(args.threads)
     reference = WorldModel.load(args.ckpt)

@@ -23,11 +23,6 @@ import numpy as np
 HELDOUT = "outputs/heldout/fractal20220817_data/0.1.0"
 
 
-def mean_se(values) -> tuple[float, float]:
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt", default="sim-rt1")
@@ -46,7 +41,7 @@ def main() -> None:
 
     from genie_robot.data.reader import DataConfig, read_clips
     from genie_robot.inference.world_model import WorldModel
-    from genie_robot.metrics import psnr
+    from genie_robot.metrics import mean_se, psnr
     from genie_robot.planning.cem import plan
 
     engine = WorldModel.load(args.ckpt)
