@@ -12,7 +12,9 @@
   computed, with the reason; no stand-in network is ever used. The file is TorchScript (the
   `i3d_torchscript.pt` FVD implementations share), which runs its own code: give only a file
   you trust, as with any model weights that are not safetensors.
-- The Genie picture: for a few validation contexts, a row of rollouts under each latent action.
+- The Genie picture: for a few validation contexts, a row of rollouts under each latent action,
+  and how far apart those rollouts end (`grid_rollouts`): a grid in which two codes draw the same
+  rollout shows it as a small distance between them, not only to an eye on the picture.
 - Planning: on held-out clips, CEM from the first frame towards the frame `plan_horizon`
   steps later, against random search with the same number of imagined candidates; the
   goal cost of both (mean and spread) and a GIF of one plan next to what really happened.
@@ -136,9 +138,10 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         "model": reference.name_of(engine.source) or engine.source,
         **action_response(engine, frames, np.stack(codes), cfg.seed),
         **_adapter_error(engine, codes, real_actions),
-        "world_vector_per_latent_action": _mean_world_vector(codes_flat, acts[:, :3], num_actions),
+        "world_vector_per_latent_action": _mean_world_vector(codes_flat, acts[:, :3], _pixel_change(frames),
+                                                             num_actions),
     }
-    result["pictures"] = _action_grid(engine, frames, cfg, out)
+    result["pictures"], result["grid_rollouts"] = action_grid(engine, frames, cfg, out)
     if cfg.plan_episodes > 0:
         result.update(_planning(engine, frames, cfg, out))
         result["pictures"].append(str(out / "plan.gif"))
@@ -235,17 +238,33 @@ def _adapter_error(engine: WorldModel, codes: list[np.ndarray], real_actions: np
     return {"adapter_method": engine.adapter.method, **{f"adapter_{k}": v for k, v in err.items()}}
 
 
-def _mean_world_vector(codes: np.ndarray, world_vector: np.ndarray, num_actions: int) -> list[dict]:
-    """For each latent action: how many transitions it labels and the mean real world_vector of
-    those (which way that code moves the arm, in the dataset's units)."""
-    return [{"action": k, "count": int((codes == k).sum()),
-             "mean_world_vector": world_vector[codes == k].mean(0).round(4).tolist() if (codes == k).any() else None}
-            for k in range(num_actions)]
+def _pixel_change(frames: np.ndarray) -> np.ndarray:
+    """Mean absolute pixel difference (0-255) of each transition [N * (T - 1)], in the order of the codes."""
+    return np.stack([np.abs(c[1:].astype(np.float32) - c[:-1].astype(np.float32)).mean(axis=(1, 2, 3))
+                     for c in frames]).reshape(-1)
 
 
-def _action_grid(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: Path) -> list[str]:
-    """Per context: one row per latent action, that action repeated, after the context frame."""
-    paths = []
+def _mean_world_vector(codes: np.ndarray, world_vector: np.ndarray, pixel_change: np.ndarray,
+                       num_actions: int) -> list[dict]:
+    """For each latent action: how many transitions it labels, the mean real world_vector of those (which
+    way that code moves the arm, in the dataset's units) and its spread per axis, and how much the real
+    frames change across them (mean absolute pixel difference, 0-255). A code whose transitions move
+    the frame but whose mean world_vector is small labels motions in differing directions: a model that
+    averages draws it as holding still."""
+    rows = []
+    for k in range(num_actions):
+        sel = codes == k
+        rows.append({"action": k, "count": int(sel.sum()),
+                     "mean_world_vector": world_vector[sel].mean(0).round(4).tolist() if sel.any() else None,
+                     "world_vector_std": world_vector[sel].std(0).round(4).tolist() if sel.any() else None,
+                     "mean_pixel_change": round(float(pixel_change[sel].mean()), 2) if sel.any() else None})
+    return rows
+
+
+def action_grid(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: Path) -> tuple[list[str], dict]:
+    """Per context: one row per latent action, that action repeated, after the context frame; and how far
+    apart the rows end (`grid_distances`)."""
+    paths, motion, pairwise = [], [], []
     num_actions = engine.cfg.lam.num_actions
     picks = np.linspace(0, len(frames) - 1, min(cfg.grid_contexts, len(frames))).round().astype(int)
     for i, idx in enumerate(picks):
@@ -257,7 +276,34 @@ def _action_grid(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: P
         paths.append(str(save_png(image, out / f"actions_context{i}.png")))
         side = np.concatenate(rows, axis=3)  # GIF: all actions side by side, frame by frame
         paths.append(str(save_gif(side, out / f"actions_context{i}.gif", fps=2, scale=2)))
-    return paths
+        m, d = grid_distances(engine.decode(engine.encode(ctx))[0], gen.frames[:, -1])
+        motion.append(m)
+        pairwise.append(d)
+    return paths, _grid_summary(np.array(motion), np.array(pairwise), cfg.grid_horizon)
+
+
+def grid_distances(start: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How far each action's rollout ends from where it started and from every other action's end.
+
+    `start` uint8 [3, h, w] is the context frame through the tokenizer (so its own reconstruction error
+    is not counted as motion); `last` uint8 [A, 3, h, w] each action's last imagined frame. Returns the
+    mean absolute pixel difference (0-255) of each last frame to `start` [A], and between every two [A, A].
+    """
+    end = last.astype(np.float32)
+    motion = np.abs(end - start.astype(np.float32)).mean(axis=(1, 2, 3))
+    pairwise = np.abs(end[:, None] - end[None]).mean(axis=(2, 3, 4))
+    return motion, pairwise
+
+
+def _grid_summary(motion: np.ndarray, pairwise: np.ndarray, horizon: int) -> dict:
+    """Means over the grid's contexts: each action's motion and its nearest other action, and the closest pair."""
+    m, d = motion.mean(0, dtype=np.float64), pairwise.mean(0, dtype=np.float64)
+    np.fill_diagonal(d, np.inf)
+    nearest = d.argmin(1)
+    a, b = np.unravel_index(d.argmin(), d.shape)
+    return {"contexts": int(len(motion)), "horizon": horizon, "motion": m.round(2).tolist(),
+            "nearest_other": [[int(k), round(float(d[i, k]), 2)] for i, k in enumerate(nearest)],
+            "closest_pair": [int(min(a, b)), int(max(a, b)), round(float(d[a, b]), 2)]}
 
 
 def _planning(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: Path) -> dict:
@@ -300,6 +346,28 @@ def _pm(r: dict, key: str, digits: int = 2) -> str:
 def _plan_steps(r: dict) -> str:
     """', N MaskGIT steps' of a result's planning; results written before the key existed have none."""
     return f", {r['plan_maskgit_steps']} MaskGIT steps" if "plan_maskgit_steps" in r else ""
+
+
+def _vec(v: list[float] | None, fmt: str) -> str:
+    return ", ".join(format(x, fmt) for x in v) if v else "-"
+
+
+def _grid_table(g: dict | None) -> list[str]:
+    """The grid's distances as a table (results written before they existed have none)."""
+    if not g:
+        return []
+    a, b, dist = g["closest_pair"]
+    return [
+        f"How far apart the rollouts below end: mean absolute pixel difference (0-255) of each action's frame "
+        f"{g['horizon']} from the context frame (through the tokenizer) and from the nearest other action's frame "
+        f"{g['horizon']}, mean over {g['contexts']} context(s). Closest pair: actions {a} and {b}, {dist:.2f}.",
+        "",
+        "| latent action | moved from the context | nearest other action | distance to it |",
+        "| --- | --- | --- | --- |",
+        *[f"| {i} | {m:.2f} | {k} | {dk:.2f} |" for i, (m, (k, dk)) in enumerate(zip(g["motion"], g["nearest_other"],
+                                                                                    strict=True))],
+        "",
+    ]
 
 
 def _markdown(r: dict, cfg: EvalConfig) -> str:
@@ -362,14 +430,17 @@ def _markdown(r: dict, cfg: EvalConfig) -> str:
            f"{_pm(r, 'dynamics_changed_token_nll_random')} | - | - |"]
           if "dynamics_changed_token_nll_inferred" in r else []),
         "",
-        "Which way each latent action moves the arm: the mean real `world_vector` of the transitions it labels.",
+        "Which way each latent action moves the arm: the mean real `world_vector` of the transitions it labels, its "
+        "spread, and how much the real frames change across them (mean absolute pixel difference, 0-255).",
         "",
-        "| latent action | transitions | mean world_vector (x, y, z) |",
-        "| --- | --- | --- |",
-        *[f"| {row['action']} | {row['count']} | "
-          f"{', '.join(f'{v:+.4f}' for v in row['mean_world_vector']) if row['mean_world_vector'] else '-'} |"
+        "| latent action | transitions | mean world_vector (x, y, z) | its std (x, y, z) | real frame change |",
+        "| --- | --- | --- | --- | --- |",
+        *[f"| {row['action']} | {row['count']} | {_vec(row.get('mean_world_vector'), '+.4f')} | "
+          f"{_vec(row.get('world_vector_std'), '.4f')} | "
+          f"{row['mean_pixel_change'] if row.get('mean_pixel_change') is not None else '-'} |"
           for row in r["world_vector_per_latent_action"]],
         "",
+        *_grid_table(r.get("grid_rollouts")),
         "Rollouts under each latent action:",
         "",
         *[f"![]({Path(p).name})" for p in r["pictures"] if p.endswith(".png")],

@@ -109,6 +109,7 @@ class ServiceLimits:
     temperature: float = 0.0  # defaults for requests that leave them at 0 (temperature 0: the model's own)
     maskgit_steps: int = SAMPLING.serve_steps  # MaskGIT steps of a rollout that asks for 0
     plan_maskgit_steps: int = SAMPLING.plan_steps  # MaskGIT steps inside a plan
+    plan_context_frames: int = 0  # newest context frames a plan keeps; 0: what fits beside its horizon (plan_context)
     max_queue: int = 16  # requests waiting or running at once; one more is refused with Busy
 
 
@@ -253,16 +254,32 @@ class WorldModelService:
         self._within_context(len(frames), "frames")
         return self.queue.run(self.engine.infer_actions, np.stack(frames))
 
+    def plan_context(self, ctx: Context, horizon: int) -> Context:
+        """The newest frames of `ctx` a plan of `horizon` steps keeps: `plan_context_frames`, or with 0 as many
+        as fit beside the horizon in the model's window (at least 1).
+
+        The dynamics' time embeddings are absolute positions in its window, so once context + horizon exceeds
+        the window, every imagined frame slides the window and the dynamics' cache is rebuilt. With sim-rt1
+        (window 8), make demo's plan (8 samples x 2 iterations, horizon 4) took 59.0 s after 8 camera frames
+        and 24.7 s keeping 4, with a goal cost no worse (10 held-out clips; the frame 4 steps ahead scored the
+        same too: scripts/bench_context_window.py, docs/BENCHMARKS.md). So by default a plan keeps only what
+        fits; the result's context stamps say which frames it used."""
+        keep = self.limits.plan_context_frames or max(1, self.engine.cfg.frames - horizon)
+        if len(ctx.frames) <= keep:
+            return ctx
+        return Context(ctx.frames[-keep:], tuple(ctx.stamps[-keep:]), ctx.frame_id)
+
     def plan(self, goal: np.ndarray, context: Context | None, horizon: int, num_samples: int, iterations: int,
              seed: int, progress=None, cancelled=lambda: False):
-        """CEM toward `goal` [3, h, w] from `context` (None: the camera's latest frames): the plan and the
-        context used. `progress(iteration, best_cost)` per iteration; raises Cancelled."""
+        """CEM toward `goal` [3, h, w] from the newest frames of `context` (None: the camera's latest frames)
+        that `plan_context` keeps: the plan and the context used. `progress(iteration, best_cost)` per
+        iteration; raises Cancelled."""
         from genie_robot.planning.cem import plan
 
         h = self._count("horizon", horizon, self.limits.max_horizon, "max_horizon")
         n = self._count("num_samples", num_samples, self.limits.max_candidates, "max_candidates")
         its = self._count("iterations", iterations, 100, "at most 100")
-        ctx = self.context(context)
+        ctx = self.plan_context(self.context(context), h)
 
         def report(it: int, best: float) -> None:
             if cancelled():

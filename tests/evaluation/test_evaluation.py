@@ -49,6 +49,18 @@ def test_psnr_of_identical_and_off_by_one_images():
     assert psnr(a + 1, a) == pytest.approx(np.full(2, 20 * np.log10(255)), abs=1e-6)
 
 
+def test_grid_distances_find_two_actions_that_draw_the_same_rollout():
+    from genie_robot.evaluation.report import _grid_summary, grid_distances
+
+    start = np.full((3, 4, 5), 100, np.uint8)
+    last = np.stack([start, start + 10, start + 12, start - 40]).astype(np.uint8)  # 0 holds; 1 and 2 nearly agree
+    motion, pairwise = grid_distances(start, last)
+    assert motion.tolist() == [0, 10, 12, 40] and pairwise[1, 2] == 2 and pairwise[3, 0] == 40
+    g = _grid_summary(np.stack([motion, motion + 2]), np.stack([pairwise, pairwise]), horizon=6)
+    assert g["motion"] == [1, 11, 13, 41] and g["closest_pair"] == [1, 2, 2.0]
+    assert g["nearest_other"] == [[1, 10.0], [2, 2.0], [1, 2.0], [0, 40.0]] and g["contexts"] == 2
+
+
 def test_eval_command_writes_json_markdown_and_pictures(trained, sim_dataset, tmp_path):
     from genie_robot.cli import main
 
@@ -83,7 +95,14 @@ def test_eval_command_writes_json_markdown_and_pictures(trained, sim_dataset, tm
     assert [row["action"] for row in per_action] == list(range(8))
     assert sum(row["count"] for row in per_action) == sum(result["latent_action_histogram"])
     assert all(len(row["mean_world_vector"]) == 3 for row in per_action if row["count"])
+    # each code's spread of world_vector and how much the real frames change across its transitions
+    assert all(len(row["world_vector_std"]) == 3 and min(row["world_vector_std"]) >= 0 and row["mean_pixel_change"] >= 0
+               for row in per_action if row["count"])
     assert (out / "actions_context0.png").is_file() and (out / "actions_context0.gif").is_file()
+    g = result["grid_rollouts"]  # how far apart the grid's rows end, for 1 context, 2 frames
+    assert g["contexts"] == 1 and g["horizon"] == 2 and len(g["motion"]) == len(g["nearest_other"]) == 8
+    a, b, dist = g["closest_pair"]
+    assert a < b and dist == min(d for _, d in g["nearest_other"]) and "Closest pair: actions" in md
     assert result["plan_episodes"] == min(2, result["clips"]) and result["plan_budget"] == 8
     assert result["plan_maskgit_steps"] == 2 and "8 candidates, 2 MaskGIT steps |" in (out / "eval.md").read_text()
     assert (out / "plan.gif").is_file()

@@ -211,7 +211,8 @@ MAIN = CLIENT_PRELUDE + textwrap.dedent("""
         ("steps", "maskgit_steps", 7), ("temperature", "temperature", 0.7), ("rate", "frame_rate", 4.0),
         ("context", "context_frames", 3), ("steps_zero", "maskgit_steps", 0), ("temperature_neg", "temperature", -1.0),
         ("context_99", "context_frames", 99), ("context_window", "context_frames", 6), ("queue", "max_queue", 4),
-        ("model_dir", "model_dir", "/elsewhere"), ("plan_steps", "plan_maskgit_steps", 3)]}
+        ("model_dir", "model_dir", "/elsewhere"), ("plan_steps", "plan_maskgit_steps", 3),
+        ("plan_context", "plan_context_frames", 3), ("plan_context_window", "plan_context_frames", 5)]}
     d = done(describe.call_async(DescribeParameters.Request(names=["maskgit_steps", "frame_rate", "max_queue"])))
     out["describe"] = [[x.read_only, [(r.from_value, r.to_value) for r in x.integer_range],
                         [(r.from_value, r.to_value) for r in x.floating_point_range]] for x in d.descriptors]
@@ -219,7 +220,8 @@ MAIN = CLIENT_PRELUDE + textwrap.dedent("""
     while not status:
         rclpy.spin_once(node, timeout_sec=0.2)
     out["status_after_params"] = {k: status[-1][k] for k in ("maskgit_steps", "temperature", "frame_rate",
-                                                              "context_frames", "plan_maskgit_steps")}
+                                                              "context_frames", "plan_maskgit_steps",
+                                                              "plan_context_frames")}
     r = call_rollout(maskgit_steps=0)  # the node's default: now 7 steps
     out["rollout_after_params"] = r.success
 
@@ -301,6 +303,9 @@ def test_node_serves_rollout_infer_actions_and_plan_and_survives_bad_input(node,
     plan = out["plan_stamps"]
     assert plan["frame_ids"] == ["head_camera_optical"]
     assert plan["frames"] == pytest.approx([plan["context"][-1] + 0.2 * k for k in (1, 2)], abs=1e-6)
+    # With at least 3 camera frames buffered, a horizon-2 plan on the tiny model (window 4) keeps the newest 2:
+    # what fits beside its horizon (plan_context_frames 0), so its rollouts never slide the window.
+    assert len(plan["context"]) == 2, plan
     # RolloutAction: a feedback message per horizon step with that step's frame of each candidate, stamped.
     ra = out["rollout_action"]
     assert ra["result"] == [True, 8, pytest.approx([2000.0, 2000.2])]
@@ -316,15 +321,17 @@ def test_node_serves_rollout_infer_actions_and_plan_and_survives_bad_input(node,
     assert fl["reports"] > 0 and fl["max_camera_age_s"] < 1.0, fl
     # Parameters: ranges and read-only flags as declared; live ones apply to the next request.
     prm = out["params"]
-    assert all(prm[k] == [True, ""] for k in ("steps", "temperature", "rate", "context", "plan_steps")), prm
+    assert all(prm[k] == [True, ""] for k in ("steps", "temperature", "rate", "context", "plan_steps",
+                                               "plan_context")), prm
     for k in ("steps_zero", "temperature_neg", "context_99"):
         assert not prm[k][0] and "out of range" in prm[k][1], prm[k]
     assert prm["context_window"] == [False, "context_frames 6 exceeds the model's window of 4 frames"]
+    assert prm["plan_context_window"] == [False, "plan_context_frames 5 exceeds the model's window of 4 frames"]
     assert not prm["queue"][0] and "read-only" in prm["queue"][1]
     assert not prm["model_dir"][0] and "deactivate and clean up the node, set model_dir" in prm["model_dir"][1]
     assert out["describe"] == [[False, [[1, 256]], []], [False, [], [[0.1, 100.0]]], [True, [[1, 1024]], []]]
     assert out["status_after_params"] == {"maskgit_steps": 7, "temperature": 0.7, "frame_rate": 4.0,
-                                          "context_frames": 3, "plan_maskgit_steps": 3}
+                                          "context_frames": 3, "plan_maskgit_steps": 3, "plan_context_frames": 3}
     assert out["rollout_after_params"]
     # /diagnostics: what a robot monitor shows, from the same snapshot as ~/status.
     d = out["diagnostics"]
