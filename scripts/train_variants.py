@@ -11,6 +11,12 @@ uses it, and sizing each run's steps to the time left lets every run finish its 
    quarter. A run still going at the deadline is stopped; its last checkpoint stays, and
    `train.steps=<planned> train.stop_at=<reached>` reproduces it exactly.
 
+Each variant gets its share of the CPU cores for its intra-op threads (`--threads`; OMP_NUM_THREADS): at full
+width each, variants stepping at once oversubscribe the cores and, spinning on each other's threads, ran 40x
+slower a step than their probe measured (0.22 s against 0.0055 s, two tiny variants on 2 cores, a CI failure of
+tests/training/test_token_clips.py; a probe of a few steps ends before its neighbour starts stepping, so it does
+not see that).
+
 Prints one JSON line per variant (planned steps, reached step, wall time, last evaluation) and writes
 `<out>/variants.json`.
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -43,10 +50,13 @@ def _rows(run: Path, split: str) -> list[dict]:
     return [r for r in map(json.loads, path.read_text().splitlines()) if r["split"] == split]
 
 
-def _run_all(commands: dict[str, list[str]], logs: Path, deadline: float | None) -> dict[str, int | None]:
-    """Starts every command at once; waits for all, stopping any still running at `deadline`."""
+def _run_all(commands: dict[str, list[str]], logs: Path, deadline: float | None, threads: int
+             ) -> dict[str, int | None]:
+    """Starts every command at once, each with `threads` intra-op threads; waits for all, stopping any still
+    running at `deadline`."""
     logs.mkdir(parents=True, exist_ok=True)
-    procs = {name: subprocess.Popen(cmd, stdout=(logs / f"{name}.log").open("w"), stderr=subprocess.STDOUT)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    procs = {name: subprocess.Popen(cmd, stdout=(logs / f"{name}.log").open("w"), stderr=subprocess.STDOUT, env=env)
              for name, cmd in commands.items()}
     codes: dict[str, int | None] = {}
     while len(codes) < len(procs):
@@ -72,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-steps", type=int, default=40)
     ap.add_argument("--min-steps", type=int, default=100, help="fewer planned steps than this: run this many")
     ap.add_argument("--fill", type=float, default=0.85, help="share of the time left the planned steps should take")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="intra-op threads per variant (0: the CPU cores shared out, at least 1 each)")
     ap.add_argument("common", nargs="*", help="overrides every variant shares (after --)")
     args = ap.parse_args(argv)
     start = time.time()
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.variant:
         name, _, overrides = spec.partition("=")
         variants[name] = shlex.split(overrides)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // len(variants))
     log_every = max(1, args.probe_steps // 4)
     probe = {name: _command(args.common, v, args.out / "probe" / name,
                             # stop_at: the probe ends without the final evaluation over the whole val split
@@ -86,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"train.log_every={log_every}",
                              f"train.eval_every={10 ** 9}", f"train.ckpt_every={10 ** 9}"])
              for name, v in variants.items()}
-    codes = _run_all(probe, args.out / "logs" / "probe", start + args.budget_s / 3)
+    codes = _run_all(probe, args.out / "logs" / "probe", start + args.budget_s / 3, threads)
     probe_s = time.time() - start
     per_step, fixed = {}, {}
     for name, code in codes.items():
@@ -107,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                       "planned_steps": steps}
         runs[name] = _command(args.common, v, args.out / name, [f"train.steps={steps}", f"train.ckpt_every={every}",
                                                                 f"train.eval_every={every}"])
-    codes = _run_all(runs, args.out / "logs", start + args.budget_s)
+    codes = _run_all(runs, args.out / "logs", start + args.budget_s, threads)
     report = []
     for name in variants:
         rows = _rows(args.out / name, "train")
@@ -118,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                        "last_val": val[-1] if val else None,
                        "eval": json.loads(ev.read_text()) if ev else None})
         print(json.dumps(report[-1]), flush=True)
-    (args.out / "variants.json").write_text(json.dumps({"common": args.common, "variants": report,
+    (args.out / "variants.json").write_text(json.dumps({"common": args.common, "threads": threads, "variants": report,
                                                         "wall_s": round(time.time() - start, 1)}, indent=2))
     return 0 if all(c in (0, None) for c in codes.values()) else 1
 
