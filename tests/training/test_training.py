@@ -220,6 +220,10 @@ def _worker(rank: int, world: int, port: int, cfg_args: list[str], batches_file:
     trainer.save()
     if "train.parallel=ddp" in cfg_args:  # the DDP-wrapped model reloads its checkpoint
         assert Trainer(load_config([*cfg_args, "train.resume=true"])).step == len(batches)
+    # Both ranks past every collective and rank 0's checkpoint write before either tears the group down: a rank
+    # that destroyed it while the other still used it died of gloo's SIGABRT ("terminate called without an
+    # active exception": twice in clean-clone make test runs, the second time rank 1, as rank 0 still saved).
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
