@@ -108,7 +108,8 @@ def plan_rows(engine, clips: np.ndarray, contexts: list[int], args) -> list[dict
     from genie_robot.runtime.service import ServiceLimits, WorldModelService
 
     longest = max(contexts)
-    service = WorldModelService(engine, ServiceLimits(plan_maskgit_steps=args.steps), FrameBuffer(longest, 3.0))
+    limits = ServiceLimits(plan_maskgit_steps=args.steps, temperature=args.temperature)  # as the node's parameters
+    service = WorldModelService(engine, limits, FrameBuffer(longest, 3.0))
     seconds = {n: [] for n in contexts}
     costs = {n: [] for n in contexts}
     for i, clip in enumerate(clips):
