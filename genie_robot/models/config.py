@@ -34,6 +34,7 @@ class Sampling:
 SAMPLING = Sampling()
 # The dynamics model's training masks (genie_robot.models.dynamics.mask_tokens).
 MASKINGS = ("genie", "clean_past")
+LAM_QUANTIZERS = ("vq", "vq_euclidean", "fsq")
 # The dynamics model's initial token embeddings: the tokenizer codes' share of each one
 # (genie_robot.models.dynamics.DynamicsModel.init_embeddings_from); 0 leaves the random init.
 EMBED_INITS = {"random": 0.0, "codebook": 1.0, "mixed": 0.5}
@@ -95,6 +96,9 @@ class LAMConfig:
     # Reconstruction weight on pixels that change between the two frames (MaskLAM's idea of
     # weighting the agent): w = 1 + change_weight * |x_t+1 - x_t| / mean |x_t+1 - x_t| (per frame).
     change_weight: float = 0.0
+    # r > 0: each transition's squared error divided by (its own mean squared frame change + r x the batch's
+    # mean), weights normalized to mean 1: small motions' directions weigh as much as large ones' (docs/MODELS.md).
+    relative_loss: float = 0.0
     # What the encoder reads per frame: "frames" (Genie) or "frames_and_difference", which adds
     # each frame's difference from the one before (CoMo's [F_t, F_t+1 - F_t]): motion is then
     # in the input instead of something the encoder must first learn to compute.
@@ -104,9 +108,15 @@ class LAMConfig:
     # nothing, but white or black pixels, the arm and its shadow, sit where the sigmoid is flat,
     # so moving them learns slowly) or "residual" (the previous frame plus the output).
     decoder_output: str = "logit_residual"
-    # "vq": a learned codebook of num_actions vectors (Genie); "fsq": the sign of each of the
+    # "vq": a learned codebook of num_actions vectors, matched by cosine (Genie); "vq_euclidean": the same
+    # matched by Euclidean distance, so a code near the origin could name "no motion" (on the sim data its
+    # latent collapsed onto one line; docs/MODELS.md, "Five LAM recipes"); "fsq": the sign of each of the
     # log2(num_actions) = code_dim latent dimensions (TinyWorlds' FSQ, 2 levels; genie_robot.models.vq).
     quantizer: str = "vq"
+    # quantizer=fsq: weight of a hinge mean(relu(1 - |z|)) on the standardized latent, which pushes every
+    # dimension at least 1 from its boundary at 0, meant to move a cluster of alike transitions (the arm still)
+    # that a boundary splits over two codes to one side; at 0.1 it collapsed the codes onto two (docs/MODELS.md).
+    fsq_margin_weight: float = 0.0
     encoder: STConfig = field(default_factory=STConfig)
     decoder: STConfig = field(default_factory=STConfig)
 
@@ -219,8 +229,8 @@ class ModelConfig:
                              f"'{self.dynamics.action_conditioning}'")
         if self.dynamics.masking not in MASKINGS:
             raise ValueError(f"model.dynamics.masking must be one of {MASKINGS}, got '{self.dynamics.masking}'")
-        if self.lam.quantizer not in ("vq", "fsq"):
-            raise ValueError(f"model.lam.quantizer must be 'vq' or 'fsq', got '{self.lam.quantizer}'")
+        if self.lam.quantizer not in LAM_QUANTIZERS:
+            raise ValueError(f"model.lam.quantizer must be one of {LAM_QUANTIZERS}, got '{self.lam.quantizer}'")
         if self.lam.quantizer == "fsq" and self.lam.num_actions != 2**self.lam.code_dim:
             raise ValueError(f"model.lam.quantizer=fsq codes the sign of each latent dimension: model.lam.num_actions "
                              f"must be 2**model.lam.code_dim, got {self.lam.num_actions} actions and code_dim "
@@ -233,6 +243,11 @@ class ModelConfig:
                              f"'{self.lam.decoder_output}'")
         if self.lam.input == "tokens" and self.lam.encoder_input != "frames":
             raise ValueError("model.lam.encoder_input=frames_and_difference needs lam.input=pixels")
+        if self.lam.fsq_margin_weight < 0 or (self.lam.fsq_margin_weight > 0 and self.lam.quantizer != "fsq"):
+            raise ValueError(f"model.lam.fsq_margin_weight must be >= 0 and needs model.lam.quantizer=fsq, got "
+                             f"{self.lam.fsq_margin_weight} with quantizer '{self.lam.quantizer}'")
+        if self.lam.relative_loss < 0:
+            raise ValueError(f"model.lam.relative_loss must be >= 0, got {self.lam.relative_loss}")
         if self.lam.change_weight < 0:
             raise ValueError(f"model.lam.change_weight must be >= 0, got {self.lam.change_weight}")
         for name, st in (("tokenizer.encoder", self.tokenizer.encoder), ("tokenizer.decoder", self.tokenizer.decoder),

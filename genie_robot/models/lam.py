@@ -94,8 +94,10 @@ class LatentActionModel(nn.Module):
         self.encoder = STTransformer(enc)
         self.to_code = nn.Linear(enc.d_model, cfg.code_dim)
         self.pre_vq = StepwiseBatchNorm(frames - 1, cfg.code_dim)
-        self.vq = (BinaryFSQ(cfg.num_actions, cfg.code_dim) if cfg.quantizer == "fsq" else
-                   VectorQuantizer(cfg.num_actions, cfg.code_dim, entropy_weight=cfg.entropy_weight))
+        self.vq = (BinaryFSQ(cfg.num_actions, cfg.code_dim, margin_weight=cfg.fsq_margin_weight)
+                   if cfg.quantizer == "fsq" else
+                   VectorQuantizer(cfg.num_actions, cfg.code_dim, entropy_weight=cfg.entropy_weight,
+                                   normalize=cfg.quantizer == "vq"))
         # --- decoder ---
         self.action_in = nn.Linear(cfg.code_dim, dec.d_model)
         self.film = FiLM(cfg.code_dim, dec) if cfg.action_conditioning == "film" else None

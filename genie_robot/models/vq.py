@@ -4,7 +4,9 @@ Codes collapsing onto a few entries is the usual way a VQ-VAE (and a latent acti
 with 8 codes) fails silently, so every forward reports perplexity and the fraction of the
 codebook in use, and codes unused for a while are re-seeded from the current batch's
 encoder outputs. Vectors are L2-normalised before lookup (cosine similarity), which keeps
-codebook and encoder on one scale and makes collapse rarer.
+codebook and encoder on one scale and makes collapse rarer. `normalize=False` keeps their length
+(nearest code by Euclidean distance): the LAM's option for latents whose length is the motion's size,
+where a "no motion" code near the origin has no direction for a cosine to find (docs/MODELS.md).
 
 A tiny codebook (the LAM's 8 actions) can still settle on a few codes that restarts do not
 dislodge: restarted codes are abandoned again within steps. For that case `entropy_weight`
@@ -50,29 +52,42 @@ def _track_usage(q: nn.Module, indices: torch.Tensor) -> torch.Tensor:
 
 class VectorQuantizer(nn.Module):
     def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, usage_decay: float = 0.95,
-                 dead_fraction: float = 0.03, entropy_weight: float = 0.0, entropy_temperature: float = 0.1):
+                 dead_fraction: float = 0.03, entropy_weight: float = 0.0, entropy_temperature: float = 0.1,
+                 normalize: bool = True):
         """`dead_fraction`: a code is dead when its EMA share falls below this fraction of uniform use.
-        `entropy_temperature`: softmax temperature on cosine similarities for the entropy penalty."""
+        `entropy_temperature`: softmax temperature on the similarities of the entropy penalty (`_similarity`).
+        `normalize`: match on direction (cosine, L2-normalized vectors) or, if False, on Euclidean distance."""
         super().__init__()
-        self.num_codes, self.code_dim, self.beta = num_codes, code_dim, beta
+        self.num_codes, self.code_dim, self.beta, self.normalize = num_codes, code_dim, beta, normalize
         self.entropy_weight, self.entropy_temperature = entropy_weight, entropy_temperature
         self.usage_decay, self.dead_fraction = usage_decay, dead_fraction
-        self.codebook = nn.Parameter(F.normalize(torch.randn(num_codes, code_dim), dim=-1))
+        self.codebook = nn.Parameter(self._unit(torch.randn(num_codes, code_dim)))
         self.register_buffer("ema_usage", torch.full((num_codes,), 1.0 / num_codes))
         # Codes start as random encoder outputs of the first training batch, not random vectors:
         # at initialization the encoder's outputs occupy a small cone, which random codes miss.
         self.register_buffer("initialized", torch.tensor(False))
 
+    def _unit(self, v: torch.Tensor) -> torch.Tensor:
+        return F.normalize(v, dim=-1) if self.normalize else v
+
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.codebook, dim=-1)[indices]
+        return self._unit(self.codebook)[indices]
+
+    def _similarity(self, flat: torch.Tensor) -> torch.Tensor:
+        """[N, K] scores of vectors [N, D] against every code, highest for the nearest: the cosine, or
+        -|z - c|^2 / 2 without `normalize` (for unit vectors the cosine minus 1: the same softmax)."""
+        codes = self._unit(self.codebook.float())
+        if self.normalize:
+            return flat @ codes.T
+        return flat @ codes.T - 0.5 * (flat * flat).sum(-1, keepdim=True) - 0.5 * (codes * codes).sum(-1)
 
     def quantize(self, z: torch.Tensor) -> torch.Tensor:
         """Nearest code ids for vectors z [..., D] (no losses, no state changes)."""
-        flat = F.normalize(z.reshape(-1, self.code_dim).float(), dim=-1)
-        return (flat @ F.normalize(self.codebook.float(), dim=-1).T).argmax(-1).view(z.shape[:-1])
+        flat = self._unit(z.reshape(-1, self.code_dim).float())
+        return self._similarity(flat).argmax(-1).view(z.shape[:-1])
 
     def forward(self, z: torch.Tensor) -> VQOutput:
-        z = F.normalize(z, dim=-1)
+        z = self._unit(z)
         if self.training and not bool(self.initialized):
             self._init_from(z.detach().reshape(-1, self.code_dim))
         indices = self.quantize(z)
@@ -89,9 +104,8 @@ class VectorQuantizer(nn.Module):
 
     def _entropy_penalty(self, z: torch.Tensor) -> torch.Tensor:
         """Mean per-sample assignment entropy minus the entropy of the batch's mean assignment."""
-        flat = F.normalize(z.reshape(-1, self.code_dim).float(), dim=-1)
-        logits = flat @ F.normalize(self.codebook.float(), dim=-1).T
-        log_p = F.log_softmax(logits / self.entropy_temperature, dim=-1)
+        flat = self._unit(z.reshape(-1, self.code_dim).float())
+        log_p = F.log_softmax(self._similarity(flat) / self.entropy_temperature, dim=-1)
         per_sample = -(log_p.exp() * log_p).sum(-1).mean()
         mean_p = log_p.exp().sum(0)
         count = torch.tensor(float(log_p.shape[0]), device=z.device)
@@ -130,7 +144,7 @@ class VectorQuantizer(nn.Module):
         new = vectors + 1e-4 * torch.randn_like(vectors)
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(new, src=0)  # identical codebooks on every rank
-        self.codebook.data[codes] = F.normalize(new, dim=-1).to(self.codebook.dtype)
+        self.codebook.data[codes] = self._unit(new).to(self.codebook.dtype)
         self.ema_usage[codes] = 1.0 / self.num_codes
 
     @torch.no_grad()
@@ -150,16 +164,18 @@ class BinaryFSQ(nn.Module):
     collapse onto a few entries: the LAM standardizes its latents over the batch per transition
     (`StepwiseBatchNorm`, the role of TinyWorlds' batch-variance penalty), so each bit splits the
     batch near its middle and every code stays reachable without restarts or an entropy penalty.
-    Gradients pass straight through a tanh of the latent.
+    Gradients pass straight through a tanh of the latent. `margin_weight` > 0 adds a hinge that pushes
+    each dimension at least 1 from the boundary at 0 (`model.lam.fsq_margin_weight`).
     """
 
-    def __init__(self, num_codes: int, code_dim: int, usage_decay: float = 0.95, dead_fraction: float = 0.03):
+    def __init__(self, num_codes: int, code_dim: int, usage_decay: float = 0.95, dead_fraction: float = 0.03,
+                 margin_weight: float = 0.0):
         super().__init__()
         if num_codes != 2**code_dim:
             raise ValueError(f"binary FSQ codes the sign of each latent dimension: num_codes must be 2**code_dim "
                              f"({2**code_dim} for code_dim {code_dim}), got {num_codes}")
         self.num_codes, self.code_dim = num_codes, code_dim
-        self.usage_decay, self.dead_fraction = usage_decay, dead_fraction
+        self.usage_decay, self.dead_fraction, self.margin_weight = usage_decay, dead_fraction, margin_weight
         self.register_buffer("bit_values", 2 ** torch.arange(code_dim), persistent=False)
         self.register_buffer("ema_usage", torch.full((num_codes,), 1.0 / num_codes))
 
@@ -177,4 +193,5 @@ class BinaryFSQ(nn.Module):
         z_q = soft + (self.lookup(indices).to(z.dtype) - soft).detach()  # straight-through
         perplexity = _track_usage(self, indices)
         usage = (self.ema_usage > self.dead_fraction / self.num_codes).float().mean()
-        return VQOutput(z_q, indices, z.new_zeros(()), perplexity, usage)
+        loss = self.margin_weight * F.relu(1 - z.abs()).mean() if self.margin_weight > 0 else z.new_zeros(())
+        return VQOutput(z_q, indices, loss, perplexity, usage)

@@ -41,6 +41,13 @@ from genie_robot.models import ModelConfig
 from genie_robot.training import parallel
 from genie_robot.training.stages import make_stage
 
+# bf16 autocast on a CPU runs its matmuls as oneDNN primitives, cached per shape (1,024 by default), and the
+# dynamics scores only the masked tokens, whose count changes every step: each step added a primitive with its
+# own buffers, about 150 MB a step at 8 clips of sim_rt1, until the kernel killed the run (24 GB at step 128).
+# A small cache holds memory flat and the step as fast (docs/MODELS.md). Read by oneDNN when it creates its
+# first primitive, so this must run before any; a value already set wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
+
 
 def save_png(image_CHW: torch.Tensor, path: Path) -> None:
     """A [C, H, W] float image in [0, 1] as a PNG (pictures.save_png on its uint8 HWC form)."""

@@ -398,6 +398,34 @@ def test_vq_reports_usage_and_restarts_dead_codes():
     assert (vq.ema_usage >= vq.dead_fraction / 16).all()
 
 
+def test_euclidean_vq_gives_the_origin_a_code_of_its_own(tiny):
+    """model.lam.quantizer=vq_euclidean: latents whose length is the motion's size (a cluster at the origin
+    for "no motion", 7 directions around it) get one code per cluster; matched by cosine, the origin's
+    vectors have no direction of their own and scatter over the direction codes."""
+    from genie_robot.models.vq import VectorQuantizer
+
+    torch.manual_seed(0)
+    axes = torch.cat([torch.eye(3), -torch.eye(3), torch.ones(1, 3) / 3**0.5])
+    centers = torch.cat([torch.zeros(1, 3), 2.0 * axes])
+    z = centers.repeat_interleave(64, 0) + 0.1 * torch.randn(512, 3)
+    truth = torch.arange(8).repeat_interleave(64)
+    for normalize in (True, False):
+        vq = VectorQuantizer(8, 3, normalize=normalize).eval()
+        vq.initialized.fill_(True)
+        with torch.no_grad():
+            vq.codebook.copy_(vq._unit(centers))
+        ids = vq.quantize(z)
+        origin_codes = ids[truth == 0].unique().numel()
+        assert (origin_codes == 1) != normalize, (normalize, origin_codes)
+        if not normalize:
+            assert torch.equal(ids, truth) and torch.equal(vq.lookup(ids), centers[truth])
+    lam = build(dataclasses.replace(tiny, lam=dataclasses.replace(tiny.lam, quantizer="vq_euclidean", code_dim=3)),
+                "lam")
+    assert not lam.vq.normalize and build(tiny, "lam").vq.normalize
+    with pytest.raises(ValueError, match=r"model.lam.quantizer must be one of \('vq', 'vq_euclidean', 'fsq'\)"):
+        dataclasses.replace(tiny, lam=dataclasses.replace(tiny.lam, quantizer="vq_l1")).validate()
+
+
 def test_binary_fsq_codes_the_sign_of_each_dimension_and_uses_every_code(tiny):
     """model.lam.quantizer=fsq (TinyWorlds): code id = the latent's signs read as bits; a standardized
     batch reaches all 8 codes with no codebook; gradients reach the encoder; a size that is not
@@ -413,6 +441,16 @@ def test_binary_fsq_codes_the_sign_of_each_dimension_and_uses_every_code(tiny):
     assert out.perplexity.item() > 7.5 and torch.equal(out.z_q.detach(), fsq.lookup(out.indices))
     out.z_q.sum().backward()
     assert (z.grad != 0).all()
+    assert out.loss.item() == 0.0
+    # model.lam.fsq_margin_weight: a hinge on each dimension's distance from its boundary, which only pulls
+    # dimensions within 1 of it outward (to their own side), never across.
+    z = torch.tensor([[0.2, -1.5, -0.4]], requires_grad=True)
+    out = BinaryFSQ(8, 3, margin_weight=0.3)(z)
+    assert out.loss.item() == pytest.approx(0.3 * (0.8 + 0.0 + 0.6) / 3)
+    out.loss.backward()
+    assert z.grad[0, 0] < 0 and z.grad[0, 1] == 0 and z.grad[0, 2] > 0
+    with pytest.raises(ValueError, match="fsq_margin_weight must be >= 0 and needs model.lam.quantizer=fsq"):
+        dataclasses.replace(tiny, lam=dataclasses.replace(tiny.lam, fsq_margin_weight=0.1)).validate()
     with pytest.raises(ValueError, match=r"num_actions must be 2\*\*model.lam.code_dim, got 8 actions and code_dim 8"):
         dataclasses.replace(tiny, lam=dataclasses.replace(tiny.lam, quantizer="fsq")).validate()
     cfg = dataclasses.replace(tiny, lam=dataclasses.replace(tiny.lam, quantizer="fsq", code_dim=3))

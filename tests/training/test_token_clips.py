@@ -118,3 +118,48 @@ def test_variants_side_by_side_fill_their_budget_and_finish_their_schedules(toke
         assert row["exit"] == 0 and row["reached_step"] == row["planned_steps"] >= 20, row
         assert row["eval"]["step"] == row["planned_steps"] and "next_frame_token_accuracy" in row["eval"]
         assert (tmp_path / "v" / row["variant"] / "dynamics" / "checkpoints").is_dir()
+
+
+def test_remap_actions_carries_a_dynamics_model_over_to_a_new_lams_codes(token_file, trained, sim_dataset, tmp_path):
+    """scripts/remap_actions.py: a new LAM whose codes are the old ones renumbered gets exactly the old
+    embeddings renumbered, so the carried-over dynamics predicts from the new labels what the old one did from
+    the old; the result fine-tunes with train.init_from; token files of other clips are refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from genie_robot.checkpoint import load_weights, stage_checkpoint
+    from genie_robot.models import ModelConfig, build
+
+    path, _ = token_file
+    clips = TokenClips(path)
+    meta = {k: v for k, v in clips.meta.items() if k != "format"}
+    perm = np.array([3, 0, 7, 5, 1, 6, 2, 4], np.uint8)
+    renumbered = write_token_clips(tmp_path / "new.npz", clips.tokens, perm[clips.actions], clips.val_frames,
+                                   clips.val_actions, meta)
+    old_ckpt = stage_checkpoint(trained / "train/tiny/dynamics")
+    script = Path(__file__).parents[2] / "scripts" / "remap_actions.py"
+    run = [sys.executable, str(script), "--dynamics", str(old_ckpt), "--old-tokens", str(path)]
+    r = subprocess.run([*run, "--new-tokens", str(renumbered), "--out", str(tmp_path / "remap")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = typed(OmegaConf.load(old_ckpt / "config.yaml").model, ModelConfig)
+    old, new = build(cfg, "dynamics").eval(), build(cfg, "dynamics").eval()
+    load_weights(old_ckpt, old)
+    load_weights(tmp_path / "remap", new)
+    tokens = torch.from_numpy(clips.tokens[:2].astype(np.int64))
+    actions = torch.from_numpy(clips.actions[:2].astype(np.int64))
+    with torch.no_grad():
+        assert torch.allclose(new(tokens, torch.from_numpy(perm.astype(np.int64))[actions]), old(tokens, actions),
+                              atol=1e-5)
+    counts = np.array(json.loads((tmp_path / "remap/remap.json").read_text())["cooccurrence_new_by_old"])
+    assert counts.sum() == clips.actions.size and (counts > 0).sum() == len(np.unique(clips.actions))
+    Trainer(make_cfg(sim_dataset, tmp_path / "ft", *_frozen(trained), f"data.tokens={renumbered}", "train.steps=2",
+                     f"train.init_from={tmp_path / 'remap'}", "train.init_from_other_lineage=true")).fit()
+    other = write_token_clips(tmp_path / "other.npz", clips.tokens[::-1], clips.actions, clips.val_frames,
+                              clips.val_actions, meta)
+    r = subprocess.run([*run, "--new-tokens", str(other), "--out", str(tmp_path / "bad")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "do not hold the same clips" in r.stderr

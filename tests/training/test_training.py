@@ -335,3 +335,32 @@ def test_lam_decoder_retrained_around_frozen_codes_keeps_the_dynamics_trained_on
     shutil.copytree(other_dir, root / "lam")
     with pytest.raises(CheckpointError, match=r"trained with another LAM than the one in .*model/lam"):
         WorldModel.load(root)
+
+
+def test_relative_loss_weighs_each_transition_by_its_own_frame_change():
+    """model.lam.relative_loss: weights 1 / (frame change energy + floor x the batch's mean), mean 1; a still
+    transition weighs most but at most 1/floor times a mean-energy one; an all-still batch stays finite."""
+    from genie_robot.training.stages import relative_weights
+
+    x = torch.zeros(2, 3, 3, 4, 4)
+    x[0, 1] = 0.5  # clip 0: a large change, then back (two large transitions)
+    x[1, 2] = 0.1  # clip 1: still, then a small change
+    w = relative_weights(x, 0.25)
+    assert w.shape == (2, 2) and w.mean().item() == pytest.approx(1.0)
+    assert w[1, 0] > w[1, 1] > w[0, 0] == w[0, 1]
+    energy = (x[:, 1:] - x[:, :-1]).pow(2).mean((2, 3, 4))
+    expected = 1 / (energy + 0.25 * energy.mean())
+    assert torch.allclose(w, expected / expected.mean())
+    assert torch.isfinite(relative_weights(torch.zeros(2, 3, 3, 4, 4), 0.25)).all()
+
+
+def test_the_trainer_bounds_onednns_primitive_cache_unless_told_otherwise():
+    """bf16 training on a CPU grew by a oneDNN primitive per step (the masked-token count changes every step) until
+    it was killed; the trainer caps the cache before oneDNN reads it, and leaves a value the user set alone."""
+    code = "import os, genie_robot.training.trainer; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "16", out.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-c", code], env=env | {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "256"},
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "256", out.stderr[-2000:]
