@@ -110,7 +110,7 @@ class LAMConfig:
     decoder_output: str = "logit_residual"
     # "vq": a learned codebook of num_actions vectors, matched by cosine (Genie); "vq_euclidean": the same
     # matched by Euclidean distance, so a code near the origin could name "no motion" (on the sim data its
-    # latent collapsed onto one line; docs/MODELS.md, "Five LAM recipes"); "fsq": the sign of each of the
+    # latent collapsed onto one line; docs/MODELS.md, "Six LAM recipes"); "fsq": the sign of each of the
     # log2(num_actions) = code_dim latent dimensions (TinyWorlds' FSQ, 2 levels; genie_robot.models.vq).
     quantizer: str = "vq"
     # quantizer=fsq: weight of a hinge mean(relu(1 - |z|)) on the standardized latent, which pushes every
