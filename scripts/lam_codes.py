@@ -40,6 +40,7 @@ def main() -> None:
     from genie_robot.checkpoint import load_weights, stage_checkpoint
     from genie_robot.config import typed
     from genie_robot.data.reader import DataConfig, read_clips
+    from genie_robot.evaluation.report import mean_world_vector, pixel_change
     from genie_robot.metrics import kmeans, nmi, standardize
     from genie_robot.models import ModelConfig, build
 
@@ -63,18 +64,16 @@ def main() -> None:
     hook.remove()
     z, c = torch.cat(latents).numpy(), np.concatenate(codes)
     wv = acts[:, :-1].reshape(-1, 3)  # entry t leads from frame t to t+1
-    f = frames.astype(np.float32)
-    change = np.abs(f[:, 1:] - f[:, :-1]).mean(axis=(2, 3, 4)).reshape(-1)
+    change = pixel_change(frames)
+
     def vec(v: np.ndarray) -> list[float]:
         return [round(float(x), 2) for x in v]
 
-    rows = []
-    for k in range(cfg.lam.num_actions):
-        sel = c == k
-        rows.append({"code": k, "transitions": int(sel.sum()),
-                     "frame_change": round(float(change[sel].mean()), 2) if sel.any() else None,
-                     "mean_world_vector_norm": round(float(np.linalg.norm(wv[sel].mean(0))), 4) if sel.any() else None,
-                     "latent_mean": vec(z[sel].mean(0)) if sel.any() else None})
+    # eval's per-code rows (count, mean world_vector and its spread, frame change), plus the mean's norm and
+    # where the code's transitions sit in the latent.
+    rows = [row | ({"mean_world_vector_norm": round(float(np.linalg.norm(wv[c == row["action"]].mean(0))), 4),
+                    "latent_mean": vec(z[c == row["action"]].mean(0))} if row["count"] else {})
+            for row in mean_world_vector(c, wv, change, cfg.lam.num_actions)]
     still = change <= np.percentile(change, 20)
     clusters = kmeans(standardize(wv), cfg.lam.num_actions, seed=args.seed)
     report = {"lam": str(ckpt), "clips": len(frames), "transitions": len(c),
@@ -84,13 +83,14 @@ def main() -> None:
                         "codes": np.bincount(c[still], minlength=cfg.lam.num_actions).tolist(),
                         "latent_mean": vec(z[still].mean(0)), "latent_std": vec(z[still].std(0))}}
     print(f"{ckpt}: {len(c)} transitions of {len(frames)} held-out clips, NMI {report['nmi_world_vector_clusters']}")
+
     def short(v: list[float] | None) -> str:  # a VQ's latent has 32 dimensions: the first 4
         return "-" if v is None else str(v[:4])[:-1] + (", ...]" if len(v) > 4 else "]")
 
     print("code | transitions | frame change | |mean world_vector| | latent mean")
     for r in rows:
-        print(f"{r['code']} | {r['transitions']} | {r['frame_change']} | {r['mean_world_vector_norm']} | "
-              f"{short(r['latent_mean'])}")
+        print(f"{r['action']} | {r['count']} | {r['mean_pixel_change']} | {r.get('mean_world_vector_norm', '-')} | "
+              f"{short(r.get('latent_mean'))}")
     s = report["still"]
     print(f"lowest fifth by frame change (<= {s['frame_change_at_most']}): codes {s['codes']}, latent mean "
           f"{short(s['latent_mean'])} std {short(s['latent_std'])}")

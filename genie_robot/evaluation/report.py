@@ -138,7 +138,7 @@ def evaluate(engine: WorldModel, data: DataConfig, cfg: EvalConfig) -> dict:
         "model": reference.name_of(engine.source) or engine.source,
         **action_response(engine, frames, np.stack(codes), cfg.seed),
         **_adapter_error(engine, codes, real_actions),
-        "world_vector_per_latent_action": _mean_world_vector(codes_flat, acts[:, :3], _pixel_change(frames),
+        "world_vector_per_latent_action": mean_world_vector(codes_flat, acts[:, :3], pixel_change(frames),
                                                              num_actions),
     }
     result["pictures"], result["grid_rollouts"] = action_grid(engine, frames, cfg, out)
@@ -238,13 +238,13 @@ def _adapter_error(engine: WorldModel, codes: list[np.ndarray], real_actions: np
     return {"adapter_method": engine.adapter.method, **{f"adapter_{k}": v for k, v in err.items()}}
 
 
-def _pixel_change(frames: np.ndarray) -> np.ndarray:
+def pixel_change(frames: np.ndarray) -> np.ndarray:
     """Mean absolute pixel difference (0-255) of each transition [N * (T - 1)], in the order of the codes."""
     return np.stack([np.abs(c[1:].astype(np.float32) - c[:-1].astype(np.float32)).mean(axis=(1, 2, 3))
                      for c in frames]).reshape(-1)
 
 
-def _mean_world_vector(codes: np.ndarray, world_vector: np.ndarray, pixel_change: np.ndarray,
+def mean_world_vector(codes: np.ndarray, world_vector: np.ndarray, pixel_change: np.ndarray,
                        num_actions: int) -> list[dict]:
     """For each latent action: how many transitions it labels, the mean real world_vector of those (which
     way that code moves the arm, in the dataset's units) and its spread per axis, and how much the real

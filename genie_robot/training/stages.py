@@ -82,12 +82,13 @@ class TokenizerStage(Stage):
                 {"reconstruction": torch.cat([x[0], out.recon[0].clamp(0, 1)], dim=-1)}, out.vq.indices)
 
 
-def relative_weights(x: torch.Tensor, floor: float) -> torch.Tensor:
-    """`model.lam.relative_loss`: a weight per transition of clips x [B, T, C, H, W], 1 / (its mean squared
-    frame change + floor x the batch's mean), normalized to mean 1 [B, T-1]. A transition's error then counts
-    relative to how much its frame changed, so a small motion's direction costs as much to get wrong as a large
-    one's; the floor keeps a still transition's weight finite (at most 1 / floor times the batch's mean)."""
-    energy = (x[:, 1:] - x[:, :-1]).float().pow(2).mean((2, 3, 4))
+def relative_weights(diff: torch.Tensor, floor: float) -> torch.Tensor:
+    """`model.lam.relative_loss`: a weight per transition from the clips' frame differences diff [B, T-1, C, H, W],
+    1 / (its mean squared frame change + floor x the batch's mean), normalized to mean 1 [B, T-1]. A transition's
+    error then counts relative to how much its frame changed, so a small motion's direction costs as much to get
+    wrong as a large one's; the floor keeps a still transition's weight finite (at most 1 / floor times the
+    batch's mean)."""
+    energy = diff.float().pow(2).mean((2, 3, 4))
     weight = 1 / (energy + floor * energy.mean()).clamp(min=1e-12)
     return weight / weight.mean()
 
@@ -117,13 +118,14 @@ class LAMStage(Stage):
         out = model(inp)
         if self.tokenizer is None:
             err = (out.recon - x[:, 1:]).pow(2)
+            diff = x[:, 1:] - x[:, :-1]
             if self.cfg.lam.change_weight > 0:
                 # Unchanged pixels keep weight 1 (copying them stays rewarded); changed ones weigh more.
-                change = (x[:, 1:] - x[:, :-1]).abs().mean(2, keepdim=True)  # [B, T-1, 1, H, W]
+                change = diff.abs().mean(2, keepdim=True)  # [B, T-1, 1, H, W]
                 change = change / change.mean((3, 4), keepdim=True).clamp(min=1e-4)
                 err = err * (1 + self.cfg.lam.change_weight * change)
             if self.cfg.lam.relative_loss > 0:
-                err = err * relative_weights(x, self.cfg.lam.relative_loss)[..., None, None, None]
+                err = err * relative_weights(diff, self.cfg.lam.relative_loss)[..., None, None, None]
             rec = err.mean()
         else:
             rec = F.cross_entropy(out.recon.flatten(0, 2), inp[:, 1:].flatten())
