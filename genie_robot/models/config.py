@@ -117,6 +117,12 @@ class LAMConfig:
     # dimension at least 1 from its boundary at 0, meant to move a cluster of alike transitions (the arm still)
     # that a boundary splits over two codes to one side; at 0.1 it collapsed the codes onto two (docs/MODELS.md).
     fsq_margin_weight: float = 0.0
+    # > num_actions: the quantizer has this many codes, merged into num_actions actions by what the LAM's
+    # decoder draws for each (codes that predict the same next frame become one action; rare codes join their
+    # nearest). The codes are trained as a LAM of quantizer_codes actions, then merged by
+    # scripts/merge_actions.py, which writes this LAM (genie_robot.models.vq.MergedCodes; docs/MODELS.md).
+    # 0: no merging, one code per action.
+    quantizer_codes: int = 0
     encoder: STConfig = field(default_factory=STConfig)
     decoder: STConfig = field(default_factory=STConfig)
 
@@ -125,7 +131,7 @@ class LAMConfig:
         the decoder's fields and the training-only ones are left out."""
         return {"input": self.input, "patch": self.patch, "num_actions": self.num_actions,
                 "code_dim": self.code_dim, "encoder_input": self.encoder_input, "quantizer": self.quantizer,
-                "encoder": self.encoder}
+                "encoder": self.encoder} | ({"quantizer_codes": self.quantizer_codes} if self.quantizer_codes else {})
 
 
 @dataclass
@@ -231,10 +237,15 @@ class ModelConfig:
             raise ValueError(f"model.dynamics.masking must be one of {MASKINGS}, got '{self.dynamics.masking}'")
         if self.lam.quantizer not in LAM_QUANTIZERS:
             raise ValueError(f"model.lam.quantizer must be one of {LAM_QUANTIZERS}, got '{self.lam.quantizer}'")
-        if self.lam.quantizer == "fsq" and self.lam.num_actions != 2**self.lam.code_dim:
-            raise ValueError(f"model.lam.quantizer=fsq codes the sign of each latent dimension: model.lam.num_actions "
-                             f"must be 2**model.lam.code_dim, got {self.lam.num_actions} actions and code_dim "
-                             f"{self.lam.code_dim} (8 actions: code_dim 3)")
+        if self.lam.quantizer_codes and self.lam.quantizer_codes <= self.lam.num_actions:
+            raise ValueError(f"model.lam.quantizer_codes must be 0 (one code per action) or more than model.lam."
+                             f"num_actions ({self.lam.num_actions}) to merge, got {self.lam.quantizer_codes}")
+        codes = self.lam.quantizer_codes or self.lam.num_actions
+        if self.lam.quantizer == "fsq" and codes != 2**self.lam.code_dim:
+            what = "model.lam.quantizer_codes" if self.lam.quantizer_codes else "model.lam.num_actions"
+            raise ValueError(f"model.lam.quantizer=fsq codes the sign of each latent dimension: {what} must be "
+                             f"2**model.lam.code_dim, got {codes} codes and code_dim {self.lam.code_dim} (8 codes: "
+                             f"code_dim 3; 16: code_dim 4)")
         if self.lam.encoder_input not in ("frames", "frames_and_difference"):
             raise ValueError(f"model.lam.encoder_input must be 'frames' or 'frames_and_difference', got "
                              f"'{self.lam.encoder_input}'")

@@ -19,7 +19,7 @@ from torch import nn
 
 from genie_robot.models.config import LAMConfig
 from genie_robot.models.st_transformer import FiLM, PositionEmbedding, STTransformer, patchify, unpatchify
-from genie_robot.models.vq import BinaryFSQ, VectorQuantizer, VQOutput
+from genie_robot.models.vq import BinaryFSQ, MergedCodes, VectorQuantizer, VQOutput
 
 
 @dataclass
@@ -94,10 +94,13 @@ class LatentActionModel(nn.Module):
         self.encoder = STTransformer(enc)
         self.to_code = nn.Linear(enc.d_model, cfg.code_dim)
         self.pre_vq = StepwiseBatchNorm(frames - 1, cfg.code_dim)
-        self.vq = (BinaryFSQ(cfg.num_actions, cfg.code_dim, margin_weight=cfg.fsq_margin_weight)
+        codes = cfg.quantizer_codes or cfg.num_actions
+        self.vq = (BinaryFSQ(codes, cfg.code_dim, margin_weight=cfg.fsq_margin_weight)
                    if cfg.quantizer == "fsq" else
-                   VectorQuantizer(cfg.num_actions, cfg.code_dim, entropy_weight=cfg.entropy_weight,
+                   VectorQuantizer(codes, cfg.code_dim, entropy_weight=cfg.entropy_weight,
                                    normalize=cfg.quantizer == "vq"))
+        if cfg.quantizer_codes:  # codes merged into num_actions actions (scripts/merge_actions.py)
+            self.vq = MergedCodes(self.vq, cfg.num_actions)
         # --- decoder ---
         self.action_in = nn.Linear(cfg.code_dim, dec.d_model)
         self.film = FiLM(cfg.code_dim, dec) if cfg.action_conditioning == "film" else None

@@ -195,3 +195,72 @@ class BinaryFSQ(nn.Module):
         usage = (self.ema_usage > self.dead_fraction / self.num_codes).float().mean()
         loss = self.margin_weight * F.relu(1 - z.abs()).mean() if self.margin_weight > 0 else z.new_zeros(())
         return VQOutput(z_q, indices, loss, perplexity, usage)
+
+
+class MergedCodes(nn.Module):
+    """A quantizer whose codes are merged into fewer actions, `model.lam.quantizer_codes` > `num_actions`.
+
+    With 8 binary-FSQ codes on the sim data the still fifth of the transitions sits mid-way along one latent
+    bit and is split over two codes, leaving six for the motions (docs/MODELS.md, "Six LAM recipes"). With
+    16 codes there is room for every motion, and codes that mean the same thing can be found afterwards by
+    what the decoder draws for them (`genie_robot.training.merge.merge_codes`): this module then maps each
+    code to its action (`code_action`), and each action back to one code (`action_code`, its most used),
+    whose vector stands for the action wherever one is decoded, in training too, so the decoder learns
+    num_actions actions and no more. Until `set_merge` (or loading a merged checkpoint) it refuses to run:
+    a code has no action yet.
+    """
+
+    def __init__(self, inner: nn.Module, num_actions: int, usage_decay: float = 0.95, dead_fraction: float = 0.03):
+        super().__init__()
+        if inner.num_codes <= num_actions:
+            raise ValueError(f"merging needs more codes than actions, got {inner.num_codes} codes for {num_actions}")
+        self.inner, self.num_codes, self.code_dim = inner, num_actions, inner.code_dim
+        self.usage_decay, self.dead_fraction = usage_decay, dead_fraction
+        self.register_buffer("code_action", torch.full((inner.num_codes,), -1, dtype=torch.long))
+        self.register_buffer("action_code", torch.full((num_actions,), -1, dtype=torch.long))
+        self.register_buffer("ema_usage", torch.full((num_actions,), 1.0 / num_actions))
+        self.merged = False
+        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh())
+
+    def _refresh(self) -> None:
+        self.merged = bool((self.code_action >= 0).all() and (self.action_code >= 0).all())
+
+    @torch.no_grad()
+    def set_merge(self, code_action: torch.Tensor, action_code: torch.Tensor) -> None:
+        """code_action [codes]: each code's action; action_code [actions]: the code that stands for each."""
+        q, a = self.inner.num_codes, self.num_codes
+        code_action, action_code = torch.as_tensor(code_action).long(), torch.as_tensor(action_code).long()
+        if code_action.shape != (q,) or action_code.shape != (a,):
+            raise ValueError(f"a merge of {q} codes into {a} actions needs code_action of shape ({q},) and "
+                             f"action_code of shape ({a},), got {tuple(code_action.shape)} and "
+                             f"{tuple(action_code.shape)}")
+        if code_action.min() < 0 or code_action.max() >= a or action_code.min() < 0 or action_code.max() >= q:
+            raise ValueError(f"code_action must name actions 0-{a - 1} and action_code codes 0-{q - 1}")
+        if not torch.equal(code_action[action_code], torch.arange(a)):
+            raise ValueError("each action's standing code must be one of its own codes: code_action[action_code] "
+                             f"is {code_action[action_code].tolist()}, expected 0-{a - 1} in order")
+        self.code_action.copy_(code_action)
+        self.action_code.copy_(action_code)
+        self._refresh()
+
+    def _check(self) -> None:
+        if not self.merged:
+            raise RuntimeError(
+                f"this LAM's {self.inner.num_codes} quantizer codes are not merged into {self.num_codes} actions: "
+                f"train the codes as a LAM of model.lam.num_actions={self.inner.num_codes} "
+                "model.lam.quantizer_codes=0, then merge them with scripts/merge_actions.py (docs/MODELS.md)")
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """The vector of each action id [...] -> [..., code_dim]: its standing code's."""
+        self._check()
+        return self.inner.lookup(self.action_code[indices])
+
+    def forward(self, z: torch.Tensor) -> VQOutput:
+        self._check()
+        out = self.inner(z)
+        actions = self.code_action[out.indices]
+        # Straight-through onto the action's standing code (the inner z_q's gradient path is kept).
+        z_q = out.z_q + (self.inner.lookup(self.action_code[actions]).to(out.z_q.dtype) - out.z_q).detach()
+        perplexity = _track_usage(self, actions)
+        usage = (self.ema_usage > self.dead_fraction / self.num_codes).float().mean()
+        return VQOutput(z_q, actions, out.loss, perplexity, usage)

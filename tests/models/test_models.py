@@ -451,7 +451,7 @@ def test_binary_fsq_codes_the_sign_of_each_dimension_and_uses_every_code(tiny):
     assert z.grad[0, 0] < 0 and z.grad[0, 1] == 0 and z.grad[0, 2] > 0
     with pytest.raises(ValueError, match="fsq_margin_weight must be >= 0 and needs model.lam.quantizer=fsq"):
         dataclasses.replace(tiny, lam=dataclasses.replace(tiny.lam, fsq_margin_weight=0.1)).validate()
-    with pytest.raises(ValueError, match=r"num_actions must be 2\*\*model.lam.code_dim, got 8 actions and code_dim 8"):
+    with pytest.raises(ValueError, match=r"num_actions must be 2\*\*model.lam.code_dim, got 8 codes and code_dim 8"):
         dataclasses.replace(tiny, lam=dataclasses.replace(tiny.lam, quantizer="fsq")).validate()
     cfg = dataclasses.replace(tiny, lam=dataclasses.replace(tiny.lam, quantizer="fsq", code_dim=3))
     lam = build(cfg, "lam")
