@@ -92,7 +92,7 @@ demo: setup
 	$(BIN)/python scripts/compare_card.py --name $(REFERENCE) --eval outputs/demo/eval/eval.json
 	$(BIN)/genie-robot export ckpt=$(REFERENCE) out=outputs/export/$(REFERENCE)
 	$(BIN)/genie-robot export-verify ckpt=$(REFERENCE) out=outputs/export/$(REFERENCE) > outputs/demo/export_verify.json
-	@echo "export-verify: every graph within bounds, imagine and plan token-identical (outputs/demo/export_verify.json)"
+	@echo "export-verify: every graph within bounds, imagine in lockstep within them, plan action-identical (outputs/demo/export_verify.json)"
 	@# On the robot: world_model_node on the export, a held-out sim clip as its camera, a plan over ROS 2.
 	$(BIN)/python -m genie_robot_ros.demo $(HELDOUT_DATA) out=outputs/export/$(REFERENCE)
 	@echo "demo outputs: $(HELDOUT)/fractal20220817_data/0.1.0 (held-out dataset, sim seed $(HELDOUT_SEED)),"
@@ -127,7 +127,7 @@ demo-train: setup
 	@# The robot's form of the model: ONNX graphs + manifest, checked against the torch model.
 	$(BIN)/genie-robot export model=demo out=outputs/export/demo
 	$(BIN)/genie-robot export-verify model=demo out=outputs/export/demo > outputs/demo/export_verify.json
-	@echo "export-verify: every graph within bounds, imagine and plan token-identical (outputs/demo/export_verify.json)"
+	@echo "export-verify: every graph within bounds, imagine in lockstep within them, plan action-identical (outputs/demo/export_verify.json)"
 	@# On the robot: world_model_node on the export, a held-out sim clip as its camera, a plan over ROS 2.
 	$(BIN)/python -m genie_robot_ros.demo model=demo out=outputs/export/demo
 	@echo "demo outputs: outputs/sim/fractal20220817_data/0.1.0 (dataset), outputs/demo/*.png (contact sheet,"
