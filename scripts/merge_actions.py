@@ -50,7 +50,7 @@ def main() -> None:
     from genie_robot.data.reader import DataConfig, read_clips
     from genie_robot.data.token_clips import TokenClips, write_token_clips
     from genie_robot.models import ModelConfig, build
-    from genie_robot.training.merge import code_effects, merge_codes
+    from genie_robot.training.merge import code_effects, group_change, merge_codes
 
     ckpt = stage_checkpoint(args.lam)
     if ckpt is None or not (ckpt / "model.safetensors").is_file():
@@ -73,12 +73,12 @@ def main() -> None:
     merged_cfg = OmegaConf.merge(raw, {"model": {"lam": {"num_actions": args.actions,
                                                          "quantizer_codes": cfg.lam.num_actions}}})
     merged = build(typed(merged_cfg.model, ModelConfig), "lam")
-    merged.load_state_dict({(f"vq.inner.{k[3:]}" if k.startswith("vq.") else k): v for k, v in state.items()},
-                           strict=False)
+    keys = merged.load_state_dict({(f"vq.inner.{k[3:]}" if k.startswith("vq.") else k): v
+                                   for k, v in state.items()}, strict=False)
+    if set(keys.missing_keys) - {"vq.code_action", "vq.action_code", "vq.ema_usage"} or keys.unexpected_keys:
+        raise SystemExit(f"the merged LAM does not fit {ckpt}'s weights (missing {sorted(keys.missing_keys)}, "
+                         f"unexpected {sorted(keys.unexpected_keys)}): not a LAM checkpoint of this code")
     merged.vq.set_merge(torch.from_numpy(code_action), torch.from_numpy(action_code))
-    missing = set(merged.state_dict()) - {f"vq.inner.{k[3:]}" if k.startswith("vq.") else k for k in state}
-    if missing - {"vq.code_action", "vq.action_code", "vq.ema_usage"}:
-        raise SystemExit(f"the merged LAM lacks weights {sorted(missing)}: not a LAM checkpoint of this code")
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = args.out / "model.safetensors.tmp"
     save_file({k: v.contiguous() for k, v in merged.state_dict().items()}, str(tmp))
@@ -94,7 +94,7 @@ def main() -> None:
     print("action | codes | transitions | decoded frame change (0-255)")
     for a, members in enumerate(groups):
         print(f"{a} | {members} (stands as {action_code[a]}) | {int(effects.usage[members].sum())} | "
-              f"{np.average(effects.change[members], weights=np.maximum(effects.usage[members], 1e-9)):.1f}")
+              f"{group_change(effects, members):.1f}")
 
     if args.tokens is not None:
         tokens = TokenClips(args.tokens)

@@ -56,6 +56,11 @@ def code_effects(lam: LatentActionModel, clips_u8: np.ndarray, batch_size: int =
                        change=(change / pixels).sqrt().numpy() * scale, usage=usage.numpy())
 
 
+def group_change(effects: CodeEffects, codes: list[int]) -> float:
+    """How much a group of codes changes the frame: its codes' `change`, weighted by their usage."""
+    return float(np.average(effects.change[codes], weights=np.maximum(effects.usage[codes], 1e-9)))
+
+
 def merge_codes(effects: CodeEffects, num_actions: int, min_share: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
     """(code_action [Q], action_code [num_actions]): each code's action and the code that stands for each.
 
@@ -82,9 +87,7 @@ def merge_codes(effects: CodeEffects, num_actions: int, min_share: float = 0.03)
             nearest = min(common, key=lambda c: d[k, c])
             next(g for g in groups if nearest in g).append(k)
     # Action 0 changes the frame least; ties (none expected) by the smallest code.
-    weight = np.maximum(usage, 1e-9)
-    order = sorted(range(len(groups)), key=lambda g: (float(np.average(effects.change[groups[g]],
-                                                                      weights=weight[groups[g]])), min(groups[g])))
+    order = sorted(range(len(groups)), key=lambda g: (group_change(effects, groups[g]), min(groups[g])))
     code_action = np.zeros(q, np.int64)
     action_code = np.zeros(num_actions, np.int64)
     for action, g in enumerate(order):
