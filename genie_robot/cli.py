@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genie_robot.config import load_config, typed
 
-BENCH_TARGETS = ("data", "sim", "rollout")
+BENCH_TARGETS = ("data", "sim", "rollout", "control")
 
 
 def _data(cfg: DictConfig):
@@ -120,6 +120,16 @@ def imagine(cfg: DictConfig, _target: str | None) -> int:
     return 0
 
 
+def control(cfg: DictConfig, _target: str | None) -> int:
+    from genie_robot.control.run import ControlConfig
+    from genie_robot.control.run import control as run
+    from genie_robot.inference.world_model import WorldModel
+
+    summary = run(WorldModel.load(cfg.ckpt), typed(cfg.control, ControlConfig))
+    print(json.dumps(summary))
+    return 0 if summary["reason"] not in ("failed", "cancelled") else 1
+
+
 def export(cfg: DictConfig, _target: str | None) -> int:
     from genie_robot_export.exporter import export as run
 
@@ -166,6 +176,13 @@ def bench(cfg: DictConfig, target: str | None) -> int:
                                  list(cfg.runtime.providers), cfg.runtime.threads, r.compile)
     elif target == "data":
         result = b.bench_data(_data(cfg), cfg.bench.warmup_batches, cfg.bench.batches)
+    elif target == "control":
+        from genie_robot.control.bench import ControlBenchConfig, bench_control
+        from genie_robot.inference.world_model import WorldModel
+
+        c = OmegaConf.to_container(cfg.bench.control, resolve=True)
+        engine = WorldModel.load(c.pop("ckpt"))
+        result = {**bench_control(engine, typed(OmegaConf.create(c), ControlBenchConfig)), **b._machine()}
     else:
         from genie_robot.sim.writer import SimConfig
 
@@ -241,6 +258,9 @@ VERBS: dict[str, Verb] = {
                         "ckpt=<run dir> [adapter.method=mean|ridge]", ("ckpt", "data", "adapter")),
     "imagine": Verb(imagine, "one image in, a GIF of the imagined future out",
                     "prompt=<image> actions=0,3,3,5 [ckpt=<run dir>]", ("ckpt", "prompt", "actions", "imagine")),
+    "control": Verb(control, "drive the simulated robot to a goal image by planning in the world model (MPC)",
+                    "[ckpt=<run dir or reference>] [control.seed=S control.episode=E] [control.goal=<image>]",
+                    ("ckpt", "control"), defaults=("ckpt=sim-rt1",)),
     "export": Verb(export, "ONNX graphs + manifest for the onnxruntime engine",
                    "ckpt=<run dir> out=<dir> [precision=fp32|fp16] [opset=18]", ("ckpt", "out", "precision", "opset")),
     "export-verify": Verb(export_verify, "check an export against the torch model (graphs, imagine, plan)",
@@ -255,7 +275,7 @@ VERBS: dict[str, Verb] = {
     "serve": Verb(serve, "run world_model_node here (no ros2 launch needed): the ROS 2 world model service",
                   "out=<export dir> [serve.params={frame_rate: 5.0}] [serve.namespace=robot1]", ("serve",)),
     "bench": Verb(bench, "throughput of the loader, the simulator or imagination (JSON)",
-                  "data|sim|rollout [bench.rollout.engine=torch|onnx]", ("bench", "data", "sim", "runtime")),
+                  "data|sim|rollout|control [bench.rollout.engine=torch|onnx]", ("bench", "data", "sim", "runtime")),
 }
 
 

@@ -230,6 +230,22 @@ def exported(trained, tmp_path_factory) -> tuple[Path, Path]:
     return trained / "train/tiny", out
 
 
+@pytest.fixture(scope="session")
+def adapted(trained, sim_dataset, tmp_path_factory) -> tuple[Path, Path]:
+    """(the tiny run with a fitted latent-to-robot adapter, its export): what MPC needs to act."""
+    import shutil
+
+    from genie_robot.cli import main
+
+    base = tmp_path_factory.mktemp("adapted")
+    run = base / "tiny"
+    shutil.copytree(trained / "train/tiny", run)
+    assert main(["fit-adapter", "model=tiny", f"ckpt={run}", f"data.path={sim_dataset}",
+                 "data.val_fraction=0.25"]) == 0
+    assert main(["export", f"ckpt={run}", f"out={base / 'export'}"]) == 0
+    return run, base / "export"
+
+
 # --- `genie-robot play` as a server process, and its HTTP API (tests/play) -----------------------------------
 def free_port() -> int:
     with socket.socket() as s:

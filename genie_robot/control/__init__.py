@@ -1,0 +1,1 @@
+"""Closed-loop control: goal-reaching with the world model on a robot (docs/CONTROL.md)."""
