@@ -142,7 +142,8 @@ demo-train: setup
 REF_RUN := outputs/train/sim_rt1
 REF_RESUME ?= false
 REF_TRAIN = $(BIN)/genie-robot train model=sim_rt1 train=reference train.resume=$(REF_RESUME)
-LAM_CODES := model.lam.decoder.attention=spatial
+# The LAM's codes are trained as 16 actions, then merged into the model's 8 (scripts/merge_actions.py).
+LAM_CODES := model.lam.decoder.attention=spatial model.lam.num_actions=16 model.lam.quantizer_codes=0
 REF_EXTRA_SIM := outputs/sim2
 REF_TOKENS := outputs/tokens/sim_rt1.npz
 REF_DYNAMICS = $(REF_TRAIN) stage=dynamics data.tokens=$(REF_TOKENS) data.batch_size=32
@@ -155,11 +156,13 @@ reference: setup
 	$(BIN)/genie-robot sim
 	$(REF_TRAIN) stage=tokenizer train.steps=2400 data.batch_size=4
 	$(REF_PACKAGE) --stages tokenizer
-	@# The LAM's codes: 2,000 steps with a spatial decoder and the binary FSQ (docs/MODELS.md, "FSQ instead of
-	@# the VQ"); then its decoder alone, grown a temporal attention, 1,000 steps around the frozen codes ("The
-	@# LAM decoder retrained"), which becomes the run's lam/.
+	@# The LAM's codes: 2,000 steps with a spatial decoder and 16 binary-FSQ codes (docs/MODELS.md, "FSQ instead
+	@# of the VQ", "Sixteen codes merged into eight actions"), merged into 8 actions by what the decoder draws for
+	@# each; then its decoder alone, grown a temporal attention, 1,000 steps around the frozen merge ("The LAM
+	@# decoder retrained"), which becomes the run's lam/.
 	$(REF_TRAIN) stage=lam train.steps=2000 data.batch_size=8 $(LAM_CODES) train.eval_every=250 \
-		train.out_dir=$(REF_RUN)/codes
+		train.out_dir=$(REF_RUN)/codes16
+	$(BIN)/python scripts/merge_actions.py --lam $(REF_RUN)/codes16/lam --out $(REF_RUN)/codes/lam
 	$(REF_TRAIN) stage=lam train.steps=1000 data.batch_size=8 train.init_from=$(REF_RUN)/codes/lam \
 		train.init_from_allow_new=true train.lam_codes_frozen=true train.optim.lam.lr=5e-4 \
 		train.optim.lam.warmup_steps=50 train.eval_every=250
@@ -168,6 +171,9 @@ reference: setup
 	@# both datasets tokenized once by the frozen tokenizer and LAM, then two runs from the tokens. The shipped
 	@# one ran on an H200 (scripts/gpu_lease.sh: about 4 min each); on 2 CPU cores a step of 2 clips took 11-12 s
 	@# (two runs sharing them), so run these two lines where torch sees a GPU (bf16 autocast there).
+	@# The sixth release's dynamics did not: the fifth's, carried over to the merged actions by
+	@# scripts/remap_actions.py and fine-tuned 600 steps on the 2 CPU cores (commands in docs/MODELS.md,
+	@# "Sixteen codes merged into eight actions").
 	$(BIN)/genie-robot sim sim.out=$(REF_EXTRA_SIM) sim.seed=2 sim.episodes=512
 	$(BIN)/genie-robot tokenize-data model=sim_rt1 train=reference train.tokenizer_ckpt=$(REF_RUN)/tokenizer \
 		train.lam_ckpt=$(REF_RUN)/lam data.clip_hop=2 tokens.out=$(REF_TOKENS) \
