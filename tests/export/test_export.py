@@ -61,7 +61,7 @@ def test_export_verify_passes_for_graphs_imagine_and_plan(exported, capsys):
             assert o["rel_error"] <= 1e-4
     assert report["graphs"]["tokenizer_encoder"]["outputs"]["tokens"]["identical_fraction"] == 1.0
     assert report["rollouts"]["imagine"]["tokens_identical"] and report["rollouts"]["plan"]["actions_identical"]
-    # The lockstep: every dynamics call of a rollout (frames + 1 frames x 6 MaskGIT steps) made in both engines.
+    # The lockstep: every dynamics call of a rollout (frames + 1 frames x 4 MaskGIT steps) made in both engines.
     lock = report["rollouts"]["imagine"]["lockstep"]
     assert lock["ok"] and lock["logits_rel_error"] <= 1e-4 and lock["dynamics_calls"] >= 9
 
