@@ -33,7 +33,7 @@ from genie_robot.models.config import SAMPLING
 from genie_robot.planning.adapter import ACTION_DIM, Adapter
 from genie_robot.planning.cem import plan
 
-REASONS = ("goal reached", "budget", "cancelled", "failed", "terminated")
+REASONS = ("goal reached", "budget", "cancelled", "failed")
 
 
 @dataclass

@@ -43,10 +43,6 @@ class RobotAction:
                              f"got {v.shape[0]}")
         return RobotAction(v[:3].copy(), v[3:6].copy(), float(v[6]), terminate)
 
-    def vector(self) -> np.ndarray:
-        return np.concatenate([self.world_vector, self.rotation_delta, [self.gripper_closedness_action]]).astype(
-            np.float32)
-
 
 @dataclass
 class StepResult:
@@ -75,7 +71,6 @@ class SimRobotService:
         self.steps = 0
         self.start_stamp = 0.0
         self.terminated = False
-        self.state: RobotState | None = None
 
     def reset(self, seed: int, episode: int, scene: str = "default", start_stamp: float = 0.0) -> RobotState:
         """Load episode `episode` of the sim dataset seeded `seed` (scene family `scene`) in its start state."""
@@ -90,8 +85,7 @@ class SimRobotService:
         self.close()
         self.robot, self.scene_name = robot, (seed, episode, scene)
         self.steps, self.start_stamp, self.terminated = 0, start_stamp, False
-        self.state = robot.observe()
-        return self.state
+        return robot.observe()
 
     @property
     def stamp(self) -> float:
@@ -103,18 +97,13 @@ class SimRobotService:
             raise RuntimeError("no scene loaded: reset the robot to a scene first")
         received = action is not None
         requested = action if received else RobotAction.zero()
-        if self.terminated or requested.terminate_episode:
-            self.terminated = True
-            hold = RobotAction.zero()
-            cmd = self.robot.limit(hold.world_vector, hold.rotation_delta, 0.0)
-        else:
-            cmd = self.robot.limit(requested.world_vector, requested.rotation_delta,
-                                   requested.gripper_closedness_action)
+        self.terminated = self.terminated or requested.terminate_episode
+        run = RobotAction.zero() if self.terminated else requested
+        cmd = self.robot.limit(run.world_vector, run.rotation_delta, run.gripper_closedness_action)
         self.robot.execute(cmd)
         self.steps += 1
-        self.state = self.robot.observe()
         return StepResult(self.steps, self.stamp, received, requested, _executed(cmd, self.terminated), cmd.clipped,
-                          self.state, self.terminated)
+                          self.robot.observe(), self.terminated)
 
     def goal_task(self, seed: int, episode: int, goal_steps: int, scene: str = "default") -> GoalTask:
         """The scene's scripted goal at this service's camera size (genie_robot.sim.goals)."""
@@ -131,7 +120,7 @@ def _executed(cmd: Command, terminated: bool) -> RobotAction:
 
 
 def _serve(conn, height: int, width: int, limits: ActionLimits | None) -> None:
-    """The child's loop: calls on a SimRobotService (or `make_task`), answered with results or the exception."""
+    """The child's loop: calls on a SimRobotService, answered with their results or the exception raised."""
     service = SimRobotService(height, width, limits)
     try:
         while True:
