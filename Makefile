@@ -85,6 +85,9 @@ REF_EVAL = $(EVAL_REF)
 DEMO_EVAL = $(EVAL_REF) eval.max_clips=12 eval.grid_contexts=1 eval.grid_horizon=4 eval.plan_episodes=1 \
 	eval.plan_samples=8 eval.plan_iterations=2 eval.steps=8 eval.plan_steps=4
 
+# Control steps of make demo's closed-loop episode (each a plan through world_model_node).
+DEMO_CONTROL_STEPS := 3
+
 demo: setup
 	$(HELDOUT_SIM)
 	$(DEMO_EVAL) ckpt=$(REFERENCE) eval.out=outputs/demo/eval
@@ -93,12 +96,13 @@ demo: setup
 	$(BIN)/genie-robot export ckpt=$(REFERENCE) out=outputs/export/$(REFERENCE)
 	$(BIN)/genie-robot export-verify ckpt=$(REFERENCE) out=outputs/export/$(REFERENCE) > outputs/demo/export_verify.json
 	@echo "export-verify: every graph within bounds, imagine in lockstep within them, plan action-identical (outputs/demo/export_verify.json)"
-	@# On the robot: world_model_node on the export, a held-out sim clip as its camera, a plan over ROS 2.
-	$(BIN)/python -m genie_robot_ros.demo $(HELDOUT_DATA) out=outputs/export/$(REFERENCE)
+	@# On the robot: sim_robot_node, world_model_node on the export and control_node over ROS 2, closed loop.
+	$(BIN)/python -m genie_robot_ros.demo out=outputs/export/$(REFERENCE) control.max_steps=$(DEMO_CONTROL_STEPS)
 	@echo "demo outputs: $(HELDOUT)/fractal20220817_data/0.1.0 (held-out dataset, sim seed $(HELDOUT_SEED)),"
 	@echo "  outputs/demo/eval/ (report, per-action rollouts actions_context*.png/.gif, plan.gif),"
 	@echo "  outputs/export/$(REFERENCE)/ (ONNX graphs + manifest for genie_robot.runtime.OnnxWorldModel),"
-	@echo "  outputs/demo/ros_plan.gif (world_model_node's plan over ROS 2: real | predicted)"
+	@echo "  outputs/demo/closed_loop/reach_*.gif (the sim robot driven by world_model_node's plans over ROS 2:"
+	@echo "  camera | goal | imagined, a row per control step)"
 
 DEMO_TRAIN := $(BIN)/genie-robot train model=demo train=demo
 DEMO_RUN := outputs/train/demo
@@ -128,13 +132,13 @@ demo-train: setup
 	$(BIN)/genie-robot export model=demo out=outputs/export/demo
 	$(BIN)/genie-robot export-verify model=demo out=outputs/export/demo > outputs/demo/export_verify.json
 	@echo "export-verify: every graph within bounds, imagine in lockstep within them, plan action-identical (outputs/demo/export_verify.json)"
-	@# On the robot: world_model_node on the export, a held-out sim clip as its camera, a plan over ROS 2.
-	$(BIN)/python -m genie_robot_ros.demo model=demo out=outputs/export/demo
+	@# On the robot: sim_robot_node, world_model_node on the export and control_node over ROS 2, closed loop.
+	$(BIN)/python -m genie_robot_ros.demo model=demo out=outputs/export/demo control.max_steps=$(DEMO_CONTROL_STEPS)
 	@echo "demo outputs: outputs/sim/fractal20220817_data/0.1.0 (dataset), outputs/demo/*.png (contact sheet,"
 	@echo "  reconstructions, next-frame predictions), outputs/demo/eval/ (report, per-action rollouts, plan.gif),"
 	@echo "  $(DEMO_RUN)/<stage>/ (checkpoints, TensorBoard, eval.json), $(DEMO_RUN)/adapter.json,"
 	@echo "  outputs/export/demo/ (ONNX graphs + manifest for genie_robot.runtime.OnnxWorldModel),"
-	@echo "  outputs/demo/ros_plan.gif (world_model_node's plan over ROS 2: real | predicted)"
+	@echo "  outputs/demo/closed_loop/reach_*.gif (the sim robot driven by world_model_node's plans over ROS 2)"
 
 # The reference model sim-rt1 (configs/model/sim_rt1.yaml, configs/train/reference.yaml): trained on
 # the default simulated dataset (seed 0), each stage packaged into genie_robot/references/sim-rt1 as it

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genie_robot.config import load_config, typed
 
-BENCH_TARGETS = ("data", "sim", "rollout", "control")
+BENCH_TARGETS = ("data", "sim", "rollout", "control", "agent")
 
 
 def _data(cfg: DictConfig):
@@ -183,6 +183,17 @@ def bench(cfg: DictConfig, target: str | None) -> int:
         c = OmegaConf.to_container(cfg.bench.control, resolve=True)
         engine = WorldModel.load(c.pop("ckpt"))
         result = {**bench_control(engine, typed(OmegaConf.create(c), ControlBenchConfig)), **b._machine()}
+    elif target == "agent":
+        from genie_robot.control.agent import AgentConfig, bench_agent
+        from genie_robot.control.bench import ControlBenchConfig
+        from genie_robot.inference.world_model import WorldModel
+
+        a = OmegaConf.to_container(cfg.bench.agent, resolve=True)
+        engine = WorldModel.load(a.pop("ckpt"))
+        tasks = OmegaConf.to_container(cfg.bench.control, resolve=True)  # the same held-out tasks
+        tasks.pop("ckpt")
+        result = {**bench_agent(engine, typed(OmegaConf.create(a), AgentConfig),
+                                typed(OmegaConf.create(tasks), ControlBenchConfig)), **b._machine()}
     else:
         from genie_robot.sim.writer import SimConfig
 
@@ -274,8 +285,9 @@ VERBS: dict[str, Verb] = {
                  ("ckpt", "play", "runtime"), defaults=("ckpt=sim-rt1",)),
     "serve": Verb(serve, "run world_model_node here (no ros2 launch needed): the ROS 2 world model service",
                   "out=<export dir> [serve.params={frame_rate: 5.0}] [serve.namespace=robot1]", ("serve",)),
-    "bench": Verb(bench, "throughput of the loader, the simulator or imagination (JSON)",
-                  "data|sim|rollout|control [bench.rollout.engine=torch|onnx]", ("bench", "data", "sim", "runtime")),
+    "bench": Verb(bench, "throughput of the loader, the simulator or imagination; closed-loop goal reaching (JSON)",
+                  "data|sim|rollout|control|agent [bench.rollout.engine=torch|onnx]",
+                  ("bench", "data", "sim", "runtime")),
 }
 
 

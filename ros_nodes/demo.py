@@ -1,12 +1,16 @@
-"""The end of `make demo`: the world model as a robot would use it, over ROS 2.
+"""The end of `make demo`: the world model driving the simulated robot over ROS 2, closed loop.
 
-Starts `world_model_node` on the exported model (with configs/ros/world_model.yaml), plays a
-held-out sim clip at camera resolution as the camera (frames stamped at the model's 3 Hz),
-asks the `~/plan` action for latent actions toward a later frame of that clip, saves the
-plan as a GIF (left: what the camera saw, then the real future; right: the node's predicted
-frames), and stops the node, which must exit cleanly.
+Three node processes on one DDS domain, as on a robot: `sim_robot_node` (the MuJoCo Google Robot,
+synchronous: one step per action), `world_model_node` on the exported model (configs/ros/world_model.yaml)
+and `control_node`. The scene is `genie-robot control`'s (`control.seed`, `control.episode`: a seed the
+reference never trained on) and the goal its own: the camera after `control.goal_steps` steps of the
+scripted controller that would have made that episode. This client resets the scene, sends the goal to
+control_node's `~/reach`, prints each step's feedback (the plan, its cost, the robot action, the camera's
+distance to the goal), and reports where the end-effector ended against where the scripted steps put it.
+control_node writes the episode's GIF (camera | goal | the plan's imagined frame, a row per step). Every
+node must then stop cleanly.
 
-    python -m genie_robot_ros.demo out=outputs/export/demo [data.path=...] [+ros_demo.gif=...]
+    python -m genie_robot_ros.demo out=outputs/export/sim-rt1 control.max_steps=3 [control.seed=2000]
 """
 
 from __future__ import annotations
@@ -17,99 +21,140 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-CONTEXT, AHEAD = 8, 4  # camera frames before planning; the goal is the frame AHEAD steps later
+
+def _nodes(export_dir: str, params: Path, gif_dir: Path, seed: int, episode: int, control: dict, env: dict
+           ) -> list[tuple[str, subprocess.Popen]]:
+    bin_dir = Path(sys.executable).parent
+    specs = {
+        "sim_robot_node": ["-p", "rate_hz:=0.0", "-p", f"seed:={seed}", "-p", f"episode:={episode}"],
+        "world_model_node": ["--params-file", str(params), "-p", f"model_dir:={export_dir}"],
+        "control_node": ["-r", "plan:=/world_model_node/plan", "-r", "executed:=/sim_robot_node/executed",
+                         "-p", f"gif_dir:={gif_dir}", *(x for k, v in control.items() for x in ("-p", f"{k}:={v}"))],
+    }
+    return [(name, subprocess.Popen([str(bin_dir / name), "--ros-args", *args], env=env))
+            for name, args in specs.items()]
 
 
-def run(export_dir: str, clip: np.ndarray, gif: Path, node_bin: Path, params: Path, domain: int) -> dict:
+def _stop(procs: list[tuple[str, subprocess.Popen]]) -> dict:
+    for _, p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    codes = {}
+    for name, p in procs:
+        try:
+            codes[name] = p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes[name] = "killed after 30 s"
+    return codes
+
+
+def run(export_dir: str, task, max_steps: int, control: dict, gif_dir: Path, params: Path, domain: int) -> dict:
+    """One Reach episode over DDS on `task` (a genie_robot.sim.goals.GoalTask); the summary."""
     import rclpy
+    from geometry_msgs.msg import PoseStamped
     from rclpy.action import ActionClient
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import String
 
-    from genie_robot.core.image import fit_image
-    from genie_robot.pictures import save_gif
-    from genie_robot.runtime.camera import to_rgb
-    from genie_robot_interfaces.action import Plan
-    from genie_robot_ros.world_model_node import image_msg
+    from genie_robot_interfaces.action import Reach
+    from genie_robot_interfaces.srv import ResetScene
+    from genie_robot_ros.control_node import rgb_msg
 
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
     os.environ.update(env)
-    node = subprocess.Popen([str(node_bin), "--ros-args", "--params-file", str(params), "-p",
-                             f"model_dir:={export_dir}"], env=env)
+    gif_dir.mkdir(parents=True, exist_ok=True)
+    procs = _nodes(export_dir, params, gif_dir, task.seed, task.episode, control, env)
     rclpy.init()
     client = rclpy.create_node("genie_demo_client")
+    poses: list[np.ndarray] = []
     try:
-        camera = client.create_publisher(Image, "image", 10)
-        status: list[dict] = []
-        client.create_subscription(String, "/world_model_node/status", lambda m: status.append(json.loads(m.data)),
-                                   10)
-        plan = ActionClient(client, Plan, "/world_model_node/plan")
-        if not plan.wait_for_server(timeout_sec=120):
-            raise RuntimeError("world_model_node did not come up (see its log above)")
-        deadline = time.time() + 60
-        while time.time() < deadline and not (status and status[-1]["buffer"] >= CONTEXT):
-            for i in range(CONTEXT):  # the camera: held-out frames, stamped 1/3 s apart
-                msg = image_msg(clip[i])
-                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(i * 1e9 / 3), 10**9)
-                camera.publish(msg)
-                rclpy.spin_once(client, timeout_sec=0.05)
-            rclpy.spin_once(client, timeout_sec=0.5)
-        if not (status and status[-1]["buffer"] >= CONTEXT):
-            raise RuntimeError(f"the node did not buffer {CONTEXT} camera frames: {status[-1:] or 'no status'}")
-        goal = Plan.Goal(goal=image_msg(clip[CONTEXT - 1 + AHEAD]), horizon=AHEAD, num_samples=8, iterations=2, seed=0)
-        feedback = []
-        future = plan.send_goal_async(goal, feedback_callback=lambda f: feedback.append(
-            (f.feedback.iteration, round(f.feedback.best_cost, 4))))
-        rclpy.spin_until_future_complete(client, future, timeout_sec=60)
-        result_future = future.result().get_result_async()
-        rclpy.spin_until_future_complete(client, result_future, timeout_sec=600)
-        res = result_future.result().result
+        client.create_subscription(PoseStamped, "ee_pose", lambda m: poses.append(
+            np.array([m.pose.position.x, m.pose.position.y, m.pose.position.z])), 10)
+        reset = client.create_client(ResetScene, "/sim_robot_node/reset")
+        reach = ActionClient(client, Reach, "/control_node/reach")
+        for what, ready in (("sim_robot_node", lambda t: reset.wait_for_service(timeout_sec=t)),
+                            ("control_node", lambda t: reach.wait_for_server(timeout_sec=t))):
+            if not ready(120):
+                raise RuntimeError(f"{what} did not come up (see its log above)")
+        answer = None
+        for _ in range(10):  # the first requests can be lost while discovery completes
+            fut = reset.call_async(ResetScene.Request(seed=task.seed, episode=task.episode, scene=task.scene))
+            rclpy.spin_until_future_complete(client, fut, timeout_sec=5)
+            if fut.done():
+                answer = fut.result()
+                break
+            reset.remove_pending_request(fut)
+        if answer is None or not answer.success:
+            raise RuntimeError(f"sim_robot_node did not reset the scene: {answer and answer.message}")
+        time.sleep(0.5)  # control_node sees the reset's camera frame
+        for _ in range(5):
+            rclpy.spin_once(client, timeout_sec=0.1)
+
+        def show(msg) -> None:
+            f = msg.feedback
+            move = [round(float(v), 4) for v in f.robot_action[:3]]
+            print(f"step {f.step}: plan {list(f.plan)} (imagined cost {f.plan_cost:.4f}), robot action {move} m, "
+                  f"camera-to-goal MSE {f.goal_mse:.4f}", flush=True)
+
+        sent = reach.send_goal_async(Reach.Goal(goal=rgb_msg(task.goal_image), max_steps=max_steps),
+                                     feedback_callback=show)
+        rclpy.spin_until_future_complete(client, sent, timeout_sec=60)
+        if not sent.done() or not sent.result().accepted:
+            raise RuntimeError("control_node did not accept the goal (see its log above)")
+        done = sent.result().get_result_async()
+        rclpy.spin_until_future_complete(client, done, timeout_sec=120 * max_steps + 60)
+        if not done.done():
+            raise RuntimeError("control_node did not finish the episode")
+        res = done.result().result
+        deadline = time.time() + 1.0  # the robot's last pose
+        while time.time() < deadline:
+            rclpy.spin_once(client, timeout_sec=0.1)
         if not res.success:
-            raise RuntimeError(f"plan failed: {res.message}")
-        predicted = np.stack([to_rgb(f.encoding, f.height, f.width, f.step, f.data).transpose(2, 0, 1)
-                              for f in res.predicted_frames])
-        real = clip[CONTEXT - 1 : CONTEXT + AHEAD]
-        real_small = np.stack([fit_image(f.transpose(1, 2, 0), predicted.shape[2:]) for f in real])
-        shown = np.concatenate([real_small, np.concatenate([real_small[:1], predicted])], axis=3)
-        save_gif(shown, gif, fps=2, scale=3)
-        summary = {"ros_plan": str(gif), "latent_actions": list(res.latent_actions), "cost": round(res.cost, 4),
-                   "feedback": feedback, "robot_actions": len(res.robot_actions) // 7, "node_status": status[-1]}
+            raise RuntimeError(f"the episode ended {res.reason}: {res.message}")
+        end = poses[-1] if poses else None
+        summary = {"closed_loop_gif": res.gif, "reason": res.reason, "steps": res.steps,
+                   "latent_actions": list(res.latent_actions),
+                   "goal_mse": [round(m, 4) for m in res.goal_mse],
+                   "ee_to_goal_start_m": round(task.distance, 4),
+                   "ee_to_goal_end_m": None if end is None else round(float(np.linalg.norm(end - task.goal_ee)), 4),
+                   "scene": {"seed": task.seed, "episode": task.episode, "goal_steps": task.goal_steps}}
     finally:
         client.destroy_node()
         rclpy.try_shutdown()
-        node.send_signal(signal.SIGINT)
-        try:
-            code = node.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            code = "killed after 30 s"
-    if code != 0:
-        raise RuntimeError(f"world_model_node did not stop cleanly (exit {code})")
-    summary["node_exit"] = code
+        codes = _stop(procs)
+    if any(c != 0 for c in codes.values()):
+        raise RuntimeError(f"a node did not stop cleanly: {codes}")
+    summary["node_exits"] = codes
     return summary
 
 
 def main() -> int:
     from domain_coordinator import domain_id
 
-    from genie_robot.config import config_dir, load_config, typed
-    from genie_robot.data.reader import DataConfig, read_clips
-    from genie_robot.data.schema import IMAGE_SHAPE
+    from genie_robot.config import config_dir, load_config
+    from genie_robot.sim.service import SimProcess
 
     cfg = load_config(sys.argv[1:])
-    data = typed(cfg.data, DataConfig)
-    h, w = IMAGE_SHAPE[:2]  # the head camera's resolution (RT-1)
-    frames, _ = read_clips(replace(data, resolution=[h, w], clip_frames=CONTEXT + AHEAD, batch_size=1), "val", 1,
-                           ["world_vector"])
-    gif = Path(cfg.output_dir) / "demo" / "ros_plan.gif"
-    node_bin = Path(sys.executable).parent / "world_model_node"
+    c = cfg.control
+    manifest = Path(str(cfg.out)) / "manifest.json"
+    if not manifest.is_file():
+        print(f"genie_robot_ros.demo: out={cfg.out} is not an exported model (no manifest.json): "
+              "`genie-robot export ckpt=<run or reference> out=<dir>` first", file=sys.stderr)
+        return 2
+    sim = SimProcess()  # the goal, rendered in a child process like every in-process sim render
+    try:
+        task = sim.goal_task(c.seed, c.episode, c.goal_steps, c.scene)
+    finally:
+        sim.close()
+    plan = {k: c[k] for k in ("horizon", "num_samples", "iterations", "context_frames")}
+    # The goal distance is measured at the model's resolution (the export's manifest).
+    plan["resolution"] = json.loads(manifest.read_text())["resolution"]
     with domain_id() as domain:  # a free DDS domain on this machine, so other ROS graphs do not cross-talk
-        summary = run(str(cfg.out), frames[0], gif, node_bin, Path(config_dir()) / "ros" / "world_model.yaml", domain)
+        summary = run(str(cfg.out), task, int(c.max_steps), plan, Path(cfg.output_dir) / "demo" / "closed_loop",
+                      Path(config_dir()) / "ros" / "world_model.yaml", domain)
     print(json.dumps(summary))
     return 0
 

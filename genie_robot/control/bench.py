@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,12 +33,14 @@ from genie_robot.control.loop import (
     EngineMPC,
     HoldPolicy,
     PlanSettings,
+    Policy,
     RandomLatentPolicy,
     ReplayPolicy,
     run_episode,
     save_episode_gif,
 )
 from genie_robot.control.tasks import SimRobotPort
+from genie_robot.sim.goals import GoalTask
 from genie_robot.sim.service import SimProcess
 
 POLICIES = ("mpc", "random", "nothing", "replay")
@@ -100,9 +103,24 @@ def bench_control(engine, cfg: ControlBenchConfig) -> dict:
     if engine.adapter is None:
         raise ValueError("bench control maps latent actions to robot actions with the model's adapter, and this "
                          "model has none: `genie-robot fit-adapter ckpt=<run>` (a reference ships one)")
-    res = tuple(engine.cfg.resolution)
+    factories = {name: (lambda task, index, name=name: _policy(name, engine, cfg, task, index))
+                 for name in cfg.policies}
+    records, skipped, seconds = run_tasks(factories, cfg, tuple(engine.cfg.resolution))
+    return summarize(records, cfg, skipped, seconds)
+
+
+PolicyFactory = Callable[[GoalTask, int], Policy]
+
+
+def run_tasks(factories: dict[str, PolicyFactory], cfg: ControlBenchConfig, resolution: tuple[int, int]
+              ) -> tuple[list[dict], list[int], float]:
+    """Every policy (a fresh one per task, from its factory) on the same held-out tasks of `cfg`.
+
+    Returns the episode records (also written to `<cfg.out>/episodes.jsonl`), the skipped task indices
+    and the seconds it took. Shared by `bench control` and `bench agent`, so both score the same tasks."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    names = list(factories)
     service = SimProcess()
     port = SimRobotPort(service)
     records, skipped, index = [], [], cfg.first_episode
@@ -110,17 +128,16 @@ def bench_control(engine, cfg: ControlBenchConfig) -> dict:
     bar = tqdm(total=cfg.episodes, desc="control episodes", unit="ep")
     try:
         with (out / "episodes.jsonl").open("w") as log:
-            while len(records) < cfg.episodes * len(cfg.policies):
+            while len(records) < cfg.episodes * len(names):
                 task = service.goal_task(cfg.seed, index, cfg.goal_steps, cfg.scene)
                 if task.distance < cfg.min_distance:
                     skipped.append(index)
                     index += 1
                     continue
-                n_done = len(records) // len(cfg.policies)
-                for name in cfg.policies:
-                    policy = _policy(name, engine, cfg, task, index)
-                    ep = run_episode(port, policy, port.reset(cfg.seed, index, cfg.scene), task.goal_image,
-                                     cfg.max_steps, res, cfg.context_frames)
+                n_done = len(records) // len(names)
+                for name, make in factories.items():
+                    ep = run_episode(port, make(task, index), port.reset(cfg.seed, index, cfg.scene),
+                                     task.goal_image, cfg.max_steps, resolution, cfg.context_frames)
                     dist = float(np.linalg.norm(ep.final_ee_pos - task.goal_ee))
                     rec = {"policy": name, "episode": index, "target_m": task.distance, "final_m": dist,
                            "success": dist <= cfg.success_radius, "reason": ep.reason, "message": ep.message,
@@ -132,30 +149,37 @@ def bench_control(engine, cfg: ControlBenchConfig) -> dict:
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
                     if n_done < cfg.gifs:
-                        save_episode_gif(ep, res, out / f"{name}_episode{index}.gif")
+                        save_episode_gif(ep, resolution, out / f"{name}_episode{index}.gif")
                 bar.update(1)
-                bar.set_postfix({p: sum(r["success"] for r in records if r["policy"] == p) for p in cfg.policies})
+                bar.set_postfix({p: sum(r["success"] for r in records if r["policy"] == p) for p in names})
                 index += 1
     finally:
         bar.close()
         service.close()
-    return summarize(records, cfg, skipped, time.perf_counter() - start)
+    return records, skipped, time.perf_counter() - start
+
+
+def policy_summary(records: list[dict], name: str) -> dict:
+    """One policy's successes, rate with its 95% Wilson interval, final distances' quartiles, failures."""
+    mine = [r for r in records if r["policy"] == name]
+    wins = sum(r["success"] for r in mine)
+    lo, hi = wilson(wins, len(mine))
+    final = np.array([r["final_m"] for r in mine])
+    plan_ms = [ms for r in mine for ms in r["plan_ms"]]
+    return {
+        "episodes": len(mine), "successes": wins, "success_rate": wins / max(len(mine), 1),
+        "success_ci95": [lo, hi], "final_m_quartiles": np.percentile(final, [25, 50, 75]).round(4).tolist(),
+        "failed_episodes": sum(r["reason"] == "failed" for r in mine),
+        **({"plan_ms_median": float(np.median(plan_ms))} if plan_ms else {}),
+    }
+
+
+def intervals_overlap(a: dict, b: dict) -> bool:
+    return not (a["success_ci95"][0] > b["success_ci95"][1] or b["success_ci95"][0] > a["success_ci95"][1])
 
 
 def summarize(records: list[dict], cfg: ControlBenchConfig, skipped: list[int], seconds: float) -> dict:
-    policies = {}
-    for name in cfg.policies:
-        mine = [r for r in records if r["policy"] == name]
-        wins = sum(r["success"] for r in mine)
-        lo, hi = wilson(wins, len(mine))
-        final = np.array([r["final_m"] for r in mine])
-        plan_ms = [ms for r in mine for ms in r["plan_ms"]]
-        policies[name] = {
-            "episodes": len(mine), "successes": wins, "success_rate": wins / max(len(mine), 1),
-            "success_ci95": [lo, hi], "final_m_quartiles": np.percentile(final, [25, 50, 75]).round(4).tolist(),
-            "failed_episodes": sum(r["reason"] == "failed" for r in mine),
-            **({"plan_ms_median": float(np.median(plan_ms))} if plan_ms else {}),
-        }
+    policies = {name: policy_summary(records, name) for name in cfg.policies}
     result = {"bench": "control", "policies": policies, "skipped_episodes": skipped,
               "target_m_quartiles": np.percentile([r["target_m"] for r in records if r["policy"] == cfg.policies[0]],
                                                   [25, 50, 75]).round(4).tolist(),
@@ -163,6 +187,5 @@ def summarize(records: list[dict], cfg: ControlBenchConfig, skipped: list[int], 
     if "mpc" in policies and "random" in policies:
         m, r = policies["mpc"], policies["random"]
         result["mpc_vs_random"] = {"ratio": m["success_rate"] / r["success_rate"] if r["success_rate"] else None,
-                                   "intervals_overlap": not (m["success_ci95"][0] > r["success_ci95"][1]
-                                                             or r["success_ci95"][0] > m["success_ci95"][1])}
+                                   "intervals_overlap": intervals_overlap(m, r)}
     return result

@@ -5,6 +5,7 @@ and `genie-robot control` in-process on the tiny run."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -162,3 +163,21 @@ def test_genie_robot_control_drives_the_sim_with_the_tiny_model(adapted, tmp_pat
     assert doc["ee_to_goal_start_m"] > 0 and (out / "episode.gif").is_file()
     assert main(["control", f"ckpt={run}", f"control.goal={tmp_path / 'missing.png'}", f"control.out={out}"]) != 0
     assert "missing.png: no such file" in capsys.readouterr().err
+
+
+def test_make_demos_closed_loop_runs_three_nodes_and_reports_the_episode(adapted, tmp_path):
+    """`python -m genie_robot_ros.demo` (make demo's end) on the tiny export: an episode, its GIF, clean exits."""
+    _, export = adapted
+    r = subprocess.run([sys.executable, "-m", "genie_robot_ros.demo", f"out={export}", f"output_dir={tmp_path}",
+                        "control.max_steps=2", "control.num_samples=4", "control.iterations=1",
+                        "control.goal_steps=2"], capture_output=True, text=True, timeout=400,
+                       env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "log")})
+    assert r.returncode == 0, r.stderr[-4000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["reason"] == "budget" and summary["steps"] == 2 and len(summary["goal_mse"]) == 3
+    assert summary["node_exits"] == {"sim_robot_node": 0, "world_model_node": 0, "control_node": 0}
+    assert summary["ee_to_goal_start_m"] > 0 and summary["ee_to_goal_end_m"] is not None
+    assert Path(summary["closed_loop_gif"]).is_file() and "step 1: plan" in r.stdout
+    bad = subprocess.run([sys.executable, "-m", "genie_robot_ros.demo", f"out={tmp_path / 'nothing'}"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "is not an exported model" in bad.stderr
