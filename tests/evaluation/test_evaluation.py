@@ -113,6 +113,23 @@ def test_eval_command_writes_json_markdown_and_pictures(trained, sim_dataset, tm
     if len(gains) > 1:
         assert np.isclose(result["plan_cem_gain_se"], gains.std(ddof=1) / np.sqrt(len(gains)))
     assert "random search's cost minus CEM's, paired by clip" in md
+    # Each planning episode is logged as it finishes; eval.resume=true reuses what matches (a cut eval continues),
+    # anything else plans afresh. A logged cost changed by hand shows which happened.
+    log = [json.loads(x) for x in (out / "planning.jsonl").read_text().splitlines()]
+    assert [r["cem"] for r in log] == result["plan_cem_costs"] and log[0]["key"]["plan_samples"] == 4
+    log[0]["cem"] = 123.0
+    (out / "planning.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    again = ["eval", "model=tiny", f"ckpt={trained / 'train/tiny'}", f"data.path={sim_dataset}",
+             "data.val_fraction=0.25", "eval.t=2", "eval.steps=2", "eval.max_clips=3", f"eval.out={out}",
+             "eval.grid_contexts=1", "eval.grid_horizon=2", "eval.plan_episodes=2", "eval.plan_horizon=2",
+             "eval.plan_samples=4", "eval.plan_iterations=2", "eval.plan_steps=2"]
+    assert main([*again, "eval.resume=true"]) == 0
+    resumed = json.loads((out / "eval.json").read_text())
+    assert resumed["plan_cem_costs"] == [123.0, *result["plan_cem_costs"][1:]]
+    assert main([*again, "eval.resume=true", "eval.plan_iterations=1"]) == 0  # other settings: planned afresh
+    assert 123.0 not in json.loads((out / "eval.json").read_text())["plan_cem_costs"]
+    assert main(again) == 0
+    assert json.loads((out / "eval.json").read_text())["plan_cem_costs"] == result["plan_cem_costs"]
     # t must leave a frame to compare with.
     assert main(["eval", "model=tiny", f"ckpt={trained / 'train/tiny'}", f"data.path={sim_dataset}",
                  "data.val_fraction=0.25", "eval.t=4", f"eval.out={out}"]) == 1
