@@ -65,7 +65,8 @@ def line_chart(xs: list[float], ys: list[float], cis: list[tuple[float, float]],
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     lx = np.log10(np.maximum(np.asarray(xs, dtype=float), 1e-9))
-    x0, x1 = float(lx.min()), float(lx.max()) if lx.max() > lx.min() else float(lx.min()) + 1
+    span = float(lx.max() - lx.min()) or 1.0
+    x0, x1 = float(lx.min()) - 0.05 * span, float(lx.max()) + 0.05 * span  # room for the end bars
 
     def px(x: float) -> float:
         return left + (np.log10(x) - x0) / (x1 - x0) * (w - left - right)

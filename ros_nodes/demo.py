@@ -89,9 +89,6 @@ def run(export_dir: str, task, max_steps: int, control: dict, gif_dir: Path, par
             reset.remove_pending_request(fut)
         if answer is None or not answer.success:
             raise RuntimeError(f"sim_robot_node did not reset the scene: {answer and answer.message}")
-        time.sleep(0.5)  # control_node sees the reset's camera frame
-        for _ in range(5):
-            rclpy.spin_once(client, timeout_sec=0.1)
 
         def show(msg) -> None:
             f = msg.feedback
@@ -99,10 +96,14 @@ def run(export_dir: str, task, max_steps: int, control: dict, gif_dir: Path, par
             print(f"step {f.step}: plan {list(f.plan)} (imagined cost {f.plan_cost:.4f}), robot action {move} m, "
                   f"camera-to-goal MSE {f.goal_mse:.4f}", flush=True)
 
-        sent = reach.send_goal_async(Reach.Goal(goal=rgb_msg(task.goal_image), max_steps=max_steps),
-                                     feedback_callback=show)
-        rclpy.spin_until_future_complete(client, sent, timeout_sec=60)
-        if not sent.done() or not sent.result().accepted:
+        for _ in range(20):  # control_node rejects a goal until it has the reset's camera frame
+            sent = reach.send_goal_async(Reach.Goal(goal=rgb_msg(task.goal_image), max_steps=max_steps),
+                                         feedback_callback=show)
+            rclpy.spin_until_future_complete(client, sent, timeout_sec=60)
+            if sent.done() and sent.result().accepted:
+                break
+            time.sleep(0.5)
+        else:
             raise RuntimeError("control_node did not accept the goal (see its log above)")
         done = sent.result().get_result_async()
         rclpy.spin_until_future_complete(client, done, timeout_sec=120 * max_steps + 60)

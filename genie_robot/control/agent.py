@@ -271,13 +271,20 @@ def bench_agent(engine, cfg: AgentConfig, tasks: ControlBenchConfig) -> dict:
               "tasks": {k: getattr(tasks, k) for k in ("seed", "episodes", "first_episode", "scene", "goal_steps",
                                                         "max_steps", "success_radius", "min_distance")}}
     (out / "agent.json").write_text(json.dumps(result, indent=1))
-    chart = line_chart(
-        [c["labelled_episodes"] for c in curve], [c["success_rate"] for c in curve],
-        [c["success_ci95"] for c in curve],
-        bands={"oracle (real actions, all episodes)": (orc, policies["oracle"]["success_ci95"]),
-               "random latent actions": (policies["random"]["success_rate"], policies["random"]["success_ci95"])},
-        title=f"latent-action agent, {tasks.episodes} held-out goal-reaching tasks",
-        xlabel="labelled episodes for the adapter (log)", ylabel="success rate")
-    chart.save(out / "curve.png")
+    curve_chart(result).save(out / "curve.png")
     result["curve_png"] = str(out / "curve.png")
     return result
+
+
+def curve_chart(result: dict):
+    """Genie's figure from a `bench agent` result: the latent agent's success over labelled episodes, with the
+    oracle's and random actions' levels (a PIL image)."""
+    curve, policies = result["curve"], result["policies"]
+    return line_chart(
+        [c["labelled_episodes"] for c in curve], [c["success_rate"] for c in curve],
+        [c["success_ci95"] for c in curve],
+        bands={name: (policies[key]["success_rate"], policies[key]["success_ci95"])
+               for name, key in (("oracle (real actions, all episodes)", "oracle"),
+                                 ("random latent actions", "random"))},
+        title=f"latent-action agent, {result['tasks']['episodes']} held-out goal-reaching tasks",
+        xlabel="labelled episodes for the adapter (log)", ylabel="success rate")
