@@ -254,7 +254,8 @@ def bench_agent(engine, cfg: AgentConfig, tasks: ControlBenchConfig) -> dict:
         factories[f"latent_{n}"] = lambda task, index, a=adapter, n=n: GoalPolicy(f"latent_{n}", latent, res, a)
     factories["random"] = lambda task, index: RandomLatentPolicy(everything, seed=tasks.plan_seed * 100_003 + index)
     factories["nothing"] = lambda task, index: HoldPolicy()
-    records, skipped, _ = run_tasks(factories, ControlBenchConfig(**{**asdict(tasks), "out": cfg.out}), res)
+    run_cfg = ControlBenchConfig(**{**asdict(tasks), "out": cfg.out, "resume": False})  # policies trained anew
+    records, skipped, _ = run_tasks(factories, run_cfg, res)
     policies = {name: policy_summary(records, name) for name in factories}
     orc = policies["oracle"]["success_rate"]
     curve = [{"labelled_episodes": n, **{k: policies[f"latent_{n}"][k] for k in ("success_rate", "success_ci95")},

@@ -64,6 +64,7 @@ class ControlBenchConfig:
     plan_seed: int = 0
     gifs: int = 4  # episodes whose GIFs are written, per policy
     out: str = "outputs/bench/control"
+    resume: bool = False  # reuse the episodes <out>/episodes.jsonl already holds from a cut run of the same settings
 
     def validate(self) -> None:
         unknown = set(self.policies) - set(POLICIES)
@@ -105,30 +106,55 @@ def bench_control(engine, cfg: ControlBenchConfig) -> dict:
                          "model has none: `genie-robot fit-adapter ckpt=<run>` (a reference ships one)")
     factories = {name: (lambda task, index, name=name: _policy(name, engine, cfg, task, index))
                  for name in cfg.policies}
-    records, skipped, seconds = run_tasks(factories, cfg, tuple(engine.cfg.resolution))
+    records, skipped, seconds = run_tasks(factories, cfg, tuple(engine.cfg.resolution),
+                                          {"model": str(engine.source)})
     return summarize(records, cfg, skipped, seconds)
 
 
 PolicyFactory = Callable[[GoalTask, int], Policy]
 
 
-def run_tasks(factories: dict[str, PolicyFactory], cfg: ControlBenchConfig, resolution: tuple[int, int]
-              ) -> tuple[list[dict], list[int], float]:
+def _logged(out: Path, settings: dict) -> dict[tuple[str, int], dict]:
+    """The episodes a cut run with the same `settings` logged in `out`, by (policy, task index)."""
+    saved = out / "bench_config.json"
+    if not saved.is_file() or not (out / "episodes.jsonl").is_file():
+        return {}
+    before = json.loads(saved.read_text())
+    if before != settings:
+        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        raise ValueError(f"resume: {out} holds a run with other settings ({', '.join(changed)} differ); "
+                         "use another out= or resume=false")
+    records = [json.loads(x) for x in (out / "episodes.jsonl").read_text().splitlines() if x.strip()]
+    return {(r["policy"], r["episode"]): r for r in records}
+
+
+def run_tasks(factories: dict[str, PolicyFactory], cfg: ControlBenchConfig, resolution: tuple[int, int],
+              identity: dict | None = None) -> tuple[list[dict], list[int], float]:
     """Every policy (a fresh one per task, from its factory) on the same held-out tasks of `cfg`.
 
-    Returns the episode records (also written to `<cfg.out>/episodes.jsonl`), the skipped task indices
-    and the seconds it took. Shared by `bench control` and `bench agent`, so both score the same tasks."""
+    Returns the episode records (also written to `<cfg.out>/episodes.jsonl` as each ends), the skipped task
+    indices and the seconds it took. Shared by `bench control` and `bench agent`, so both score the same tasks.
+    With `cfg.resume`, episodes a cut run of the same settings and `identity` (the model) logged are reused."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     names = list(factories)
+    settings = {**{k: v for k, v in asdict(cfg).items() if k not in ("out", "resume", "gifs", "policies")},
+                "policies": names, **(identity or {})}
+    done = _logged(out, settings) if cfg.resume else {}
+    (out / "bench_config.json").write_text(json.dumps(settings, indent=1))
     service = SimProcess()
     port = SimRobotPort(service)
     records, skipped, index = [], [], cfg.first_episode
     start = time.perf_counter()
     bar = tqdm(total=cfg.episodes, desc="control episodes", unit="ep")
     try:
-        with (out / "episodes.jsonl").open("w") as log:
+        with (out / "episodes.jsonl").open("a" if done else "w") as log:
             while len(records) < cfg.episodes * len(names):
+                if all((name, index) in done for name in names):  # a task the cut run finished
+                    records.extend(done[(name, index)] for name in names)
+                    bar.update(1)
+                    index += 1
+                    continue
                 task = service.goal_task(cfg.seed, index, cfg.goal_steps, cfg.scene)
                 if task.distance < cfg.min_distance:
                     skipped.append(index)
@@ -136,6 +162,9 @@ def run_tasks(factories: dict[str, PolicyFactory], cfg: ControlBenchConfig, reso
                     continue
                 n_done = len(records) // len(names)
                 for name, make in factories.items():
+                    if (name, index) in done:
+                        records.append(done[(name, index)])
+                        continue
                     ep = run_episode(port, make(task, index), port.reset(cfg.seed, index, cfg.scene),
                                      task.goal_image, cfg.max_steps, resolution, cfg.context_frames)
                     dist = float(np.linalg.norm(ep.final_ee_pos - task.goal_ee))
