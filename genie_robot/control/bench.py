@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from genie_robot import reference
 from genie_robot.control.loop import (
     EngineMPC,
     HoldPolicy,
@@ -107,7 +108,7 @@ def bench_control(engine, cfg: ControlBenchConfig) -> dict:
     factories = {name: (lambda task, index, name=name: _policy(name, engine, cfg, task, index))
                  for name in cfg.policies}
     records, skipped, seconds = run_tasks(factories, cfg, tuple(engine.cfg.resolution),
-                                          {"model": str(engine.source)})
+                                          {"model": reference.name_of(engine.source) or str(engine.source)})
     return summarize(records, cfg, skipped, seconds)
 
 

@@ -317,7 +317,8 @@ def _planning(engine: WorldModel, frames: np.ndarray, cfg: EvalConfig, out: Path
     picks = np.linspace(0, len(frames) - 1, min(cfg.plan_episodes, len(frames))).round().astype(int)
     budget = cfg.plan_samples * cfg.plan_iterations
     # What makes a logged episode reusable: the model, the clips (a digest of their frames) and every setting.
-    key = {"model": str(engine.source), "clips": hashlib.sha256(frames.tobytes()).hexdigest()[:16],
+    key = {"model": reference.name_of(engine.source) or str(engine.source),
+           "clips": hashlib.sha256(frames.tobytes()).hexdigest()[:16],
            "temperature": engine.temperature if cfg.temperature is None else cfg.temperature,
            **{k: getattr(cfg, k) for k in ("plan_horizon", "plan_samples", "plan_iterations", "plan_steps",
                                            "plan_cost", "seed")}}
