@@ -86,7 +86,7 @@ DEMO_EVAL = $(EVAL_REF) eval.max_clips=12 eval.grid_contexts=1 eval.grid_horizon
 	eval.plan_samples=8 eval.plan_iterations=2 eval.steps=8 eval.plan_steps=4
 
 # Control steps of make demo's closed-loop episode (each a plan through world_model_node).
-DEMO_CONTROL_STEPS := 3
+DEMO_CONTROL_STEPS := 2
 
 demo: setup
 	$(HELDOUT_SIM)

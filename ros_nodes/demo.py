@@ -53,8 +53,10 @@ def _stop(procs: list[tuple[str, subprocess.Popen]]) -> dict:
     return codes
 
 
-def run(export_dir: str, task, max_steps: int, control: dict, gif_dir: Path, params: Path, domain: int) -> dict:
-    """One Reach episode over DDS on `task` (a genie_robot.sim.goals.GoalTask); the summary."""
+def run(export_dir: str, scene: tuple[int, int, str], goal_task, max_steps: int, control: dict, gif_dir: Path,
+        params: Path, domain: int) -> dict:
+    """One Reach episode over DDS in `scene` (seed, episode, family); the summary. `goal_task()` makes the goal
+    (a genie_robot.sim.goals.GoalTask) while the nodes start."""
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from rclpy.action import ActionClient
@@ -66,11 +68,12 @@ def run(export_dir: str, task, max_steps: int, control: dict, gif_dir: Path, par
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
     os.environ.update(env)
     gif_dir.mkdir(parents=True, exist_ok=True)
-    procs = _nodes(export_dir, params, gif_dir, task.seed, task.episode, control, env)
+    procs = _nodes(export_dir, params, gif_dir, scene[0], scene[1], control, env)
     rclpy.init()
     client = rclpy.create_node("genie_demo_client")
     poses: list[np.ndarray] = []
     try:
+        task = goal_task()
         client.create_subscription(PoseStamped, "ee_pose", lambda m: poses.append(
             np.array([m.pose.position.x, m.pose.position.y, m.pose.position.z])), 10)
         reset = client.create_client(ResetScene, "/sim_robot_node/reset")
@@ -145,17 +148,21 @@ def main() -> int:
         print(f"genie_robot_ros.demo: out={cfg.out} is not an exported model (no manifest.json): "
               "`genie-robot export ckpt=<run or reference> out=<dir>` first", file=sys.stderr)
         return 2
-    sim = SimProcess()  # the goal, rendered in a child process like every in-process sim render
-    try:
-        task = sim.goal_task(c.seed, c.episode, c.goal_steps, c.scene)
-    finally:
-        sim.close()
+
+    def goal_task():
+        sim = SimProcess()  # the goal, rendered in a child process like every in-process sim render
+        try:
+            return sim.goal_task(c.seed, c.episode, c.goal_steps, c.scene)
+        finally:
+            sim.close()
+
     plan = {k: c[k] for k in ("horizon", "num_samples", "iterations", "context_frames")}
     # The goal distance is measured at the model's resolution (the export's manifest).
     plan["resolution"] = json.loads(manifest.read_text())["resolution"]
     with domain_id() as domain:  # a free DDS domain on this machine, so other ROS graphs do not cross-talk
-        summary = run(str(cfg.out), task, int(c.max_steps), plan, Path(cfg.output_dir) / "demo" / "closed_loop",
-                      Path(config_dir()) / "ros" / "world_model.yaml", domain)
+        summary = run(str(cfg.out), (c.seed, c.episode, c.scene), goal_task, int(c.max_steps), plan,
+                      Path(cfg.output_dir) / "demo" / "closed_loop", Path(config_dir()) / "ros" / "world_model.yaml",
+                      domain)
     print(json.dumps(summary))
     return 0
 
