@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,7 @@ class AgentConfig:
     out: str = "outputs/bench/agent"
 
     def validate(self) -> None:
-        for name in ("clip_frames", "goal_horizon", "steps", "batch_size", "width"):
+        for name in ("goal_horizon", "steps", "batch_size", "width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"bench.agent.{name} must be >= 1, got {getattr(self, name)}")
         if self.clip_frames < 2:
@@ -254,7 +254,7 @@ def bench_agent(engine, cfg: AgentConfig, tasks: ControlBenchConfig) -> dict:
         factories[f"latent_{n}"] = lambda task, index, a=adapter, n=n: GoalPolicy(f"latent_{n}", latent, res, a)
     factories["random"] = lambda task, index: RandomLatentPolicy(everything, seed=tasks.plan_seed * 100_003 + index)
     factories["nothing"] = lambda task, index: HoldPolicy()
-    run_cfg = ControlBenchConfig(**{**asdict(tasks), "out": cfg.out, "resume": False})  # policies trained anew
+    run_cfg = replace(tasks, out=cfg.out, resume=False)  # the policies were trained anew: nothing to resume
     records, skipped, _ = run_tasks(factories, run_cfg, res)
     policies = {name: policy_summary(records, name) for name in factories}
     orc = policies["oracle"]["success_rate"]
