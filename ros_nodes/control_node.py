@@ -49,6 +49,7 @@ from genie_robot.control.loop import (
 from genie_robot.runtime.camera import FrameError, to_rgb
 from genie_robot_interfaces.action import Plan, Reach
 from genie_robot_interfaces.msg import ExecutedAction, RobotAction
+from genie_robot_ros.msgs import image_msg, to_seconds
 from genie_robot_ros.spin import run_node
 
 PARAMETERS = {
@@ -65,15 +66,6 @@ PARAMETERS = {
     "seed": (0, "plan seed of the first step (step k uses seed + k)"),
     "gif_dir": ("", "write each episode's GIF here ('' : none)"),
 }
-
-
-def stamp_s(msg) -> float:
-    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-
-
-def rgb_msg(image: np.ndarray) -> Image:
-    h, w = image.shape[:2]
-    return Image(height=h, width=w, encoding="rgb8", step=w * 3, data=np.ascontiguousarray(image).tobytes())
 
 
 def wait_future(future, timeout: float):
@@ -106,7 +98,7 @@ class RosRobot:
             self.node.get_logger().error(f"camera frame skipped: {e}")
             return
         with self.cond:
-            self.images.append((stamp_s(msg), rgb))
+            self.images.append((to_seconds(msg.header.stamp), rgb))
             self.cond.notify_all()
 
     def _on_executed(self, msg: ExecutedAction) -> None:
@@ -118,7 +110,7 @@ class RosRobot:
     def _on_pose(self, msg: PoseStamped) -> None:
         p = msg.pose.position
         with self.cond:
-            self.poses.append((stamp_s(msg), np.array([p.x, p.y, p.z])))
+            self.poses.append((to_seconds(msg.header.stamp), np.array([p.x, p.y, p.z])))
 
     def latest(self) -> tuple[float, np.ndarray] | None:
         with self.cond:
@@ -160,7 +152,7 @@ class RosRobot:
             if not ok:
                 raise RuntimeError(f"the robot reported no executed step within {self.step_timeout} s")
             done = next(e for n, e in self.executed if e.received and n > seen)
-            stamp = stamp_s(done)
+            stamp = to_seconds(done.header.stamp)
             ok = self.cond.wait_for(lambda: any(abs(s - stamp) < 1e-6 for s, _ in self.images),
                                     timeout=max(0.0, deadline - time.monotonic()))
             if not ok:
@@ -183,7 +175,7 @@ class RosMPC:
 
     def decide(self, context, goal, step) -> Decision:
         p = self.p
-        request = Plan.Goal(goal=rgb_msg(goal), context=[rgb_msg(f) for f in context], horizon=p["horizon"],
+        request = Plan.Goal(goal=image_msg(goal), context=[image_msg(f) for f in context], horizon=p["horizon"],
                             num_samples=p["num_samples"], iterations=p["iterations"], seed=p["seed"] + step)
         if not self.client.wait_for_server(timeout_sec=5.0):
             raise PolicyError("world_model_node's plan action is not available (is world_model_node running, and "

@@ -63,7 +63,7 @@ def run(export_dir: str, scene: tuple[int, int, str], goal_task, max_steps: int,
 
     from genie_robot_interfaces.action import Reach
     from genie_robot_interfaces.srv import ResetScene
-    from genie_robot_ros.control_node import rgb_msg
+    from genie_robot_ros.msgs import image_msg
 
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
     os.environ.update(env)
@@ -100,7 +100,7 @@ def run(export_dir: str, scene: tuple[int, int, str], goal_task, max_steps: int,
                   f"camera-to-goal MSE {f.goal_mse:.4f}", flush=True)
 
         for _ in range(20):  # control_node rejects a goal until it has the reset's camera frame
-            sent = reach.send_goal_async(Reach.Goal(goal=rgb_msg(task.goal_image), max_steps=max_steps),
+            sent = reach.send_goal_async(Reach.Goal(goal=image_msg(task.goal_image), max_steps=max_steps),
                                          feedback_callback=show)
             rclpy.spin_until_future_complete(client, sent, timeout_sec=60)
             if sent.done() and sent.result().accepted:

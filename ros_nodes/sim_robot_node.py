@@ -30,7 +30,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -45,6 +44,7 @@ from genie_robot.sim.service import RobotAction as Action
 from genie_robot.sim.service import SimRobotService, StepResult
 from genie_robot_interfaces.msg import ExecutedAction, RobotAction
 from genie_robot_interfaces.srv import ResetScene
+from genie_robot_ros.msgs import header, image_msg
 from genie_robot_ros.spin import run_node
 
 PARAMETERS = {
@@ -60,17 +60,6 @@ PARAMETERS = {
     "camera_frame_id": ("head_camera_optical", "frame_id of the camera images"),
     "base_frame_id": ("base_link", "frame_id of the end-effector pose"),
 }
-
-
-def to_stamp(seconds: float) -> Time:
-    ns = int(round(seconds * 1e9))
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-
-def image_msg(image: np.ndarray, header: Header) -> Image:
-    h, w = image.shape[:2]
-    return Image(header=header, height=h, width=w, encoding="rgb8", step=w * 3,
-                 data=np.ascontiguousarray(image).tobytes())
 
 
 def pose_msg(state: RobotState, header: Header) -> PoseStamped:
@@ -133,7 +122,7 @@ class SimRobotNode(Node):
         return state
 
     def _header(self, frame_id: str) -> Header:
-        return Header(stamp=to_stamp(self.service.stamp), frame_id=frame_id)
+        return header(self.service.stamp, frame_id)
 
     def _publish_state(self, state: RobotState) -> None:
         self.image_pub.publish(image_msg(state.image, self._header(self.camera_frame_id)))

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -52,6 +51,7 @@ from genie_robot.runtime.engine import CPU_MEMORY
 from genie_robot.runtime.service import Cancelled, RequestError, RolloutResult, ServiceLimits, WorldModelService, rss_mb
 from genie_robot_interfaces.action import Plan, RolloutAction
 from genie_robot_interfaces.srv import InferActions, Rollout
+from genie_robot_ros.msgs import header, image_msg, to_seconds, to_time
 
 # name: (default, description, (low, high) range or None, when a change applies). `live`: at once, through
 # the parameter callback (the next request uses it); `start`: read-only, the node's subscriptions,
@@ -107,20 +107,9 @@ def descriptor(name: str) -> ParameterDescriptor:
 SPARE_THREADS = 4
 
 
-def to_time(seconds: float) -> Time:
-    ns = int(round(seconds * 1e9))
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-
-def to_seconds(t: Time) -> float:
-    return t.sec + t.nanosec * 1e-9
-
-
-def image_msg(frame: np.ndarray, stamp: float = 0.0, frame_id: str = "") -> Image:
-    """An rgb8 sensor_msgs/Image of a uint8 [3, h, w] frame, stamped."""
-    h, w = frame.shape[1:]
-    return Image(header=Header(stamp=to_time(stamp), frame_id=frame_id), height=h, width=w, encoding="rgb8",
-                 step=w * 3, data=np.ascontiguousarray(frame.transpose(1, 2, 0)).tobytes())
+def frame_msg(frame: np.ndarray, stamp: float = 0.0, frame_id: str = "") -> Image:
+    """An rgb8 sensor_msgs/Image of a model's uint8 [3, h, w] frame, stamped."""
+    return image_msg(frame.transpose(1, 2, 0), header(stamp, frame_id))
 
 
 class WorldModelNode(LifecycleNode):
@@ -368,7 +357,7 @@ class WorldModelNode(LifecycleNode):
     @staticmethod
     def _rollout_result(res, out: RolloutResult) -> None:
         """A Rollout response's or RolloutAction result's frames, time and context stamps."""
-        res.frames = [image_msg(f, t, out.context.frame_id) for f, t in zip(out.frames, out.stamps, strict=True)]
+        res.frames = [frame_msg(f, t, out.context.frame_id) for f, t in zip(out.frames, out.stamps, strict=True)]
         res.inference_ms = float(out.inference_ms)
         res.context_stamps = [to_time(t) for t in out.context.stamps]
 
@@ -386,7 +375,7 @@ class WorldModelNode(LifecycleNode):
 
         def on_frame(step: int, frames: np.ndarray, stamp: float, frame_id: str) -> None:
             goal_handle.publish_feedback(RolloutAction.Feedback(
-                step=step + 1, horizon=g.horizon, frames=[image_msg(f, stamp, frame_id) for f in frames],
+                step=step + 1, horizon=g.horizon, frames=[frame_msg(f, stamp, frame_id) for f in frames],
                 elapsed_ms=(time.perf_counter() - start) * 1000))
 
         def fill(res, service: WorldModelService):
@@ -433,7 +422,7 @@ class WorldModelNode(LifecycleNode):
                                         g.iterations, g.seed, progress, lambda: goal_handle.is_cancel_requested)
             stamps = ctx.future_stamps(len(out.frames), service.period)
             result.latent_actions = out.actions.astype(np.uint8).tolist()
-            result.predicted_frames = [image_msg(f, t, ctx.frame_id) for f, t in zip(out.frames, stamps, strict=True)]
+            result.predicted_frames = [frame_msg(f, t, ctx.frame_id) for f, t in zip(out.frames, stamps, strict=True)]
             result.context_stamps = [to_time(t) for t in ctx.stamps]
             result.cost = float(out.cost)
             result.robot_actions = [] if out.robot_actions is None else out.robot_actions.reshape(-1).tolist()

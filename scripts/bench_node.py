@@ -27,7 +27,7 @@ def measure(args: argparse.Namespace, resolution: list[int], domain: int) -> tup
     import rclpy
 
     from genie_robot_interfaces.srv import Rollout
-    from genie_robot_ros.world_model_node import image_msg
+    from genie_robot_ros.world_model_node import frame_msg
 
     h, w = resolution
     os.environ.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)})
@@ -41,7 +41,7 @@ def measure(args: argparse.Namespace, resolution: list[int], domain: int) -> tup
         if not cli.wait_for_service(timeout_sec=120):
             raise RuntimeError("world_model_node did not come up")
         rng = np.random.default_rng(0)
-        context = [image_msg(rng.integers(0, 256, (3, h, w), dtype=np.uint8)) for _ in range(args.context)]
+        context = [frame_msg(rng.integers(0, 256, (3, h, w), dtype=np.uint8)) for _ in range(args.context)]
         round_trip, inference = [], []
         for i in range(args.requests + 1):  # the first is a warm-up
             req = Rollout.Request(context=context, num_candidates=args.batch, horizon=args.horizon, seed=i,
