@@ -74,7 +74,7 @@ HELDOUT_DATA := data.path=$(HELDOUT)/fractal20220817_data/0.1.0 data.val_fractio
 HELDOUT_SIM := $(BIN)/genie-robot sim sim.out=$(HELDOUT) sim.seed=$(HELDOUT_SEED) sim.episodes=$(HELDOUT_EPISODES)
 # The card's evaluation: eval's defaults (every held-out clip, 25 MaskGIT steps) at the card's temperature, CEM
 # against random search on 40 of the clips (20 left the sixth release's margin within its noise: 1.86 standard
-# errors; 40 take about 2 h 15 min of planning on 2 cores, and eval.resume=true continues a cut run).
+# errors; 34 of the 40 took 2 h 7 min of planning on 2 cores, and eval.resume=true continues a cut run).
 REF_TEMPERATURE := 0.5
 EVAL_REF = $(BIN)/genie-robot eval $(HELDOUT_DATA) eval.temperature=$(REF_TEMPERATURE)
 REF_EVAL = $(EVAL_REF) eval.plan_episodes=40

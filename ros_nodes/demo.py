@@ -53,10 +53,10 @@ def _stop(procs: list[tuple[str, subprocess.Popen]]) -> dict:
     return codes
 
 
-def run(export_dir: str, scene: tuple[int, int, str], goal_task, max_steps: int, control: dict, gif_dir: Path,
+def run(export_dir: str, start: tuple[int, int], goal_task, max_steps: int, control: dict, gif_dir: Path,
         params: Path, domain: int) -> dict:
-    """One Reach episode over DDS in `scene` (seed, episode, family); the summary. `goal_task()` makes the goal
-    (a genie_robot.sim.goals.GoalTask) while the nodes start."""
+    """One Reach episode over DDS; the summary. sim_robot_node starts on `start` (seed, episode); `goal_task()`
+    makes the goal (a genie_robot.sim.goals.GoalTask, whose scene the client then resets) while the nodes start."""
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from rclpy.action import ActionClient
@@ -68,7 +68,7 @@ def run(export_dir: str, scene: tuple[int, int, str], goal_task, max_steps: int,
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
     os.environ.update(env)
     gif_dir.mkdir(parents=True, exist_ok=True)
-    procs = _nodes(export_dir, params, gif_dir, scene[0], scene[1], control, env)
+    procs = _nodes(export_dir, params, gif_dir, *start, control, env)
     rclpy.init()
     client = rclpy.create_node("genie_demo_client")
     poses: list[np.ndarray] = []
@@ -160,7 +160,7 @@ def main() -> int:
     # The goal distance is measured at the model's resolution (the export's manifest).
     plan["resolution"] = json.loads(manifest.read_text())["resolution"]
     with domain_id() as domain:  # a free DDS domain on this machine, so other ROS graphs do not cross-talk
-        summary = run(str(cfg.out), (c.seed, c.episode, c.scene), goal_task, int(c.max_steps), plan,
+        summary = run(str(cfg.out), (c.seed, c.episode), goal_task, int(c.max_steps), plan,
                       Path(cfg.output_dir) / "demo" / "closed_loop", Path(config_dir()) / "ros" / "world_model.yaml",
                       domain)
     print(json.dumps(summary))
