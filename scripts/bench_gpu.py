@@ -6,9 +6,10 @@ On one device, with random weights (speed does not depend on them), one JSON lin
 - `rollout`: the torch engine's `imagine` in `--dtype` at each batch of `--batches` with `--steps` MaskGIT steps
   after `--context` frames: frames/s, achieved FLOP/s by genie_robot.models.flops's count of a cached generated
   frame, its share of the peak, and the peak memory (torch.cuda.max_memory_allocated);
-- `onnx` (with `--onnx`): the same model exported (fp16 graphs on a GPU) and run by onnxruntime on the TensorRT and
-  the CUDA provider in turn, each with its provider options (device id, TensorRT fp16, engine cache,
-  min/opt/max shape profiles from the manifest and the batch limit: genie_robot.runtime.providers);
+- `onnx` (with `--onnx`): the same model exported (fp16 graphs on a GPU) and run by onnxruntime on the CUDA and
+  the TensorRT provider in turn, each with its provider options (device id, TensorRT fp16, engine cache,
+  min/opt/max shape profiles from the manifest and the batch limit: genie_robot.runtime.providers); a provider
+  that does not start is reported, not timed on onnxruntime's CPU fallback;
 - `train`: one dynamics training step (bf16 autocast, activation checkpointing, AdamW, the masked cross-entropy
   of Genie's loss) at `--train-batch` clips: tokens/s and MFU (the model's 3 x forward FLOPs, not counting
   the recomputation, over the peak).
@@ -126,7 +127,10 @@ def onnx_rollouts(cfg: ModelConfig, device: torch.device, batches: list[int], ar
         export_engine(random_engine(cfg, torch.device("cpu"), precision, max(batches)), out, progress=lambda _: None)
         manifest = read_manifest(out)
         step = manifest["graphs"]["dynamics_step"]
-        wanted = [TENSORRT, CUDA] if device.type == "cuda" else ["CPUExecutionProvider"]
+        # CUDA first: TensorRT builds an engine per graph (minutes) and needs libnvinfer, which may be absent
+        wanted = [CUDA, TENSORRT] if device.type == "cuda" else ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            preload_cuda_libraries()
         for provider in wanted:
             options = provider_options(provider, "dynamics_step", step, cfg.frames, limits.max_batch, args.device_id,
                                        fp16=True, engine_cache=Path(tmp) / "trt")
@@ -137,6 +141,12 @@ def onnx_rollouts(cfg: ModelConfig, device: torch.device, batches: list[int], ar
             except Exception as e:  # a provider this onnxruntime build lacks: say so, measure the others
                 rows.append(emit({"bench": "onnx", "provider": provider, "error": str(e)[:300]}))
                 continue
+            if engine.active != provider:  # onnxruntime falls back to the CPU when a provider fails to start
+                rows.append(emit({"bench": "onnx", "provider": provider, "error": (
+                    f"{provider} did not start (its libraries missing?); onnxruntime fell back to {engine.active}: "
+                    f"not timed")}))
+                del engine
+                continue
             flops = generated_frame_flops(cfg, args.steps, args.context)["cached"]
             for b in batches:
                 fps = time_rollouts(engine, cfg, [b], args.context, args.horizon, args.steps, None,
@@ -145,6 +155,16 @@ def onnx_rollouts(cfg: ModelConfig, device: torch.device, batches: list[int], ar
                                   "frames_per_s": round(fps, 3), "utilization": round(utilization(fps * flops, peak),
                                                                                        4)}))
     return rows
+
+
+def preload_cuda_libraries() -> None:
+    """onnxruntime-gpu's CUDA provider loads CUDA, cuBLAS, cuFFT, cuRAND and cuDNN by name; where CUDA comes as
+    nvidia-* Python packages (torch's, as on the lent machines), `preload_dlls` (onnxruntime >= 1.21) loads them
+    from there. torch imported first loads most of them already; this covers the rest."""
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
 
 
 def train_step(cfg: ModelConfig, device: torch.device, batch: int, repeats: int, peak: float,
@@ -195,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (the CPU-side check)")
     ap.add_argument("--device-id", type=int, default=0)
     ap.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
-    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--batches", default="1,16", help="comma-separated; '' skips the rollouts")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--context", type=int, default=8)
     ap.add_argument("--horizon", type=int, default=1, help="frames generated per imagine call")
@@ -213,24 +233,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device(args.device, args.device_id) if args.device == "cuda" else torch.device(args.device)
     cfg = model_config(args.model)
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]  # none: the training step alone
     dtype = DTYPES[args.dtype]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     peak = matmul_peak(device, dtype, args.matmul_n)
     emit({"bench": "matmul_peak", "device": name, "dtype": args.dtype, "n": args.matmul_n,
           "tflops": round(peak / 1e12, 3)})
-    engine = random_engine(cfg, device, dtype, max(batches))
-    if args.compile:
-        engine.compile()
-    params = sum(p.numel() for m in (engine.tokenizer, engine.lam, engine.dynamics) for p in m.parameters())
-    results = {"rollout": rollout(cfg, engine, device, batches, args, peak, "torch-compiled" if args.compile else
-                                  "torch")}
-    del engine
-    if args.onnx:
-        results["onnx"] = onnx_rollouts(cfg, device, batches, args, peak)
+    results = {}
+    if batches:
+        engine = random_engine(cfg, device, dtype, max(batches))
+        if args.compile:
+            engine.compile()
+        results["rollout"] = rollout(cfg, engine, device, batches, args, peak,
+                                     "torch-compiled" if args.compile else "torch")
+        del engine
+        if args.onnx:
+            results["onnx"] = onnx_rollouts(cfg, device, batches, args, peak)
     if args.train_batch:
         results["train"] = train_step(cfg, device, args.train_batch, args.repeats, peak,
                                       not args.no_train_checkpointing)
+    with torch.device("meta"):
+        params = sum(p.numel() for c in ("tokenizer", "lam", "dynamics") for p in build(cfg, c).parameters())
     emit({"bench": "gpu", "model": cfg.name, "params": params, "device": name, "dtype": args.dtype,
           "maskgit_steps": args.steps, "context_frames": args.context, "matmul_peak_tflops": round(peak / 1e12, 3),
           **results, "torch": torch.__version__})

@@ -38,6 +38,15 @@ def test_the_gpu_benchmark_measures_everything_on_the_cpu_with_the_tiny_model():
     assert train["tokens_per_s"] > 0 and 0 < train["mfu"] < 1 and train["batch"] == 2
 
 
+def test_no_batches_measures_the_training_step_alone():
+    r = _run("--device", "cpu", "--model", "tiny", "--batches", "", "--repeats", "1", "--matmul-n", "256",
+             "--train-batch", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "rollout" not in summary and "onnx" not in summary
+    assert summary["train"]["batch"] == 1 and summary["train"]["tokens_per_s"] > 0 and summary["params"] > 0
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine runs the real benchmark instead")
 def test_without_cuda_it_says_so_and_measures_nothing():
     r = _run("--model", "tiny")

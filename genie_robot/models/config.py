@@ -16,9 +16,10 @@ class Sampling:
 
     `steps` and `temperature` are Genie's (25 steps, temperature 2): an `imagine` call's, eval's and the model
     card's. Serving and planning take fewer steps: on sim-rt1's held-out clips, PSNR and ΔtPSNR at t=4 were
-    flat from 2 to 25 steps with the fourth release (within 0.05 dB at the card's temperature) and rise as the
-    steps fall with the fifth (ΔtPSNR +2.50 dB at 25, +2.81 at 8, +3.04 at 4), while the time grows about
-    linearly with them (docs/BENCHMARKS.md, "Quality per MaskGIT step").
+    flat from 2 to 25 steps with the fourth release (within 0.05 dB at the card's temperature), rose as the
+    steps fell with the fifth (ΔtPSNR +2.50 dB at 25, +2.81 at 8, +3.04 at 4), and with the sixth, the shipped
+    one, ΔtPSNR is flat from 2 to 8 steps (+2.74 to +2.76 dB) and +2.39 at 25, while the time grows about
+    linearly with the steps (docs/BENCHMARKS.md, "Quality per MaskGIT step").
     - `serve_steps` (8): what the ROS node's rollouts and `genie-robot play` take by default. Not 2 or 4, to
       leave room for a model whose head is less sharp than sim-rt1's.
     - `plan_steps` (4): what CEM (`planning.cem`) and the node's plans take by default: a planner asks for
