@@ -40,8 +40,8 @@ if [ -d .ortgpu ]; then  # onnxruntime-gpu, shadowing the image's CPU build
   python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())" >> "$LOG" 2>&1
 fi
 
-# The dynamics variants: Genie's categorical over codes (ids) and the cosine regression (code_vector),
-# each larger than the CPU reference's dynamics (d 128, 4 layers), $BATCH clips a step.
+# The dynamics variants: Genie's categorical over codes (ids) and the cosine regression (code_vector, the 8 x 256
+# shape the fifth and sixth releases ship; the CPU-trained releases before had 4 x 128), $BATCH clips a step.
 [ "$TRAIN_S" -gt 0 ] && timeout $((TRAIN_S + 60)) python3 scripts/train_variants.py --out "$VARIANTS" --budget-s "$TRAIN_S" \
   --probe-steps "$PROBE_STEPS" \
   --variant ids="model.dynamics.target=ids model.dynamics.transformer.d_model=192 model.dynamics.transformer.num_layers=8 model.dynamics.transformer.num_heads=6" \
