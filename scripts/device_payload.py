@@ -72,6 +72,10 @@ def part_size(extra_bytes: int, root: Path = ROOT) -> int:
 def split(source: Path, dest: Path, part_bytes: int, name: str, preset: int = 9) -> dict:
     """Packs the directory `source` (tar, xz) into parts of at most `part_bytes` under dest/00, dest/01, ..."""
     if dest.exists():
+        strays = [c.name for c in dest.iterdir() if not (c.is_dir() and (c / "manifest.json").is_file())]
+        if strays:  # replaced only when it holds an earlier payload's parts and nothing else
+            raise SystemExit(f"{dest} holds {strays[:5]}, not only the part folders of a payload: refusing to "
+                             f"replace it (choose another --dest)")
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     packed = dest / "payload.tar.xz"
@@ -141,8 +145,8 @@ def pins(names: tuple[str, ...]) -> list[str]:
 
 
 def prepare(ort: str, whl: Path, dest: Path, part_mib: int | None, preset: int) -> None:
-    if whl.exists():
-        shutil.rmtree(whl)
+    for stale in whl.glob("*.whl") if whl.is_dir() else []:  # an earlier prepare's wheels, nothing else
+        stale.unlink()
     # pure Python: built here as py3-none-any wheels (antlr4's 4.9.3 is published as a source archive only)
     pip("wheel", "-q", "--no-deps", "-w", str(whl), *pins(PURE_PYTHON))
     whl_bytes = sum(p.stat().st_size for p in whl.iterdir())

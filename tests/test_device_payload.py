@@ -62,3 +62,15 @@ def test_a_part_leaves_room_for_the_working_tree_in_a_call():
     size = payload.part_size(extra)
     assert size % payload.MIB == 0
     assert payload.travelling_bytes() + extra + size <= payload.CALL_LIMIT_MIB * payload.MIB
+
+
+def test_a_folder_that_is_not_a_payload_is_not_replaced(source: Path, tmp_path: Path):
+    dest = tmp_path / "work"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="refusing to replace"):
+        payload.split(source, dest, payload.MIB, "onnxruntime_gpu.whl", preset=1)
+    assert (dest / "notes.txt").read_text() == "mine"
+    payload.split(source, tmp_path / ".ortgpu", payload.MIB, "a", preset=1)
+    payload.split(source, tmp_path / ".ortgpu", 2 * payload.MIB, "b", preset=1)  # an earlier payload is replaced
+    assert sorted(p.name for p in (tmp_path / ".ortgpu").iterdir()) == ["00", "01"]
