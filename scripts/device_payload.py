@@ -46,6 +46,8 @@ TARGET = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:
 
 
 def sha256(path: Path) -> str:
+    # genie_robot.runtime.manifest.sha256's twin, kept here: join runs on the device before onnxruntime-gpu is in
+    # place, with the standard library alone (importing genie_robot.runtime would import onnxruntime)
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(MIB), b""):
@@ -109,18 +111,21 @@ def join(dest: Path, into: Path) -> dict:
         if not path.is_file():
             problems.append(f"{path} is missing (carry {dest}/{part['folder']}; a machine given back between "
                             f"calls starts bare)")
-        elif sha256(path) != part["sha256"]:
-            problems.append(f"{path}: sha256 {sha256(path)[:12]}..., the manifest says {part['sha256'][:12]}...")
+        elif (digest := sha256(path)) != part["sha256"]:
+            problems.append(f"{path}: sha256 {digest[:12]}..., the manifest says {part['sha256'][:12]}...")
     if problems:
         raise SystemExit(f"{manifest['name']}: {len(problems)} of {len(manifest['parts'])} parts unusable; nothing "
                          f"unpacked:\n  " + "\n  ".join(problems))
     into.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         packed = Path(tmp) / "payload.tar.xz"
+        whole = hashlib.sha256()
         with packed.open("wb") as out:
             for part in manifest["parts"]:
-                out.write((dest / part["folder"] / "part").read_bytes())
-        if sha256(packed) != manifest["packed_sha256"]:
+                chunk = (dest / part["folder"] / "part").read_bytes()
+                whole.update(chunk)
+                out.write(chunk)
+        if whole.hexdigest() != manifest["packed_sha256"]:
             raise SystemExit(f"{manifest['name']}: the joined parts' sha256 differs from the manifest's")
         with tarfile.open(packed, "r:xz") as tar:
             tar.extractall(into, filter="data")
