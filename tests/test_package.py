@@ -46,6 +46,7 @@ def test_colcon_builds_both_packages_from_one_base_path(tmp_path):
         assert (interfaces / "share/genie_robot_interfaces/srv" / name).is_file()
     for name in ("Plan.action", "RolloutAction.action"):
         assert (interfaces / "share/genie_robot_interfaces/action" / name).is_file()
+    assert next(interfaces.glob("lib/python3*/site-packages/genie_robot_interfaces/srv/_rollout.py")).is_file()
     # The built type support loads from the install space (not the copy make setup put in the venv).
     check = ("import genie_robot_interfaces as m; from genie_robot_interfaces.srv import Rollout; "
              "from genie_robot_interfaces.action import RolloutAction; print(m.__file__, Rollout.Request().horizon)")
