@@ -84,14 +84,15 @@ def split(source: Path, dest: Path, part_bytes: int, name: str, preset: int = 9)
     with tarfile.open(packed, "w:xz", preset=preset) as tar:
         for path in sorted(source.iterdir()):
             tar.add(path, arcname=path.name)
-    parts = []
+    parts, whole = [], hashlib.sha256()  # the packed stream hashed as it is cut, as join hashes it as it joins
     with packed.open("rb") as f:
         for i, chunk in enumerate(iter(lambda: f.read(part_bytes), b"")):
             folder = dest / f"{i:02d}"
             folder.mkdir()
             (folder / "part").write_bytes(chunk)
+            whole.update(chunk)
             parts.append({"folder": folder.name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
-    manifest = {"name": name, "packed_bytes": packed.stat().st_size, "packed_sha256": sha256(packed),
+    manifest = {"name": name, "packed_bytes": packed.stat().st_size, "packed_sha256": whole.hexdigest(),
                 "parts": parts}
     packed.unlink()
     for part in parts:
