@@ -1,0 +1,167 @@
+"""Device memory of a dynamics training step, known before a GPU is at hand.
+
+A lent GPU comes for minutes, and a step that runs out of memory spends them: rt1_2.5b's dynamics step at 2
+clips without activation checkpointing ran a 139.7 GiB H200 out of memory (docs/BENCHMARKS.md). A researcher
+sizing a run on their own cards has the same question: which batch fits, with or without checkpointing?
+
+`dynamics_step_memory` runs the trainer's dynamics step from tokenized clips (its loss for `target` ids or
+code_vector, bf16 autocast, `train.activation_checkpointing`, fused AdamW with its state already allocated, as
+from the second step on) on fake tensors: shapes and dtypes without storage, so 2.5B parameters cost no memory
+and no arithmetic here. torch's MemTracker counts the live bytes by kind at the step's peak. The step is scored
+at every position (the trainer's only at the masked ones; frame 0 never is), a little more than the trainer
+holds. It is one device holding the whole model: FSDP2's shards are not modelled. It runs CPU autocast, whose
+op lists differ a little from CUDA's.
+
+What a GPU needs beyond the estimate: its CUDA context, library workspaces and the allocator's fragmentation;
+`largest_batch` leaves `headroom` of the budget for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genie_robot.models import ModelConfig, build, code_vector_loss, token_loss
+from genie_robot.training.parallel import apply_activation_checkpointing
+
+GIB = 2**30
+# MemTracker's kinds, named as a reader of the JSON expects them.
+KINDS = {"PARAM": "params", "BUFFER": "buffers", "GRAD": "grads", "OPT": "optimizer", "ACT": "activations",
+         "TEMP": "temporaries", "OTH": "other", "Total": "total"}
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    """Peak bytes of one training step on one device, by kind (`total` is their sum at the peak)."""
+
+    model: str
+    batch: int
+    checkpointing: bool
+    params: int
+    buffers: int
+    grads: int
+    optimizer: int
+    activations: int
+    temporaries: int
+    other: int
+    total: int
+
+    def as_gib(self) -> dict:
+        """The JSON record: the sizes in GiB."""
+        sizes = set(KINDS.values())
+        return {k: round(v / GIB, 3) if k in sizes else v for k, v in asdict(self).items()}
+
+
+def _fake_parameters(model: nn.Module) -> None:
+    """Every parameter and buffer replaced by a fake tensor of its shape and dtype (run inside FakeTensorMode).
+
+    Built on the meta device first: initializing 2.5B parameters, even fake, would draw random numbers."""
+    for m in model.modules():
+        for name, p in m._parameters.items():
+            if p is not None:
+                m._parameters[name] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype), p.requires_grad)
+        for name, b in m._buffers.items():
+            if b is not None:
+                m._buffers[name] = torch.zeros(b.shape, dtype=b.dtype)
+
+
+def dynamics_step_memory(cfg: ModelConfig, batch: int, checkpointing: bool = True, fake: bool = True) -> StepMemory:
+    """The peak memory of one dynamics training step at `batch` clips of `cfg.frames` frames (bf16 autocast).
+
+    `fake=False` runs the same step on real CPU tensors, random weights: what the fake run is checked against."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1 clip, got {batch}")
+    if not fake:
+        torch.manual_seed(0)
+        return _step_peak(cfg, build(cfg, "dynamics"), batch, checkpointing)
+    with torch.device("meta"):
+        model = build(cfg, "dynamics")
+    with FakeTensorMode():
+        _fake_parameters(model)
+        return _step_peak(cfg, model, batch, checkpointing)
+
+
+def _step_peak(cfg: ModelConfig, model: nn.Module, batch: int, checkpointing: bool) -> StepMemory:
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    if checkpointing:
+        apply_activation_checkpointing(model)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as the trainer on CUDA: no foreach copies
+    for p in model.parameters():  # the optimizer's state, as every step after the first has it
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    t, s = cfg.frames, cfg.tokens_per_frame()
+    tokens = torch.zeros((batch, t, s), dtype=torch.long)
+    actions = torch.zeros((batch, t - 1), dtype=torch.long)
+    tracker = MemTracker()
+    tracker.track_external(model, opt)
+    with tracker:
+        inp = tokens.clone()
+        inp[:, 1:] = model.mask_id  # frames 1..T masked: the most the training mask draws
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = _loss(cfg, model, inp, actions, tokens.flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    peak = next(iter(tracker.get_tracker_snapshot("peak").values()))
+    by_kind = {KINDS[getattr(k, "name", str(k))]: int(v) for k, v in peak.items()}
+    return StepMemory(model=cfg.name, batch=batch, checkpointing=checkpointing,
+                      **{k: by_kind.get(k, 0) for k in KINDS.values()})
+
+
+def _loss(cfg: ModelConfig, model: nn.Module, inp: torch.Tensor, actions: torch.Tensor,
+          target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, accuracy) of DynamicsStage.loss at every position: the accuracy too, for its [N, vocab] scores are
+    live before the backward pass. Soft targets (`code_smoothing`) for every token: at most what
+    `code_smoothing_tokens=changed` builds."""
+    d = cfg.dynamics
+    if d.target == "code_vector":
+        vectors, groups = model(inp, actions, vectors=True)
+        vectors = vectors.flatten(0, 2)
+        loss = code_vector_loss(vectors, target, model.codes)
+        accuracy = (F.linear(vectors.detach(), model.codes).argmax(-1) == target).float().mean()
+        if groups is not None:
+            loss = loss + F.cross_entropy(groups.flatten(0, 2), model.code_group[target])
+        return loss, accuracy
+    logits = model(inp, actions).flatten(0, 2)
+    codebook = torch.zeros(cfg.tokenizer.num_codes, cfg.tokenizer.code_dim)  # the tokenizer's, for soft targets
+    return token_loss(logits, target, codebook, d.code_smoothing), (logits.argmax(-1) == target).float().mean()
+
+
+def largest_batch(cfg: ModelConfig, budget_bytes: float, checkpointing: bool = True, headroom: float = 0.1,
+                  limit: int = 4096) -> StepMemory | None:
+    """The step at the largest batch whose estimate fits `(1 - headroom) * budget_bytes`; None if 1 clip does not.
+
+    The peak grows with the batch by the activations alone, so two estimates bracket it and a bisection over the
+    estimates themselves (not the line) settles it."""
+    if not 0 <= headroom < 1:
+        raise ValueError(f"headroom must be in [0, 1), got {headroom}")
+    room = (1 - headroom) * budget_bytes
+    best = dynamics_step_memory(cfg, 1, checkpointing)
+    if best.total > room:
+        return None
+    lo, hi = 1, None
+    b = 2
+    while hi is None:  # double until a batch does not fit
+        step = dynamics_step_memory(cfg, b, checkpointing)
+        if step.total > room:
+            hi = b
+        elif b >= limit:
+            return step
+        else:
+            lo, best, b = b, step, min(2 * b, limit)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        step = dynamics_step_memory(cfg, mid, checkpointing)
+        if step.total > room:
+            hi = mid
+        else:
+            lo, best = mid, step
+    return best
