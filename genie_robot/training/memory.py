@@ -139,8 +139,8 @@ def largest_batch(cfg: ModelConfig, budget_bytes: float, checkpointing: bool = T
                   limit: int = 4096) -> StepMemory | None:
     """The step at the largest batch whose estimate fits `(1 - headroom) * budget_bytes`; None if 1 clip does not.
 
-    The peak grows with the batch by the activations alone, so two estimates bracket it and a bisection over the
-    estimates themselves (not the line) settles it."""
+    The peak grows with the batch (by the activations alone): doubling finds a batch that does not fit, then a
+    bisection over the estimates themselves, not a line through two of them, settles it (`limit` caps the search)."""
     if not 0 <= headroom < 1:
         raise ValueError(f"headroom must be in [0, 1), got {headroom}")
     room = (1 - headroom) * budget_bytes
