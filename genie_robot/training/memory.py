@@ -4,10 +4,10 @@ A lent GPU comes for minutes, and a step that runs out of memory spends them: rt
 clips without activation checkpointing ran a 139.7 GiB H200 out of memory (docs/BENCHMARKS.md). A researcher
 sizing a run on their own cards has the same question: which batch fits, with or without checkpointing?
 
-`dynamics_step_memory` runs the trainer's dynamics step from tokenized clips (its loss for `target` ids or
-code_vector, bf16 autocast, `train.activation_checkpointing`, fused AdamW with its state already allocated, as
-from the second step on) on fake tensors: shapes and dtypes without storage, so 2.5B parameters cost no memory
-and no arithmetic here. torch's MemTracker counts the live bytes by kind at the step's peak. The step is scored
+`dynamics_step_memory` runs the trainer's dynamics step from tokenized clips (its loss, `dynamics_loss`; bf16
+autocast; `train.activation_checkpointing`; fused AdamW with its state already allocated, as from the second
+step on) on fake tensors: shapes and dtypes without storage, so 2.5B parameters cost no memory and no arithmetic
+here. torch's MemTracker counts the live bytes by kind at the step's peak. The step is scored
 at every position (the trainer's only at the masked ones; frame 0 never is), a little more than the trainer
 holds. It is one device holding the whole model: FSDP2's shards are not modelled. It runs CPU autocast, whose
 op lists differ a little from CUDA's.
@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from genie_robot.models import ModelConfig, build, code_vector_loss, token_loss
+from genie_robot.models import ModelConfig, build
 from genie_robot.training.parallel import apply_activation_checkpointing
+from genie_robot.training.stages import dynamics_loss
 
 GIB = 2**30
 # MemTracker's kinds, named as a reader of the JSON expects them.
@@ -100,13 +100,15 @@ def _step_peak(cfg: ModelConfig, model: nn.Module, batch: int, checkpointing: bo
     t, s = cfg.frames, cfg.tokens_per_frame()
     tokens = torch.zeros((batch, t, s), dtype=torch.long)
     actions = torch.zeros((batch, t - 1), dtype=torch.long)
+    # The tokenizer's codebook, for soft targets (`code_smoothing`): for every token, at most what `changed` builds.
+    codebook = torch.zeros(cfg.tokenizer.num_codes, cfg.tokenizer.code_dim)
     tracker = MemTracker()
     tracker.track_external(model, opt)
     with tracker:
         inp = tokens.clone()
         inp[:, 1:] = model.mask_id  # frames 1..T masked: the most the training mask draws
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss, _ = _loss(cfg, model, inp, actions, tokens.flatten())
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the metrics too: their [N, vocab] scores are live here
+            loss, _ = dynamics_loss(model, model, cfg.dynamics, codebook, inp, actions, tokens.flatten())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -114,25 +116,6 @@ def _step_peak(cfg: ModelConfig, model: nn.Module, batch: int, checkpointing: bo
     by_kind = {KINDS[getattr(k, "name", str(k))]: int(v) for k, v in peak.items()}
     return StepMemory(model=cfg.name, batch=batch, checkpointing=checkpointing,
                       **{k: by_kind.get(k, 0) for k in KINDS.values()})
-
-
-def _loss(cfg: ModelConfig, model: nn.Module, inp: torch.Tensor, actions: torch.Tensor,
-          target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, accuracy) of DynamicsStage.loss at every position: the accuracy too, for its [N, vocab] scores are
-    live before the backward pass. Soft targets (`code_smoothing`) for every token: at most what
-    `code_smoothing_tokens=changed` builds."""
-    d = cfg.dynamics
-    if d.target == "code_vector":
-        vectors, groups = model(inp, actions, vectors=True)
-        vectors = vectors.flatten(0, 2)
-        loss = code_vector_loss(vectors, target, model.codes)
-        accuracy = (F.linear(vectors.detach(), model.codes).argmax(-1) == target).float().mean()
-        if groups is not None:
-            loss = loss + F.cross_entropy(groups.flatten(0, 2), model.code_group[target])
-        return loss, accuracy
-    logits = model(inp, actions).flatten(0, 2)
-    codebook = torch.zeros(cfg.tokenizer.num_codes, cfg.tokenizer.code_dim)  # the tokenizer's, for soft targets
-    return token_loss(logits, target, codebook, d.code_smoothing), (logits.argmax(-1) == target).float().mean()
 
 
 def largest_batch(cfg: ModelConfig, budget_bytes: float, checkpointing: bool = True, headroom: float = 0.1,

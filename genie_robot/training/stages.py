@@ -240,25 +240,13 @@ class DynamicsStage(Stage):
                                  "not data.tokens")
             tokens, scored = self._teacher(x, tokens, actions, mask)
             inp = tokens.masked_fill(mask, self.model.mask_id)
-        target = tokens[scored]
-        if d.target == "code_vector":
-            vectors, groups = model(inp, actions, scored, vectors=True)
-            loss = code_vector_loss(vectors, target, self.model.codes)
-            acc = (F.linear(vectors.detach(), self.model.codes).argmax(-1) == target).float().mean()
-            if groups is None:
-                return loss, {"masked_accuracy": acc.item()}
-            true_group = self.model.code_group[target]
-            group_loss = F.cross_entropy(groups, true_group)
-            group_acc = (groups.detach().argmax(-1) == true_group).float().mean()
-            return loss + group_loss, {"masked_accuracy": acc.item(), "code_vector_loss": loss.item(),
-                                       "group_loss": group_loss.item(), "group_accuracy": group_acc.item()}
-        logits = model(inp, actions, scored)
         soft = None
-        if d.code_smoothing_tokens == "changed":  # the code differs from the frame before's (frame 0 is never masked)
+        if d.target != "code_vector" and d.code_smoothing_tokens == "changed":
+            # the code differs from the frame before's (frame 0 is never masked)
             soft = (tokens != torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1))[scored]
-        loss = token_loss(logits, target, self.tokenizer.vq.codebook, d.code_smoothing, soft)
-        acc = (logits.argmax(-1) == target).float().mean()
-        return loss, {"masked_accuracy": acc.item()}
+        loss, metrics = dynamics_loss(model, self.model, d, self.tokenizer.vq.codebook, inp, actions, tokens[scored],
+                                      scored, soft)
+        return loss, {k: v.item() for k, v in metrics.items()}
 
     @torch.no_grad()
     def evaluate(self, model, frames_u8):
@@ -292,6 +280,36 @@ class DynamicsStage(Stage):
                  "next_frame_changed_token_accuracy_random_actions": random_right[changed].float().mean().item(),
                  "next_frame_psnr": psnr(frames[-1:], x[0, -1:], peak=1.0).mean().item()},
                 {"next_frame": image}, actions)
+
+
+def dynamics_loss(model: nn.Module, raw: nn.Module, d, codebook_VC: torch.Tensor, inp: torch.Tensor,
+                  actions: torch.Tensor, target: torch.Tensor, scored: torch.Tensor | None = None,
+                  soft: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The dynamics stage's loss at the `scored` positions (`target`: their tokens) and its metrics, as tensors.
+
+    `model` runs the forward (wrapped for DDP/FSDP or not), `raw` is the DynamicsModel itself (its code buffers).
+    `scored` None scores every position (`target` then all tokens, flattened): what the memory estimate runs
+    (genie_robot.training.memory), on fake tensors where a boolean mask's count is unknown. `soft`: the tokens
+    that get soft targets when `code_smoothing` > 0 (None: all of them).
+    """
+    if d.target == "code_vector":
+        vectors, groups = model(inp, actions, scored, vectors=True)
+        if scored is None:
+            vectors, groups = vectors.flatten(0, 2), None if groups is None else groups.flatten(0, 2)
+        loss = code_vector_loss(vectors, target, raw.codes)
+        acc = (F.linear(vectors.detach(), raw.codes).argmax(-1) == target).float().mean()
+        if groups is None:
+            return loss, {"masked_accuracy": acc}
+        true_group = raw.code_group[target]
+        group_loss = F.cross_entropy(groups, true_group)
+        group_acc = (groups.detach().argmax(-1) == true_group).float().mean()
+        return loss + group_loss, {"masked_accuracy": acc, "code_vector_loss": loss, "group_loss": group_loss,
+                                   "group_accuracy": group_acc}
+    logits = model(inp, actions, scored)
+    if scored is None:
+        logits = logits.flatten(0, 2)
+    loss = token_loss(logits, target, codebook_VC, d.code_smoothing, soft)
+    return loss, {"masked_accuracy": (logits.argmax(-1) == target).float().mean()}
 
 
 def make_stage(name: str, cfg: ModelConfig, device: torch.device, train_cfg) -> Stage:
