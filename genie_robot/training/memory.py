@@ -7,7 +7,8 @@ sizing a run on their own cards has the same question: which batch fits, with or
 `dynamics_step_memory` runs the trainer's dynamics step from tokenized clips (its loss, `dynamics_loss`; bf16
 autocast; `train.activation_checkpointing`; fused AdamW with its state already allocated, as from the second
 step on) on fake tensors: shapes and dtypes without storage, so 2.5B parameters cost no memory and no arithmetic
-here. torch's MemTracker counts the live bytes by kind at the step's peak. The step is scored
+here. torch's MemTracker counts the live bytes by kind at the step's peak; the frozen tokenizer and LAM, which the
+stage holds on the device beside its model, are added. The step is scored
 at every position (the trainer's only at the masked ones; frame 0 never is), a little more than the trainer
 holds. It is one device holding the whole model: FSDP2's shards are not modelled. It runs CPU autocast, whose
 op lists differ a little from CUDA's.
@@ -31,11 +32,14 @@ GIB = 2**30
 # MemTracker's kinds, named as a reader of the JSON expects them.
 KINDS = {"PARAM": "params", "BUFFER": "buffers", "GRAD": "grads", "OPT": "optimizer", "ACT": "activations",
          "TEMP": "temporaries", "OTH": "other", "Total": "total"}
+FROZEN = ("tokenizer", "lam")  # what the dynamics stage holds beside its model (load_frozen: fp32, on the device)
 
 
 @dataclass(frozen=True)
 class StepMemory:
-    """Peak bytes of one training step on one device, by kind (`total` is their sum at the peak)."""
+    """Peak bytes of one training step on one device, by kind (`total` is their sum at the peak).
+
+    `frozen`: the frozen tokenizer's and LAM's weights, which the dynamics stage keeps on the device."""
 
     model: str
     batch: int
@@ -47,11 +51,12 @@ class StepMemory:
     activations: int
     temporaries: int
     other: int
+    frozen: int
     total: int
 
     def as_gib(self) -> dict:
         """The JSON record: the sizes in GiB."""
-        sizes = set(KINDS.values())
+        sizes = {*KINDS.values(), "frozen"}
         return {k: round(v / GIB, 3) if k in sizes else v for k, v in asdict(self).items()}
 
 
@@ -78,15 +83,21 @@ def dynamics_step_memory(cfg: ModelConfig, batch: int, checkpointing: bool = Tru
         raise ValueError(f"batch must be at least 1 clip, got {batch}")
     if not fake:
         torch.manual_seed(0)
-        return _step_peak(cfg, build(cfg, "dynamics"), batch, checkpointing)
+        frozen = [build(cfg, c).requires_grad_(False) for c in FROZEN]  # held through the step, as the stage does
+        return _step_peak(cfg, build(cfg, "dynamics"), batch, checkpointing, _bytes(frozen))
     with torch.device("meta"):
         model = build(cfg, "dynamics")
+        frozen = [build(cfg, c) for c in FROZEN]  # counted, not run: the step from tokenized clips never calls them
     with FakeTensorMode():
         _fake_parameters(model)
-        return _step_peak(cfg, model, batch, checkpointing)
+        return _step_peak(cfg, model, batch, checkpointing, _bytes(frozen))
 
 
-def _step_peak(cfg: ModelConfig, model: nn.Module, batch: int, checkpointing: bool) -> StepMemory:
+def _bytes(modules: list[nn.Module]) -> int:
+    return sum(t.numel() * t.element_size() for m in modules for t in (*m.parameters(), *m.buffers()))
+
+
+def _step_peak(cfg: ModelConfig, model: nn.Module, batch: int, checkpointing: bool, frozen: int) -> StepMemory:
     from torch.distributed._tools.mem_tracker import MemTracker
 
     if checkpointing:
@@ -100,7 +111,8 @@ def _step_peak(cfg: ModelConfig, model: nn.Module, batch: int, checkpointing: bo
     t, s = cfg.frames, cfg.tokens_per_frame()
     tokens = torch.zeros((batch, t, s), dtype=torch.long)
     actions = torch.zeros((batch, t - 1), dtype=torch.long)
-    # The tokenizer's codebook, for soft targets (`code_smoothing`): for every token, at most what `changed` builds.
+    # The tokenizer's codebook (counted in `frozen`), for soft targets (`code_smoothing`): for every token, at most
+    # what `changed` builds.
     codebook = torch.zeros(cfg.tokenizer.num_codes, cfg.tokenizer.code_dim)
     tracker = MemTracker()
     tracker.track_external(model, opt)
@@ -114,7 +126,8 @@ def _step_peak(cfg: ModelConfig, model: nn.Module, batch: int, checkpointing: bo
         opt.zero_grad(set_to_none=True)
     peak = next(iter(tracker.get_tracker_snapshot("peak").values()))
     by_kind = {KINDS[getattr(k, "name", str(k))]: int(v) for k, v in peak.items()}
-    return StepMemory(model=cfg.name, batch=batch, checkpointing=checkpointing,
+    by_kind["total"] = by_kind.get("total", 0) + frozen
+    return StepMemory(model=cfg.name, batch=batch, checkpointing=checkpointing, frozen=frozen,
                       **{k: by_kind.get(k, 0) for k in KINDS.values()})
 
 

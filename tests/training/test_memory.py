@@ -27,8 +27,13 @@ def test_the_fake_estimate_is_what_the_same_step_allocates_on_real_tensors(check
         n = sum(p.numel() for p in build(cfg, "dynamics").parameters())
     assert fake.params == 4 * n  # fp32 weights
     assert 8 * n <= fake.optimizer <= 8 * n + 64 * 1024  # AdamW's two moments, and its step counters
+    with torch.device("meta"):  # the frozen tokenizer and LAM the dynamics stage holds: fp32 weights, their buffers
+        parts = [build(cfg, c) for c in ("tokenizer", "lam")]
+    frozen = sum(4 * p.numel() for m in parts for p in m.parameters())
+    frozen += sum(b.numel() * b.element_size() for m in parts for b in m.buffers())
+    assert fake.frozen == frozen > 0
     assert fake.total == sum(getattr(fake, k) for k in ("params", "buffers", "grads", "optimizer", "activations",
-                                                        "temporaries", "other"))
+                                                        "temporaries", "other", "frozen"))
 
 
 def test_the_estimate_is_what_the_process_holds_at_the_peak_of_a_real_step():
