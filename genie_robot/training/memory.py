@@ -13,6 +13,10 @@ at every position (the trainer's only at the masked ones; frame 0 never is), a l
 holds. It is one device holding the whole model: FSDP2's shards are not modelled. It runs CPU autocast, whose
 op lists differ a little from CUDA's.
 
+Reading the kinds: MemTracker labels a tensor a gradient once it is stored in `.grad`, so gradients the backward
+pass has computed but not yet stored are `temporaries`, and at a peak early in the backward pass `grads` reads 0.
+The total is the same either way.
+
 What a GPU needs beyond the estimate: its CUDA context, library workspaces and the allocator's fragmentation;
 `largest_batch` leaves `headroom` of the budget for them.
 """
